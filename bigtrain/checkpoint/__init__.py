@@ -1,0 +1,4 @@
+"""Training state for exact resume (atomic, last K kept, no pickle on load)."""
+from .state import CheckpointConfig, CheckpointManager, capture_rng, load_state, restore_rng, save_atomic
+
+__all__ = ["CheckpointConfig", "CheckpointManager", "capture_rng", "load_state", "restore_rng", "save_atomic"]

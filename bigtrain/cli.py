@@ -1,0 +1,129 @@
+"""`bigtrain train | generate | bench`: one entry point under python, torchrun, srun or submitit."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _load_train_config(path: str, overrides: list[str]):
+    from bigtrain.config import load_config
+    from bigtrain.train.config import TrainConfig
+    return load_config(path, overrides, TrainConfig)
+
+
+def cmd_train(args) -> int:
+    from bigtrain.checkpoint.state import CheckpointManager, resolve_resume
+    from bigtrain.train.loop import Trainer
+
+    cfg = _load_train_config(args.config, args.overrides)
+    source = args.config + (f" + overrides {' '.join(args.overrides)}" if args.overrides else "")
+    resume = None
+    if args.resume != "none":
+        resume = resolve_resume(args.resume, cfg.run.dir)
+    elif CheckpointManager(os.path.join(cfg.run.dir, "checkpoints"), 1).latest():
+        raise ValueError(f"run dir {cfg.run.dir} already holds checkpoints; resume with --resume auto "
+                         f"or choose a new run.dir=...")
+    trainer = Trainer(cfg, resume=resume, config_source=source)
+    if trainer.progress.nimg >= cfg.train.total_kimg * 1000:
+        from bigtrain.distributed import print0
+        print0(f"training already complete: kimg {trainer.progress.kimg:.1f} >= train.total_kimg="
+               f"{cfg.train.total_kimg}; newest checkpoint {resolve_resume('auto', cfg.run.dir)}")
+        return 0
+    path = trainer.run()
+    if path:
+        from bigtrain.distributed import print0
+        print0(f"done: final checkpoint {path}; samples in {os.path.join(cfg.run.dir, 'samples')}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from bigtrain.generate import generate_images, load_generator_from_checkpoint, write_outputs
+    from bigtrain.models.sampling import parse_seeds
+
+    if not args.out and not args.outdir:
+        raise ValueError("give --out GRID.png and/or --outdir DIR")
+    seeds = parse_seeds(args.seeds)
+    G, _ = load_generator_from_checkpoint(args.checkpoint, args.device)
+    img = generate_images(G, seeds, trunc=args.trunc, class_idx=args.class_idx, batch=args.batch, device=args.device)
+    for p in write_outputs(img, seeds, args.out, args.outdir)[:3]:
+        print(f"wrote {p}")
+    if args.outdir:
+        print(f"wrote {len(seeds)} images to {args.outdir}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from bigtrain.bench import bench_train, format_table
+    from bigtrain.train.loop import Trainer
+
+    if args.what != "train":
+        raise ValueError(f"unknown benchmark {args.what!r}; available: train")
+    cfg = _load_train_config(args.config, args.overrides)
+    trainer = Trainer(cfg, config_source=args.config)
+    result = bench_train(trainer, iters=args.iters, warmup=args.warmup)
+    result["config"] = args.config
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bigtrain", description="Distributed training for large GANs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a GAN from a YAML config")
+    t.add_argument("config", help="YAML run config, e.g. configs/demo/fashion32.yaml")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.total_kimg=10")
+    t.add_argument("--resume", default="auto",
+                   help="auto (newest checkpoint in run.dir, if any; the default), none, or a checkpoint file/folder")
+    t.set_defaults(fn=cmd_train)
+
+    g = sub.add_parser("generate", help="write images from a checkpoint's G_ema")
+    g.add_argument("checkpoint", help="training checkpoint (ckpt-*.pt) or run directory")
+    g.add_argument("--seeds", default="0-63", help="e.g. 0-63 or 1,5,9 (default 0-63)")
+    g.add_argument("--trunc", type=float, default=1.0, help="truncation psi (1 = none; 0.7 trades variety for quality)")
+    g.add_argument("--class", dest="class_idx", type=int, default=None, help="class index for conditional models")
+    g.add_argument("--out", help="PNG grid path")
+    g.add_argument("--outdir", help="folder for one PNG per seed")
+    g.add_argument("--batch", type=int, default=32)
+    g.add_argument("--device", default="cpu")
+    g.set_defaults(fn=cmd_generate)
+
+    b = sub.add_parser("bench", help="measure throughput (img/s, sec/kimg, peak memory)")
+    b.add_argument("what", choices=["train"], help="what to benchmark")
+    b.add_argument("config")
+    b.add_argument("overrides", nargs="*")
+    b.add_argument("--iters", type=int, default=20, help="timed iterations")
+    b.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
+    b.add_argument("--json", help="also write the result as JSON here")
+    b.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    from bigtrain.config import ConfigError
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"bigtrain: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as e:
+        print(f"bigtrain: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from bigtrain.train.loop import Interrupted, TrainingDiverged
+        if isinstance(e, TrainingDiverged):
+            print(f"bigtrain: {e}", file=sys.stderr)
+            return 3
+        if isinstance(e, Interrupted):
+            return 128 + e.signum
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

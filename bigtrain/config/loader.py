@@ -1,0 +1,79 @@
+"""YAML loading: defaults <- preset <- run file <- command-line ``a.b=value`` overrides."""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from .schema import ConfigError, Sources, build, to_dict
+
+
+def read_yaml(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config error: file {path} does not exist")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config error in {path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error in {path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: Mapping, over: Mapping) -> dict:
+    """``over`` wins; nested mappings merge key by key."""
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_overrides(data: dict, overrides: Sequence[str], sources: Sources) -> dict:
+    """Apply ``a.b=value`` strings; the value is parsed as YAML (``1e-3``, ``[1, 2]``, ``null``)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"config error in command-line override '{item}': expected key=value, e.g. train.batch_size=32")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not p for p in key.split(".")):
+            raise ConfigError(f"config error in command-line override '{item}': bad key '{key}'")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+        sources.by_key[key] = f"command-line override '{item}'"
+    return data
+
+
+def load_config(path: str | None, overrides: Sequence[str], cls: type) -> Any:
+    """Load ``cls`` from a YAML file plus overrides. ``cls._preset_data(data)``, when defined,
+    returns a preset's values, which sit between the defaults and the file."""
+    sources = Sources(path or "<defaults>")
+    data = read_yaml(path) if path else {}
+    data = apply_overrides(data, overrides, sources)
+    if hasattr(cls, "_preset_data"):
+        preset = cls._preset_data(data, sources)
+        if preset:
+            data = deep_merge(preset, data)
+    return build(cls, data, sources=sources)
+
+
+def dump_yaml(cfg: Any, path: str) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)

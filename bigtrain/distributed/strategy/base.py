@@ -1,0 +1,91 @@
+"""The strategy interface: the training loop talks only to this.
+
+A strategy owns process-group setup, wrapping a network with its optimizer, backward,
+optimizer steps, gradient-sync suppression during accumulation, and reductions. DDP and
+DeepSpeed strategies implement the same methods, so the loop never branches on backend.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+from typing import Callable, Iterable, Literal
+
+import torch
+from torch import nn
+
+from ..env import DistEnv
+
+
+@dataclasses.dataclass
+class StrategyConfig:
+    strategy: Literal["single"] = "single"  # Backend for gradients and optimizer state; ddp and deepspeed arrive with the distributed issue.
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available, else cpu.
+
+
+@dataclasses.dataclass
+class Wrapped:
+    """A network as the strategy holds it: ``module`` is what forward is called on (a DDP
+    wrapper or engine under those strategies), ``raw`` the plain nn.Module."""
+    name: str
+    module: nn.Module
+    raw: nn.Module
+    optimizer: torch.optim.Optimizer
+
+
+class Strategy(abc.ABC):
+    name: str = "base"
+
+    def __init__(self, env: DistEnv, device: torch.device):
+        self.env = env
+        self.device = device
+
+    @property
+    def is_main(self) -> bool:
+        return self.env.is_main
+
+    @property
+    def world_size(self) -> int:
+        return self.env.world_size
+
+    def setup(self) -> None:
+        """Create the process group (no-op for a single process)."""
+
+    def teardown(self) -> None:
+        """Destroy the process group."""
+
+    @abc.abstractmethod
+    def wrap(self, name: str, net: nn.Module,
+             make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]) -> Wrapped: ...
+
+    def backward(self, loss: torch.Tensor, w: Wrapped) -> None:
+        loss.backward()
+
+    def step(self, w: Wrapped) -> None:
+        """Apply the accumulated gradients, then clear them."""
+        w.optimizer.step()
+        w.optimizer.zero_grad(set_to_none=True)
+
+    def zero_grad(self, w: Wrapped) -> None:
+        w.optimizer.zero_grad(set_to_none=True)
+
+    def no_sync(self, w: Wrapped) -> contextlib.AbstractContextManager:
+        """Context in which backward does not all-reduce (all but the last accumulation round)."""
+        return contextlib.nullcontext()
+
+    def unwrap(self, w: Wrapped) -> nn.Module:
+        return w.raw
+
+    def state_dict(self, w: Wrapped) -> dict:
+        return {"module": w.raw.state_dict(), "optimizer": w.optimizer.state_dict()}
+
+    def load_state_dict(self, w: Wrapped, state: dict) -> None:
+        w.raw.load_state_dict(state["module"])
+        w.optimizer.load_state_dict(state["optimizer"])
+
+    def all_reduce(self, t: torch.Tensor, op: Literal["mean", "sum", "min", "max"] = "mean") -> torch.Tensor:
+        """Reduce over ranks (identity for one process)."""
+        return t
+
+    def barrier(self) -> None:
+        """Wait for every rank."""

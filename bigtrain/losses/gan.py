@@ -1,0 +1,132 @@
+"""The GAN loss: adversarial term plus lazy regularizers, computed per phase.
+
+``compute`` returns the total to differentiate and named terms for logging; it never calls
+backward (the strategy does). Regularizer terms are multiplied by their phase's interval
+(lazy regularization, Karras et al. 2020), and the optimizer built for a lazily
+regularized net rescales lr and Adam betas by ``interval / (interval + 1)`` to match.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from bigtrain.config import require
+
+from .adversarial import d_loss, g_loss
+from .regularizers import gradient_penalty, path_lengths, r1_penalty
+
+
+@dataclasses.dataclass
+class LossOutput:
+    total: torch.Tensor  # scalar to differentiate
+    terms: dict[str, torch.Tensor]  # detached scalars for logging, e.g. "Loss/D/r1"
+
+
+class GANLoss(nn.Module):
+    @dataclasses.dataclass
+    class Config:
+        type: Literal["logistic", "hinge", "wgan", "lsgan", "ragan"] = "logistic"  # Adversarial term: non-saturating logistic, hinge, Wasserstein, least squares, relativistic average.
+        r1_gamma: float = 10.0  # R1 penalty weight (gamma / 2 * ||grad D(x)||^2 on reals); 0 = off.
+        r1_interval: int = 16  # Apply R1 every this many D steps (lazy regularization); 1 = every step.
+        gp_weight: float = 0.0  # WGAN-GP gradient-penalty weight on real/fake interpolates; 0 = off.
+        gp_target: float = 1.0  # Target gradient norm of WGAN-GP.
+        drift: float = 0.0  # Epsilon-drift weight on D(x)^2 that keeps WGAN logits near 0; 0 = off.
+        pl_weight: float = 2.0  # Path-length regularization weight (StyleGAN2 generators); 0 = off.
+        pl_interval: int = 4  # Apply path-length regularization every this many G steps.
+        pl_decay: float = 0.01  # Decay of the running mean path length.
+        pl_batch_shrink: int = 2  # Path-length batch = batch_gpu / this, to save compute.
+        style_mixing_prob: float = 0.9  # Probability of mixing two latents at a random layer (StyleGAN2); 0 = off.
+
+        def __post_init__(self):
+            for k in ("r1_gamma", "gp_weight", "drift", "pl_weight"):
+                require(getattr(self, k) >= 0, k, getattr(self, k), "must be >= 0")
+            for k in ("r1_interval", "pl_interval", "pl_batch_shrink"):
+                require(getattr(self, k) >= 1, k, getattr(self, k), "must be >= 1")
+            require(0 <= self.pl_decay <= 1, "pl_decay", self.pl_decay, "must be in [0, 1]")
+            require(0 <= self.style_mixing_prob <= 1, "style_mixing_prob", self.style_mixing_prob, "must be in [0, 1]")
+
+    def __init__(self, cfg: "GANLoss.Config"):
+        super().__init__()
+        self.cfg = cfg
+        # Running mean of path lengths; a buffer so it is checkpointed with the loss.
+        self.register_buffer("pl_mean", torch.zeros([]))
+
+    def reg_intervals(self) -> dict[str, int | None]:
+        """Per net: the lazy-regularization interval, or None when that net has no regularizer."""
+        c = self.cfg
+        d_reg = c.r1_gamma > 0 or c.gp_weight > 0
+        # WGAN-GP on interpolates is applied every step in its paper; keep it un-lazy.
+        d_interval = 1 if c.gp_weight > 0 else c.r1_interval
+        return {"G": c.pl_interval if c.pl_weight > 0 else None, "D": d_interval if d_reg else None}
+
+    def compute(self, phase: Any, nets: Any, batch: dict[str, torch.Tensor], progress: Any = None) -> LossOutput:
+        """``phase`` has .net ('G'|'D'), .terms ('main'|'reg'|'both') and .interval;
+        ``nets`` has callables .G and .D; ``batch`` has real_img (float, [-1, 1]), real_c,
+        gen_z and gen_c."""
+        c = self.cfg
+        terms: dict[str, torch.Tensor] = {}
+        total = torch.zeros([], device=batch["gen_z"].device)
+        do_main = phase.terms in ("main", "both")
+        do_reg = phase.terms in ("reg", "both")
+        gain = phase.interval if phase.terms == "reg" else 1
+
+        if phase.net == "G":
+            if do_main:
+                fake = nets.G(batch["gen_z"], batch["gen_c"], update_emas=True, **self._g_kwargs())
+                fake_logits = nets.D(fake, batch["gen_c"])
+                real_logits = nets.D(batch["real_img"], batch["real_c"]) if c.type == "ragan" else None
+                loss = g_loss(c.type, fake_logits, real_logits).mean()
+                terms["Loss/scores/fake"] = fake_logits.detach().mean()
+                terms["Loss/G/main"] = loss.detach()
+                total = total + loss
+            if do_reg and c.pl_weight > 0:
+                n = max(1, batch["gen_z"].shape[0] // c.pl_batch_shrink)
+                img, ws = nets.G(batch["gen_z"][:n], batch["gen_c"][:n], return_ws=True, **self._g_kwargs())
+                lengths = path_lengths(img, ws)
+                pl_mean = self.pl_mean.lerp(lengths.detach().mean(), c.pl_decay)
+                self.pl_mean.copy_(pl_mean)
+                penalty = (lengths - pl_mean).square().mean()
+                terms["Loss/G/pl"] = penalty.detach()
+                terms["Loss/G/pl_mean"] = pl_mean.detach()
+                # img.sum() * 0 keeps every synthesis output in the graph (no unused params under DDP).
+                total = total + (penalty * c.pl_weight + img.sum() * 0) * gain
+            return LossOutput(total, terms)
+
+        # D phases: G is only a sampler here, so skip building its graph.
+        if do_main:
+            with torch.no_grad():
+                fake = nets.G(batch["gen_z"], batch["gen_c"], update_emas=False, **self._g_kwargs())
+            real_img = batch["real_img"].detach().requires_grad_(do_reg and c.r1_gamma > 0)
+            fake_logits = nets.D(fake, batch["gen_c"])
+            real_logits = nets.D(real_img, batch["real_c"])
+            loss = d_loss(c.type, real_logits, fake_logits).mean()
+            terms["Loss/scores/real"] = real_logits.detach().mean()
+            terms["Loss/scores/fake"] = fake_logits.detach().mean()
+            terms["Loss/D/main"] = loss.detach()
+            total = total + loss
+            if c.drift > 0:
+                drift = real_logits.square().mean()
+                terms["Loss/D/drift"] = drift.detach()
+                total = total + c.drift * drift
+            if do_reg and c.gp_weight > 0:
+                gp = gradient_penalty(nets.D, batch["real_img"], fake, batch["real_c"], c.gp_target).mean()
+                terms["Loss/D/gp"] = gp.detach()
+                total = total + c.gp_weight * gp
+            if do_reg and c.r1_gamma > 0:
+                r1 = r1_penalty(real_img, real_logits).mean()
+                terms["Loss/D/r1"] = r1.detach()
+                total = total + r1 * (c.r1_gamma / 2)
+        elif do_reg and c.r1_gamma > 0:
+            real_img = batch["real_img"].detach().requires_grad_(True)
+            real_logits = nets.D(real_img, batch["real_c"])
+            r1 = r1_penalty(real_img, real_logits).mean()
+            terms["Loss/D/r1"] = r1.detach()
+            # real_logits * 0 keeps the epilogue in the graph (no unused params under DDP).
+            total = total + (r1 * (c.r1_gamma / 2) + real_logits.sum() * 0) * gain
+        return LossOutput(total, terms)
+
+    def _g_kwargs(self) -> dict:
+        return {"style_mixing_prob": self.cfg.style_mixing_prob} if self.cfg.style_mixing_prob > 0 else {}

@@ -1,0 +1,3 @@
+from .registry import FamilySpec, family_names, get_family, register
+
+__all__ = ["FamilySpec", "family_names", "get_family", "register"]

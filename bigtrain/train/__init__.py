@@ -1,0 +1,1 @@
+"""Training: config, phases, EMA, observability and the loop."""

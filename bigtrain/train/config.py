@@ -1,0 +1,114 @@
+"""The run config: one dataclass per section, each beside (or named after) what it configures.
+
+YAML keys are exactly the field names. ``generator`` and ``discriminator`` take the Config
+of the chosen ``model`` family, so their keys are checked against that family's schema.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from bigtrain.checkpoint import CheckpointConfig
+from bigtrain.config import Sources, deep_merge, require
+from bigtrain.config.schema import _FieldValueError
+from bigtrain.data import DataConfig
+from bigtrain.distributed.strategy import StrategyConfig
+from bigtrain.losses import GANLoss
+from bigtrain.models import family_names, get_family
+
+
+@dataclasses.dataclass
+class RunConfig:
+    dir: str = "runs/default"  # Run directory: checkpoints, samples, TensorBoard events, stats.jsonl, config.yaml.
+    seed: int = 0  # Seeds weights, latents, noise and the data order.
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default (one per core).
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    total_kimg: float = 25000  # Training length in thousands of real images shown to D.
+    batch_size: int = 32  # Global batch: images per optimizer step, summed over ranks and accumulation rounds.
+    batch_gpu: int | None = None  # Images per device per forward; null = batch_size / world_size (no accumulation).
+    g_lr: float = 0.0025  # Generator Adam learning rate.
+    d_lr: float = 0.0025  # Discriminator Adam learning rate.
+    betas: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.99])  # Adam betas (both nets).
+    eps: float = 1.0e-8  # Adam epsilon.
+    ema_halflife_kimg: float = 10.0  # Half-life of the G_ema weight average, in thousands of images.
+    ema_rampup: float | None = 0.05  # EMA ramp-up: half-life capped at nimg * this early on; null = no ramp-up.
+    max_nonfinite_steps: int = 10  # Stop with an error after this many iterations in a row with a NaN/Inf loss.
+
+    def __post_init__(self):
+        require(self.total_kimg > 0, "total_kimg", self.total_kimg, "must be > 0")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        require(self.batch_gpu is None or self.batch_gpu >= 1, "batch_gpu", self.batch_gpu, "must be >= 1 or null")
+        for k in ("g_lr", "d_lr", "eps"):
+            require(getattr(self, k) > 0, k, getattr(self, k), "must be > 0")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", self.betas,
+                "must be two numbers in [0, 1)")
+        require(self.ema_halflife_kimg >= 0, "ema_halflife_kimg", self.ema_halflife_kimg, "must be >= 0")
+        require(self.max_nonfinite_steps >= 1, "max_nonfinite_steps", self.max_nonfinite_steps, "must be >= 1")
+
+    def rounds(self, world_size: int, source: str = "the config") -> tuple[int, int]:
+        """-> (batch_gpu, accumulation rounds); a clear error when the numbers don't divide."""
+        per_rank, rem = divmod(self.batch_size, world_size)
+        if rem:
+            raise ValueError(f"train.batch_size={self.batch_size} is not divisible by world_size={world_size} ({source})")
+        batch_gpu = self.batch_gpu or per_rank
+        if per_rank % batch_gpu:
+            raise ValueError(f"train.batch_gpu={batch_gpu} must divide train.batch_size/world_size="
+                             f"{self.batch_size}/{world_size}={per_rank} ({source})")
+        return batch_gpu, per_rank // batch_gpu
+
+
+@dataclasses.dataclass
+class LogConfig:
+    tick_kimg: float = 4.0  # Maintenance tick every this many kimg: console line, TensorBoard scalars, stats.jsonl.
+    image_ticks: int = 1  # Save a G_ema sample grid every this many ticks; 0 = never.
+    grid_size: int = 64  # Images in the sample grid (fixed seeds 0..grid_size-1).
+    progress_bar: bool = True  # tqdm bar with ETA on rank 0 when the console is a terminal.
+
+    def __post_init__(self):
+        require(self.tick_kimg > 0, "tick_kimg", self.tick_kimg, "must be > 0")
+        require(self.image_ticks >= 0, "image_ticks", self.image_ticks, "must be >= 0")
+        require(self.grid_size >= 1, "grid_size", self.grid_size, "must be >= 1")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str = "stylegan2"  # Model family, by registered name.
+    preset: str | None = None  # A preset of the family (e.g. res256); its values sit between defaults and this file.
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    generator: Any = None  # The family's generator Config (see its model folder).
+    discriminator: Any = None  # The family's discriminator Config.
+    loss: GANLoss.Config = dataclasses.field(default_factory=GANLoss.Config)
+    train: LoopConfig = dataclasses.field(default_factory=LoopConfig)
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    distributed: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
+
+    @classmethod
+    def _field_types(cls, data: dict) -> dict[str, type]:
+        name = data.get("model", "stylegan2")
+        try:
+            spec = get_family(name)
+        except (KeyError, TypeError):
+            raise _FieldValueError("model", name, f"unknown model family; registered: {', '.join(family_names())}") from None
+        return {"generator": spec.generator.Config, "discriminator": spec.discriminator.Config}
+
+    @classmethod
+    def _preset_data(cls, data: dict, sources: Sources) -> dict:
+        """Family defaults, then the named preset; the run file and overrides go on top."""
+        try:
+            spec = get_family(data.get("model", "stylegan2"))
+        except (KeyError, TypeError):
+            return {}  # _field_types reports the unknown family with its source
+        out = dict(spec.defaults)
+        name = data.get("preset")
+        if name is not None:
+            if name not in spec.presets:
+                from bigtrain.config import ConfigError
+                raise ConfigError(f"config error in {sources.of('preset')}: key 'preset': {name!r} is not a "
+                                  f"{spec.name} preset; choose one of {', '.join(spec.presets)}")
+            out = deep_merge(out, spec.presets[name])
+        return out

@@ -1,0 +1,311 @@
+"""The training loop. Read it top to bottom: build, then per iteration fetch data, run
+phases, update EMA, and on tick boundaries log, draw samples and checkpoint.
+
+Progress is counted in images (nimg), so batch size and world size can change without
+changing the schedule. Every random draw in a step comes from the torch RNG or the data
+stream's own per-epoch generator, both checkpointed, which is what makes resume exact.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import os
+import signal
+import time
+import types
+
+import torch
+
+from bigtrain.checkpoint import CheckpointManager, capture_rng, load_state, restore_rng
+from bigtrain.config import ConfigError, dump_yaml, to_dict
+from bigtrain.data import ArrayStream, load_images
+from bigtrain.distributed import DistEnv, build_strategy, print0
+from bigtrain.losses import GANLoss
+from bigtrain.models import get_family
+from bigtrain.models.sampling import latents_from_seeds, one_hot
+from bigtrain.train.config import TrainConfig
+from bigtrain.train.ema import ema_beta, update_ema
+from bigtrain.train.observe import Observer, TickStats, image_grid, peak_memory_gb
+from bigtrain.train.phases import build_phases, lazy_ratio
+
+# Config sections that fix the networks' shapes: a checkpoint must agree on these.
+MODEL_KEYS = ("model", "generator", "discriminator")
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many iterations in a row with a non-finite loss."""
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int, checkpoint: str):
+        super().__init__(f"stopped by signal {signum}; checkpoint {checkpoint}")
+        self.signum, self.checkpoint = signum, checkpoint
+
+
+@dataclasses.dataclass
+class Progress:
+    nimg: int = 0  # real images shown to D so far (global)
+    step: int = 0  # iterations done
+    tick: int = 0  # ticks done
+    nonfinite_total: int = 0  # iterations skipped for a non-finite loss
+    nonfinite_run: int = 0  # ... of them in a row, now
+
+    @property
+    def kimg(self) -> float:
+        return self.nimg / 1000
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: str | None = None, config_source: str = "the config"):
+        self.cfg = cfg
+        self.env = DistEnv.from_environ()
+        self.strategy = build_strategy(cfg.distributed, self.env)
+        self.strategy.setup()
+        self.device = self.strategy.device
+        if cfg.run.num_threads:
+            torch.set_num_threads(cfg.run.num_threads)
+        self.batch_gpu, self.rounds = cfg.train.rounds(self.env.world_size, config_source)
+        torch.manual_seed(cfg.run.seed * self.env.world_size + self.env.rank)
+
+        # Data.
+        self.data = load_images(cfg.data)
+        self.stream = ArrayStream(self.data, cfg.run.seed, self.env.rank, self.env.world_size, cfg.data.xflip)
+        C, R = self.data.images.shape[1], self.data.images.shape[2]
+        self.model_info = {"family": cfg.model, "resolution": R, "channels": C,
+                           "c_dim": self.data.num_classes, "label_names": list(self.data.label_names)}
+
+        # Networks, loss, phases, optimizers.
+        family = get_family(cfg.model)
+        G = family.build_generator(cfg.generator, R, C, self.data.num_classes).to(self.device)
+        D = family.build_discriminator(cfg.discriminator, R, C, self.data.num_classes).to(self.device)
+        self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        self.loss = GANLoss(cfg.loss).to(self.device)
+        if cfg.loss.pl_weight > 0 and not hasattr(G, "num_ws"):
+            raise ConfigError(f"config error in {config_source}: key 'loss.pl_weight': path-length "
+                              f"regularization needs a style-based generator; {cfg.model} has none; set it to 0")
+        self.phases = build_phases(self.loss.reg_intervals())
+        self.wrapped = {
+            "G": self.strategy.wrap("G", G, self._make_optimizer(cfg.train.g_lr, lazy_ratio(self.phases, "G"))),
+            "D": self.strategy.wrap("D", D, self._make_optimizer(cfg.train.d_lr, lazy_ratio(self.phases, "D"))),
+        }
+        self.nets = types.SimpleNamespace(G=self.wrapped["G"].module, D=self.wrapped["D"].module)
+        self.progress = Progress()
+        self.run_dir = cfg.run.dir
+        self.ckpt = CheckpointManager(os.path.join(self.run_dir, "checkpoints"), cfg.checkpoint.keep)
+        self.grid_z = latents_from_seeds(list(range(cfg.log.grid_size)), G.z_dim, self.device)
+        self.grid_c = one_hot(torch.arange(cfg.log.grid_size) % max(self.data.num_classes, 1)
+                              if self.data.num_classes else None, self.data.num_classes, cfg.log.grid_size, self.device)
+        self._stop_signal: int | None = None
+        if resume:
+            self.load(resume, config_source)
+
+    def _make_optimizer(self, lr: float, ratio: float):
+        b1, b2 = self.cfg.train.betas
+        return lambda params: torch.optim.Adam(params, lr=lr * ratio, betas=(b1 ** ratio, b2 ** ratio),
+                                               eps=self.cfg.train.eps)
+
+    # ---------------------------------------------------------------- one iteration
+    def _batch(self, n: int) -> dict[str, torch.Tensor]:
+        img, labels = self.stream.next(n)
+        c_dim = self.data.num_classes
+        gen_labels = (self.data.labels[torch.randint(len(self.data.labels), (n,))]
+                      if c_dim else None)
+        return {
+            # Normalisation happens on the device: uint8 travels, floats don't.
+            "real_img": img.to(self.device).to(torch.float32) / 127.5 - 1,
+            "real_c": one_hot(labels, c_dim, n, self.device),
+            "gen_z": torch.randn(n, self.G_ema.z_dim, device=self.device),
+            "gen_c": one_hot(gen_labels, c_dim, n, self.device),
+        }
+
+    def train_step(self, stats: TickStats) -> None:
+        bg, rounds = self.batch_gpu, self.rounds
+        p = self.progress
+        # Fetch data.
+        batch = self._batch(bg * rounds)
+        # Run phases.
+        skipped = []
+        for phase in self.phases:
+            if p.step % phase.interval != 0:
+                continue
+            w = self.wrapped[phase.net]
+            for name, other in self.wrapped.items():
+                other.raw.requires_grad_(name == phase.net)
+            for rep in range(phase.repeat):
+                if rep > 0:
+                    batch = self._batch(bg * rounds)
+                finite = torch.ones([], device=self.device)
+                for r in range(rounds):
+                    chunk = {k: v[r * bg:(r + 1) * bg] for k, v in batch.items()}
+                    sync = contextlib.nullcontext() if r == rounds - 1 else self.strategy.no_sync(w)
+                    with sync:
+                        out = self.loss.compute(phase, self.nets, chunk, p)
+                        finite = finite * torch.isfinite(out.total)
+                        self.strategy.backward(out.total / rounds, w)
+                    stats.add(out.terms)
+                # .item() syncs with the device; it is the price of keeping NaNs out of the weights.
+                if self.strategy.all_reduce(finite, "min").item() == 1:
+                    self.strategy.step(w)
+                else:
+                    self.strategy.zero_grad(w)
+                    skipped.append(phase.name)
+        for other in self.wrapped.values():
+            other.raw.requires_grad_(False)
+        # Update EMA.
+        beta = ema_beta(self.cfg.train.batch_size, p.nimg, self.cfg.train.ema_halflife_kimg, self.cfg.train.ema_rampup)
+        update_ema(self.G_ema, self.wrapped["G"].raw, beta)
+        p.nimg += self.cfg.train.batch_size
+        p.step += 1
+        self._count_nonfinite(skipped)
+
+    def _count_nonfinite(self, skipped: list[str]) -> None:
+        p = self.progress
+        if not skipped:
+            p.nonfinite_run = 0
+            return
+        p.nonfinite_total += 1
+        p.nonfinite_run += 1
+        if p.nonfinite_run <= 3 or p.nonfinite_run % 10 == 0:
+            print0(f"warning: non-finite loss at kimg {p.kimg:.1f} in {', '.join(skipped)}; step skipped "
+                   f"({p.nonfinite_run} in a row, {p.nonfinite_total} in total)")
+        if p.nonfinite_run >= self.cfg.train.max_nonfinite_steps:
+            raise TrainingDiverged(
+                f"training diverged: {p.nonfinite_run} iterations in a row had a non-finite loss "
+                f"(train.max_nonfinite_steps={self.cfg.train.max_nonfinite_steps}); the last good checkpoint "
+                f"is {self.ckpt.latest() or '(none written yet)'}")
+
+    # ---------------------------------------------------------------- the loop
+    def run(self) -> str | None:
+        """Train to total_kimg; returns the final checkpoint path (rank 0)."""
+        cfg, p = self.cfg, self.progress
+        total_nimg = int(cfg.train.total_kimg * 1000)
+        tick_nimg = int(cfg.log.tick_kimg * 1000)
+        is_main = self.strategy.is_main
+        if is_main:
+            os.makedirs(self.run_dir, exist_ok=True)
+            dump_yaml(cfg, os.path.join(self.run_dir, "config.yaml"))
+        obs = Observer(self.run_dir, is_main, total_nimg, p.nimg, cfg.log.progress_bar)
+        print0(f"training {cfg.model} at {self.model_info['resolution']}px: {total_nimg} images, "
+               f"batch {cfg.train.batch_size} = {self.env.world_size} rank(s) x {self.batch_gpu} x {self.rounds} "
+               f"round(s), from kimg {p.kimg:.1f}; run dir {self.run_dir}")
+        if p.nimg == 0:
+            real = self.data.images[:cfg.log.grid_size].float() / 127.5 - 1
+            obs.image("Samples/reals", image_grid(real), 0, os.path.join(self.run_dir, "reals.png"))
+            self._samples(obs)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        stats = TickStats()
+        tick_start, tick_start_nimg, t0 = time.time(), p.nimg, time.time()
+        last_ckpt = None
+        try:
+            while p.nimg < total_nimg:
+                self.train_step(stats)
+                obs.advance(p.nimg)
+                done = p.nimg >= total_nimg
+                if self._stop_signal is not None:
+                    path = self.save()
+                    obs.line(f"signal {self._stop_signal}: checkpoint written to {path}; exiting")
+                    raise Interrupted(self._stop_signal, path)
+                if not done and p.nimg < tick_start_nimg + tick_nimg:
+                    continue
+                # Maintenance tick.
+                p.tick += 1
+                now = time.time()
+                sec = now - tick_start
+                kimg_done = (p.nimg - tick_start_nimg) / 1000
+                values = {
+                    "Progress/kimg": p.kimg, "Progress/tick": p.tick,
+                    "Progress/nonfinite_skipped": p.nonfinite_total,
+                    "Timing/sec_per_tick": sec, "Timing/sec_per_kimg": sec / max(kimg_done, 1e-9),
+                    "Timing/img_per_sec": kimg_done * 1000 / max(sec, 1e-9), "Timing/total_sec": now - t0,
+                    "Resources/peak_mem_gb": peak_memory_gb(self.device),
+                    "LR/G": self.wrapped["G"].optimizer.param_groups[0]["lr"],
+                    "LR/D": self.wrapped["D"].optimizer.param_groups[0]["lr"],
+                    **{k: self.strategy.all_reduce(torch.tensor(v), "mean").item() for k, v in stats.means().items()},
+                }
+                obs.scalars(values, p.kimg, p.nimg)
+                eta = (total_nimg - p.nimg) / max(values["Timing/img_per_sec"], 1e-9)
+                obs.line(f"tick {p.tick:<4d} kimg {p.kimg:<8.1f} sec/kimg {values['Timing/sec_per_kimg']:<7.2f} "
+                         f"img/s {values['Timing/img_per_sec']:<7.1f} G {values.get('Loss/G/main', float('nan')):<7.3f}"
+                         f"D {values.get('Loss/D/main', float('nan')):<7.3f} ETA {eta / 60:.1f} min")
+                if cfg.log.image_ticks and (p.tick % cfg.log.image_ticks == 0 or done):
+                    self._samples(obs)
+                if p.tick % cfg.checkpoint.interval_ticks == 0 or done:
+                    last_ckpt = self.save()
+                tick_start, tick_start_nimg = time.time(), p.nimg
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            obs.close()
+        return last_ckpt
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._stop_signal is not None:
+            raise KeyboardInterrupt  # a second signal: stop now
+        self._stop_signal = signum
+        print0(f"received signal {signum}: finishing this step, then writing a checkpoint (send again to abort)")
+
+    @torch.no_grad()
+    def _samples(self, obs: Observer) -> None:
+        if not self.strategy.is_main:
+            return
+        imgs = [self.G_ema(z[None], c[None], noise_mode="const") for z, c in zip(self.grid_z, self.grid_c)]
+        grid = image_grid(torch.cat(imgs))
+        png = os.path.join(self.run_dir, "samples", f"fakes{self.progress.nimg // 1000:06d}.png")
+        obs.image("Samples/fakes", grid, self.progress.nimg, png)
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "config": to_dict(self.cfg),
+            "model_info": self.model_info,
+            "nets": {"G_ema": self.G_ema.state_dict()},
+            "strategy": {k: self.strategy.state_dict(w) for k, w in self.wrapped.items()},
+            "loss": self.loss.state_dict(),
+            "progress": dataclasses.asdict(self.progress),
+            "rng": capture_rng(),
+            "data": self.stream.state_dict(),
+        }
+
+    def save(self) -> str | None:
+        state = self.state_dict()  # on every rank: a sharding strategy gathers here
+        path = self.ckpt.save(state, self.progress.nimg) if self.strategy.is_main else None
+        self.strategy.barrier()
+        return path
+
+    def load(self, path: str, config_source: str) -> None:
+        state = load_state(path)
+        check_model_config(state, to_dict(self.cfg), self.model_info, path, config_source)
+        try:
+            self.G_ema.load_state_dict(state["nets"]["G_ema"])
+            for k, w in self.wrapped.items():
+                self.strategy.load_state_dict(w, state["strategy"][k])
+        except (RuntimeError, KeyError) as e:
+            raise ValueError(f"checkpoint {path} does not fit the model built from {config_source}: "
+                             f"{str(e).splitlines()[0]}") from None
+        self.loss.load_state_dict(state["loss"])
+        self.progress = Progress(**state["progress"])
+        restore_rng(state["rng"])
+        self.stream.load_state_dict(state["data"])
+        print0(f"resumed from {path} at kimg {self.progress.kimg:.1f}")
+
+
+def check_model_config(state: dict, cfg_dict: dict, model_info: dict, path: str, source: str) -> None:
+    """A resumed checkpoint must describe the same networks; name every key that differs."""
+    diffs = []
+
+    def walk(a, b, prefix):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+        elif a != b:
+            diffs.append(f"{prefix}: checkpoint has {a!r}, {source} has {b!r}")
+
+    for key in MODEL_KEYS:
+        walk(state["config"].get(key), cfg_dict.get(key), key)
+    for k in ("resolution", "channels", "c_dim"):
+        if state["model_info"].get(k) != model_info.get(k):
+            diffs.append(f"data {k}: checkpoint has {state['model_info'].get(k)!r}, the dataset gives {model_info.get(k)!r}")
+    if diffs:
+        raise ConfigError(f"checkpoint {path} was trained with a different model than {source} describes:\n  "
+                          + "\n  ".join(diffs))

@@ -1,0 +1,31 @@
+"""bigtrain: distributed training for large GANs (StyleGAN2, ProGAN, BigGAN)."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = re.search(r'__version__ = "([^"]+)"', Path("bigtrain/__init__.py").read_text()).group(1)
+
+setup(
+    name="bigtrain",
+    version=version,
+    description="Distributed training for large GANs: StyleGAN2, ProGAN, BigGAN",
+    long_description=Path("README.md").read_text() if Path("README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["bigtrain", "bigtrain.*"]),
+    # torch is deliberately a range: CPU machines install the CPU wheel first (see README),
+    # GPU machines a CUDA build; both satisfy it.
+    install_requires=[
+        "torch>=2.4,<2.15",
+        "numpy>=1.24,<3",
+        "pyyaml>=6.0,<7",
+        "pillow>=10.0,<14",
+        "tensorboard>=2.15,<3",
+        "tqdm>=4.66,<5",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0,<10", "pytest-timeout>=2.3,<3", "scipy>=1.11,<2"],
+    },
+    entry_points={"console_scripts": ["bigtrain=bigtrain.cli:main"]},
+)
