@@ -1,0 +1,23 @@
+"""Low-level ops: FIR resampling, fused bias/activation, resampling and modulated convs.
+
+Each op takes (or passes through) ``impl="auto" | "ref" | "cuda"``; today only
+the plain-PyTorch reference exists and ``"auto"`` selects it.
+"""
+
+from bigtrain.ops.bias_act import ACTIVATIONS, ActSpec, bias_act
+from bigtrain.ops.conv2d_resample import conv2d_resample
+from bigtrain.ops.modconv import modulated_conv2d
+from bigtrain.ops.upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
+
+__all__ = [
+    "ACTIVATIONS",
+    "ActSpec",
+    "bias_act",
+    "conv2d_resample",
+    "downsample2d",
+    "filter2d",
+    "modulated_conv2d",
+    "setup_filter",
+    "upfirdn2d",
+    "upsample2d",
+]

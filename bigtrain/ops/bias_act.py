@@ -1,0 +1,114 @@
+"""Fused bias + activation + gain + clamp."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from bigtrain.ops._impl import resolve_impl
+
+
+@dataclass(frozen=True)
+class ActSpec:
+    """An activation supported by :func:`bias_act`.
+
+    Attributes:
+        name: Key in :data:`ACTIVATIONS`.
+        func: ``func(x, alpha) -> y``; ``alpha`` is ``None`` unless ``def_alpha`` is set.
+        def_alpha: Default ``alpha``, or ``None`` if the activation takes none.
+        def_gain: Default output gain; chosen so a layer keeps roughly unit
+            second moment under He-style init (``sqrt(2)`` for half-rectifiers).
+    """
+
+    name: str
+    func: Callable[[torch.Tensor, float | None], torch.Tensor]
+    def_alpha: float | None
+    def_gain: float
+
+
+ACTIVATIONS: dict[str, ActSpec] = {
+    spec.name: spec
+    for spec in [
+        ActSpec("linear", lambda x, _: x, None, 1.0),
+        ActSpec("relu", lambda x, _: F.relu(x), None, math.sqrt(2)),
+        ActSpec("lrelu", lambda x, alpha: F.leaky_relu(x, alpha), 0.2, math.sqrt(2)),
+        ActSpec("tanh", lambda x, _: torch.tanh(x), None, 1.0),
+        ActSpec("sigmoid", lambda x, _: torch.sigmoid(x), None, 1.0),
+        ActSpec("elu", lambda x, _: F.elu(x), None, 1.0),
+        ActSpec("selu", lambda x, _: F.selu(x), None, 1.0),
+        ActSpec("softplus", lambda x, _: F.softplus(x), None, 1.0),
+        ActSpec("swish", lambda x, _: F.silu(x), None, math.sqrt(2)),
+    ]
+}
+
+
+def bias_act(
+    x: torch.Tensor,
+    b: torch.Tensor | None = None,
+    dim: int = 1,
+    act: str = "linear",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Compute ``clamp(act(x + b, alpha) * gain, -clamp, clamp)``.
+
+    Args:
+        x: Input of any shape.
+        b: Optional 1-D bias of length ``x.shape[dim]``, broadcast along ``dim``.
+        dim: Dimension of ``x`` that ``b`` indexes (negative values allowed).
+        act: One of the keys of :data:`ACTIVATIONS`.
+        alpha: Activation parameter; only ``lrelu`` takes one (negative
+            slope, default 0.2). Passing it to other activations is an error.
+        gain: Output scale; ``None`` uses the activation's ``def_gain``.
+        clamp: Clamp the result to ``[-clamp, clamp]``; ``None`` or a negative
+            value disables clamping.
+        impl: ``"auto"``, ``"ref"`` or ``"cuda"``.
+
+    Returns:
+        Tensor with the shape and dtype of ``x`` (``b`` is cast to ``x.dtype``).
+    """
+    spec = ACTIVATIONS.get(act)
+    if spec is None:
+        raise ValueError(f"bias_act: unknown act={act!r}; expected one of {', '.join(ACTIVATIONS)}")
+    if alpha is not None and spec.def_alpha is None:
+        raise ValueError(f"bias_act: act={act!r} takes no alpha, got alpha={alpha!r}")
+    if b is not None:
+        if not -x.ndim <= dim < x.ndim:
+            raise ValueError(f"bias_act: dim={dim} is out of range for x with {x.ndim} dims")
+        dim = dim % x.ndim
+        if b.ndim != 1 or b.shape[0] != x.shape[dim]:
+            raise ValueError(
+                f"bias_act: b must be 1-D with x.shape[{dim}]={x.shape[dim]} entries, got shape {tuple(b.shape)}"
+            )
+    alpha = spec.def_alpha if alpha is None else float(alpha)
+    gain = spec.def_gain if gain is None else float(gain)
+    clamp = -1.0 if clamp is None else float(clamp)
+    resolved = resolve_impl(impl, x, "bias_act")
+    assert resolved == "ref", resolved
+    return _bias_act_ref(x, b, dim, spec, alpha, gain, clamp)
+
+
+def _bias_act_ref(
+    x: torch.Tensor,
+    b: torch.Tensor | None,
+    dim: int,
+    spec: ActSpec,
+    alpha: float | None,
+    gain: float,
+    clamp: float,
+) -> torch.Tensor:
+    if b is not None:
+        # Cast so a float32 bias does not silently promote float16 activations.
+        x = x + b.to(x.dtype).reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+    x = spec.func(x, alpha)
+    if gain != 1:
+        x = x * gain
+    if clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x

@@ -1,0 +1,135 @@
+"""Tests for bigtrain.ops.bias_act."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bigtrain.ops import ACTIVATIONS, bias_act
+
+# Independent expectations: torch.nn.functional counterpart and default gain.
+EXPECTED = {
+    "linear": (lambda x: x, 1.0),
+    "relu": (F.relu, math.sqrt(2)),
+    "lrelu": (lambda x: F.leaky_relu(x, 0.2), math.sqrt(2)),
+    "tanh": (torch.tanh, 1.0),
+    "sigmoid": (torch.sigmoid, 1.0),
+    "elu": (F.elu, 1.0),
+    "selu": (F.selu, 1.0),
+    "softplus": (F.softplus, 1.0),
+    "swish": (F.silu, math.sqrt(2)),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    # These tensors are tiny: intra-op threads only add spin-wait overhead, which
+    # explodes (10x) when another process is busy on the same cores.
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+def _rand(*shape, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=dtype)
+
+
+def _away_from(x, points, margin=0.05):
+    """Nudge values so none lies within `margin` of a kink."""
+    for p in points:
+        near = (x - p).abs() < margin
+        x = torch.where(near, p + margin * 2 * torch.sign(x - p + 1e-12), x)
+    return x
+
+
+def test_table_is_complete_and_defaults_match():
+    assert set(ACTIVATIONS) == set(EXPECTED)
+    for name, (_, gain) in EXPECTED.items():
+        assert ACTIVATIONS[name].def_gain == pytest.approx(gain)
+        assert ACTIVATIONS[name].name == name
+    assert ACTIVATIONS["lrelu"].def_alpha == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("act", sorted(EXPECTED))
+def test_matches_functional_times_gain(act):
+    fn, gain = EXPECTED[act]
+    x = _rand(2, 5, 3, 4, seed=1)
+    b = _rand(5, seed=2)
+    y = bias_act(x, b, act=act)
+    torch.testing.assert_close(y, fn(x + b[None, :, None, None]) * gain)
+    # Explicit gain overrides the default; no bias is fine.
+    torch.testing.assert_close(bias_act(x, act=act, gain=0.5), fn(x) * 0.5)
+
+
+def test_lrelu_alpha():
+    x = _rand(3, 4, seed=3)
+    torch.testing.assert_close(bias_act(x, act="lrelu", alpha=0.1, gain=1), F.leaky_relu(x, 0.1))
+    with pytest.raises(ValueError, match="alpha"):
+        bias_act(x, act="relu", alpha=0.1)
+
+
+def test_clamp():
+    x = _rand(4, 6, seed=4) * 5
+    b = _rand(6, seed=5)
+    y = bias_act(x, b, act="lrelu", clamp=1.5)
+    ref = (F.leaky_relu(x + b, 0.2) * math.sqrt(2)).clamp(-1.5, 1.5)
+    torch.testing.assert_close(y, ref)
+    assert y.abs().max() <= 1.5 and (y.abs() == 1.5).any()
+    # Clamp applies after the gain; None or negative disables it.
+    torch.testing.assert_close(bias_act(x, act="linear", gain=10, clamp=2.0), (x * 10).clamp(-2, 2))
+    torch.testing.assert_close(bias_act(x, clamp=-1), x)
+    torch.testing.assert_close(bias_act(x, clamp=None), x)
+
+
+def test_dim():
+    x = _rand(3, 5, seed=6)
+    b0, b1 = _rand(3, seed=7), _rand(5, seed=8)
+    torch.testing.assert_close(bias_act(x, b0, dim=0, act="tanh"), torch.tanh(x + b0[:, None]))
+    torch.testing.assert_close(bias_act(x, b1, dim=1, act="tanh"), torch.tanh(x + b1[None, :]))
+    torch.testing.assert_close(bias_act(x.t(), b0, dim=1), bias_act(x, b0, dim=0).t())
+    torch.testing.assert_close(bias_act(x, b1, dim=-1), x + b1)
+
+
+def test_bias_dtype_follows_x():
+    x = _rand(2, 3, dtype=torch.float32)
+    assert bias_act(x, torch.ones(3, dtype=torch.float64)).dtype == torch.float32
+
+
+def test_errors():
+    x = _rand(2, 3)
+    with pytest.raises(ValueError, match="'gelu'") as e:
+        bias_act(x, act="gelu")
+    assert "lrelu" in str(e.value) and "swish" in str(e.value)
+    with pytest.raises(ValueError, match=r"x.shape\[1\]=3"):
+        bias_act(x, torch.ones(4))
+    with pytest.raises(ValueError, match="1-D"):
+        bias_act(x, torch.ones(1, 3))
+    with pytest.raises(ValueError, match="dim=2"):
+        bias_act(x, torch.ones(3), dim=2)
+    with pytest.raises(ValueError, match="bogus"):
+        bias_act(x, impl="bogus")
+    with pytest.raises(RuntimeError, match="bias_act: impl='cuda'"):
+        bias_act(x, impl="cuda")
+
+
+@pytest.mark.parametrize(
+    "act,alpha,clamp",
+    [(a, None, None) for a in sorted(EXPECTED)] + [("lrelu", 0.3, None), ("lrelu", None, 0.7), ("tanh", None, 0.4)],
+)
+def test_gradcheck(act, alpha, clamp):
+    b = _rand(3, seed=10)
+    # relu/lrelu have a kink at x + b == 0: keep the pre-activation away from it.
+    x = _away_from(_rand(2, 3, 2, seed=9) + b[None, :, None], [0.0]) - b[None, :, None]
+    if clamp is not None:
+        # The clamp's derivative jumps at +-clamp: make sure no output sits there,
+        # and that both the clamped and the pass-through regions are exercised.
+        out = bias_act(x, b, act=act, alpha=alpha).abs()
+        assert ((out - clamp).abs() > 0.02).all()
+        assert (out > clamp).any() and (out < clamp).any()
+    fn = lambda x, b: bias_act(x, b, act=act, alpha=alpha, clamp=clamp)  # noqa: E731
+    inputs = (x.requires_grad_(True), b.requires_grad_(True))
+    assert torch.autograd.gradcheck(fn, inputs)
+    assert torch.autograd.gradgradcheck(fn, inputs)
