@@ -126,7 +126,7 @@ def load_images(cfg: DataConfig) -> ImageArray:
     if cfg.max_images is not None:
         x = x[:cfg.max_images]
         y = y[:cfg.max_images] if y is not None else None
-    t = torch.from_numpy(np.ascontiguousarray(x))
+    t = torch.from_numpy(np.array(x, copy=True))  # frombuffer arrays are read-only
     t = t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2)  # -> NCHW
     t = fit_resolution(t, cfg.resolution, cfg.fit)
     labels = torch.from_numpy(y.astype(np.int64)) if (y is not None and cfg.use_labels) else None
