@@ -90,6 +90,9 @@ class CheckpointManager:
         return found[-1] if found else None
 
     def save(self, state: dict, nimg: int) -> str:
+        # Temp files left by a writer that was killed mid-write are garbage; only rank 0 writes.
+        for stale in glob.glob(os.path.join(self.folder, "ckpt-*.pt.tmp*")):
+            os.remove(stale)
         path = self.path_for(nimg)
         save_atomic({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, path)
         for old in self.list()[:-self.keep]:

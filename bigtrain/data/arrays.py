@@ -55,8 +55,13 @@ class ImageArray:
 
 def _read_idx(path: str) -> np.ndarray:
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, OSError) as e:  # a truncated download, or not gzip at all
+        raise ValueError(f"{path} is truncated or not valid gzip: {e}") from None
+    if len(data) < 4 or len(data) < 4 + 4 * data[3]:
+        raise ValueError(f"{path} is truncated: {len(data)} bytes is shorter than an IDX header")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file")
@@ -123,6 +128,8 @@ def _load_folder(folder: str) -> tuple[np.ndarray, np.ndarray | None, list[str]]
 
 def load_images(cfg: DataConfig) -> ImageArray:
     x, y, names = _load_raw(cfg)
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"data.source={cfg.source}: {len(x)} images but {len(y)} labels")
     if cfg.max_images is not None:
         x = x[:cfg.max_images]
         y = y[:cfg.max_images] if y is not None else None

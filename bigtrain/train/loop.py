@@ -86,8 +86,8 @@ class Trainer:
                               f"regularization needs a style-based generator; {cfg.model} has none; set it to 0")
         self.phases = build_phases(self.loss.reg_intervals())
         self.wrapped = {
-            "G": self.strategy.wrap("G", G, self._make_optimizer(cfg.train.g_lr, lazy_ratio(self.phases, "G"))),
-            "D": self.strategy.wrap("D", D, self._make_optimizer(cfg.train.d_lr, lazy_ratio(self.phases, "D"))),
+            "G": self.strategy.wrap("G", G, self._make_optimizer("G")),
+            "D": self.strategy.wrap("D", D, self._make_optimizer("D")),
         }
         self.nets = types.SimpleNamespace(G=self.wrapped["G"].module, D=self.wrapped["D"].module)
         self.progress = Progress()
@@ -100,10 +100,15 @@ class Trainer:
         if resume:
             self.load(resume, config_source)
 
-    def _make_optimizer(self, lr: float, ratio: float):
-        b1, b2 = self.cfg.train.betas
-        return lambda params: torch.optim.Adam(params, lr=lr * ratio, betas=(b1 ** ratio, b2 ** ratio),
-                                               eps=self.cfg.train.eps)
+    def _hparams(self, net: str) -> dict:
+        """Adam settings for ``net``, with the lazy-regularization rescale applied."""
+        t = self.cfg.train
+        ratio = lazy_ratio(self.phases, net)
+        lr = t.g_lr if net == "G" else t.d_lr
+        return {"lr": lr * ratio, "betas": (t.betas[0] ** ratio, t.betas[1] ** ratio), "eps": t.eps}
+
+    def _make_optimizer(self, net: str):
+        return lambda params: torch.optim.Adam(params, **self._hparams(net))
 
     # ---------------------------------------------------------------- one iteration
     def _batch(self, n: int) -> dict[str, torch.Tensor]:
@@ -188,7 +193,7 @@ class Trainer:
         obs = Observer(self.run_dir, is_main, total_nimg, p.nimg, cfg.log.progress_bar)
         print0(f"training {cfg.model} at {self.model_info['resolution']}px: {total_nimg} images, "
                f"batch {cfg.train.batch_size} = {self.env.world_size} rank(s) x {self.batch_gpu} x {self.rounds} "
-               f"round(s), from kimg {p.kimg:.1f}; run dir {self.run_dir}")
+               f"round(s), from kimg {p.kimg:.3f}; run dir {self.run_dir}")
         if p.nimg == 0:
             real = self.data.images[:cfg.log.grid_size].float() / 127.5 - 1
             obs.image("Samples/reals", image_grid(real), 0, os.path.join(self.run_dir, "reals.png"))
@@ -225,12 +230,13 @@ class Trainer:
                 }
                 obs.scalars(values, p.kimg, p.nimg)
                 eta = (total_nimg - p.nimg) / max(values["Timing/img_per_sec"], 1e-9)
-                obs.line(f"tick {p.tick:<4d} kimg {p.kimg:<8.1f} sec/kimg {values['Timing/sec_per_kimg']:<7.2f} "
+                obs.line(f"tick {p.tick:<4d} kimg {p.kimg:<9.3f} sec/kimg {values['Timing/sec_per_kimg']:<7.2f} "
                          f"img/s {values['Timing/img_per_sec']:<7.1f} G {values.get('Loss/G/main', float('nan')):<7.3f}"
                          f"D {values.get('Loss/D/main', float('nan')):<7.3f} ETA {eta / 60:.1f} min")
                 if cfg.log.image_ticks and (p.tick % cfg.log.image_ticks == 0 or done):
                     self._samples(obs)
-                if p.tick % cfg.checkpoint.interval_ticks == 0 or done:
+                if (p.tick % cfg.checkpoint.interval_ticks == 0 or done) and p.nonfinite_run == 0:
+                    # Never during a non-finite streak: it would rotate the last good checkpoint out.
                     last_ckpt = self.save()
                 tick_start, tick_start_nimg = time.time(), p.nimg
         finally:
@@ -283,11 +289,15 @@ class Trainer:
         except (RuntimeError, KeyError) as e:
             raise ValueError(f"checkpoint {path} does not fit the model built from {config_source}: "
                              f"{str(e).splitlines()[0]}") from None
+        for net, w in self.wrapped.items():
+            # The optimizer state carries the old run's lr/betas; the config being resumed wins.
+            for group in w.optimizer.param_groups:
+                group.update(self._hparams(net))
         self.loss.load_state_dict(state["loss"])
         self.progress = Progress(**state["progress"])
         restore_rng(state["rng"])
         self.stream.load_state_dict(state["data"])
-        print0(f"resumed from {path} at kimg {self.progress.kimg:.1f}")
+        print0(f"resumed from {path} at kimg {self.progress.kimg:.3f}")
 
 
 def check_model_config(state: dict, cfg_dict: dict, model_info: dict, path: str, source: str) -> None:

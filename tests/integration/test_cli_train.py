@@ -1,0 +1,153 @@
+"""`bigtrain train / generate / bench` as a user runs them: real processes, real files."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import run_cli, tiny_config, write_config
+from PIL import Image
+
+from bigtrain.checkpoint import load_state
+from bigtrain.checkpoint.state import CheckpointManager
+from bigtrain.config import load_config
+from bigtrain.train.config import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny CLI run shared by the read-only tests below."""
+    tmp = tmp_path_factory.mktemp("trained")
+    cfg = tiny_config(tmp / "run")
+    path = write_config(tmp / "tiny.yaml", cfg)
+    r = run_cli(["train", path])
+    assert r.returncode == 0, r.stderr
+    return tmp / "run", r
+
+
+def test_train_writes_checkpoints_config_samples_and_stats(trained):
+    run_dir, r = trained
+    ckpts = CheckpointManager(str(run_dir / "checkpoints"), 2).list()
+    assert [os.path.basename(p) for p in ckpts] == ["ckpt-000000000048.pt", "ckpt-000000000064.pt"]  # keep=2
+    assert "final checkpoint" in r.stdout
+    # The resolved config in the run dir loads back to the same config.
+    resolved = load_config(str(run_dir / "config.yaml"), [], TrainConfig)
+    assert resolved.generator.z_dim == 16 and resolved.loss.r1_interval == 2
+    assert (run_dir / "reals.png").exists()
+    assert sorted(os.listdir(run_dir / "samples"))[0] == "fakes000000.png"
+    lines = [json.loads(l) for l in open(run_dir / "stats.jsonl")]
+    assert [round(l["kimg"], 3) for l in lines] == [0.016, 0.032, 0.048, 0.064]
+    assert all(np.isfinite(l["Loss/G/main"]) and l["Timing/img_per_sec"] > 0 for l in lines)
+
+
+def test_tensorboard_events_read_back(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    run_dir, _ = trained
+    acc = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    for tag in ("Loss/G/main", "Loss/D/main", "Loss/D/r1", "Loss/G/pl", "Loss/scores/real", "Progress/kimg",
+                "Timing/sec_per_kimg", "Timing/img_per_sec", "Resources/peak_mem_gb", "LR/G", "LR/D"):
+        assert tag in scalars, tag
+    kimg = [e.value for e in acc.Scalars("Progress/kimg")]
+    assert kimg == pytest.approx([0.016, 0.032, 0.048, 0.064])
+    # Lazy regularization rescales lr by interval / (interval + 1) = 2/3.
+    assert acc.Scalars("LR/D")[0].value == pytest.approx(0.0025 * 2 / 3)
+    images = acc.Tags()["images"]
+    assert "Samples/fakes" in images and "Samples/reals" in images
+    assert len(acc.Images("Samples/fakes")) == 5  # at start and at each of 4 ticks
+
+
+def test_generate_grid_and_per_image_files_are_deterministic(trained, tmp_path):
+    run_dir, _ = trained
+    ckpt = CheckpointManager(str(run_dir / "checkpoints"), 2).latest()
+    r1 = run_cli(["generate", ckpt, "--seeds", "0-8", "--trunc", "0.7", "--out", str(tmp_path / "a.png"),
+                  "--outdir", str(tmp_path / "each")])
+    assert r1.returncode == 0, r1.stderr
+    r2 = run_cli(["generate", str(run_dir), "--seeds", "0-8", "--trunc", "0.7", "--out", str(tmp_path / "b.png")])
+    assert r2.returncode == 0, r2.stderr
+    a, b = np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(tmp_path / "b.png"))
+    assert a.shape == (48, 48)  # 3x3 grid of 16x16 grayscale
+    assert np.array_equal(a, b)
+    assert sorted(os.listdir(tmp_path / "each"))[:2] == ["seed0000.png", "seed0001.png"]
+    assert len(os.listdir(tmp_path / "each")) == 9
+    # Different seeds give different images.
+    tiles = a.reshape(3, 16, 3, 16).transpose(0, 2, 1, 3).reshape(9, 16, 16)
+    assert len({t.tobytes() for t in tiles}) == 9
+
+
+def test_generate_errors_are_plain(trained, tmp_path):
+    run_dir, _ = trained
+    r = run_cli(["generate", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.png")])
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(["generate", str(run_dir), "--class", "3", "--out", str(tmp_path / "x.png")])
+    assert r.returncode == 2 and "unconditional" in r.stderr
+
+
+def test_rerun_resumes_and_reports_complete(trained):
+    run_dir, _ = trained
+    r = run_cli(["train", str(run_dir.parent / "tiny.yaml")])
+    assert r.returncode == 0 and "already complete" in r.stdout
+    r = run_cli(["train", str(run_dir.parent / "tiny.yaml"), "--resume", "none"])
+    assert r.returncode == 2 and "already holds checkpoints" in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_writes_checkpoint_then_resume_continues(tmp_path, sig):
+    cfg = tiny_config(tmp_path / "run", train={"total_kimg": 50}, checkpoint={"interval_ticks": 1000})
+    path = write_config(tmp_path / "long.yaml", cfg)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "bigtrain", "train", path], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    # Wait for the first tick line, so training is under way.
+    deadline = time.time() + 120
+    out = []
+    for line in proc.stdout:
+        out.append(line)
+        if line.startswith("tick 2") or time.time() > deadline:
+            break
+    proc.send_signal(sig)
+    rest, _ = proc.communicate(timeout=120)
+    text = "".join(out) + rest
+    assert proc.returncode == 128 + sig, text
+    ckpts = CheckpointManager(str(tmp_path / "run" / "checkpoints"), 3).list()
+    assert len(ckpts) == 1, "no tick checkpoint was due: this one was written because of the signal"
+    nimg = load_state(ckpts[0])["progress"]["nimg"]
+    assert nimg >= 32 and nimg % 8 == 0
+    assert f"checkpoint written to {ckpts[0]}" in text
+
+    r = run_cli(["train", path, f"train.total_kimg={(nimg + 16) / 1000}"])
+    assert r.returncode == 0, r.stderr
+    assert f"resumed from {ckpts[0]} at kimg {nimg / 1000:.3f}" in r.stdout
+    assert load_state(CheckpointManager(str(tmp_path / "run" / "checkpoints"), 3).latest())["progress"]["nimg"] == nimg + 16
+
+
+def test_divergence_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = tiny_config(tmp_path / "run", train={"total_kimg": 0.016, "max_nonfinite_steps": 3})
+    path = write_config(tmp_path / "ok.yaml", cfg)
+    assert run_cli(["train", path]).returncode == 0
+    good = CheckpointManager(str(tmp_path / "run" / "checkpoints"), 3).latest()
+    # Resumed with an absurd learning rate, the weights blow up to inf: a real divergence.
+    r = run_cli(["train", path, "train.total_kimg=1", "train.g_lr=1e30", "train.d_lr=1e30", "log.tick_kimg=0.008"])
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "training diverged: 3 iterations in a row had a non-finite loss" in r.stderr
+    assert "step skipped" in r.stdout
+    assert f"the last good checkpoint is {good}" in r.stderr
+    assert CheckpointManager(str(tmp_path / "run" / "checkpoints"), 3).list() == [good]  # nothing newer written
+    import torch
+    state = load_state(good)
+    assert all(torch.isfinite(v).all() for v in state["nets"]["G_ema"].values() if v.is_floating_point())
+
+
+def test_bench_train_prints_table_and_json(tiny, tmp_path):
+    _, path = tiny
+    r = run_cli(["bench", "train", path, "--iters", "2", "--warmup", "1", "--json", str(tmp_path / "b.json")])
+    assert r.returncode == 0, r.stderr
+    result = json.load(open(tmp_path / "b.json"))
+    assert result["img_per_sec"] > 0 and result["iters"] == 2 and result["peak_mem_gb"] > 0
+    assert "img_per_sec" in r.stdout and "sec_per_kimg" in r.stdout
