@@ -71,6 +71,28 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_config(args) -> int:
+    from bigtrain.config import to_dict
+    if args.reference:
+        print(config_reference(), end="")
+        return 0
+    if not args.config:
+        raise ValueError("give a CONFIG.yaml to resolve, or --reference")
+    import yaml
+    cfg = _load_train_config(args.config, args.overrides)
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
+def config_reference() -> str:
+    from bigtrain.config.reference import reference_markdown
+    from bigtrain.models import family_names, get_family
+    from bigtrain.train.config import TrainConfig
+    families = {n: {"generator": get_family(n).generator.Config,
+                    "discriminator": get_family(n).discriminator.Config} for n in family_names()}
+    return reference_markdown(TrainConfig, families)
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bigtrain", description="Distributed training for large GANs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -101,6 +123,11 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
     b.add_argument("--json", help="also write the result as JSON here")
     b.set_defaults(fn=cmd_bench)
+    c = sub.add_parser("config", help="print a config as resolved (defaults, preset, file, overrides)")
+    c.add_argument("config", nargs="?")
+    c.add_argument("overrides", nargs="*")
+    c.add_argument("--reference", action="store_true", help="print the reference of every key (Markdown)")
+    c.set_defaults(fn=cmd_config)
     return p
 
 

@@ -114,7 +114,7 @@ class SynthesisBlock(nn.Module):
     """One resolution: (const | upsampling conv) -> conv -> toRGB added to the upsampled image."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
-                 resample_filter=(1, 3, 3, 1), conv_clamp: float | None = None):
+                 resample_filter=(1, 3, 3, 1), conv_clamp: float | None = None, use_noise: bool = True):
         super().__init__()
         self.in_channels, self.resolution = in_channels, resolution
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
@@ -122,9 +122,9 @@ class SynthesisBlock(nn.Module):
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
             self.conv0 = None
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2,
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, use_noise=use_noise,
                                         resample_filter=resample_filter, conv_clamp=conv_clamp)
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution,
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, use_noise=use_noise,
                                     resample_filter=resample_filter, conv_clamp=conv_clamp)
         self.torgb = ToRGB(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
         self.num_conv = 1 if in_channels == 0 else 2
@@ -145,7 +145,8 @@ class SynthesisBlock(nn.Module):
 
 class SynthesisNetwork(nn.Module):
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int,
-                 channel_max: int, resample_filter=(1, 3, 3, 1), conv_clamp: float | None = None):
+                 channel_max: int, resample_filter=(1, 3, 3, 1), conv_clamp: float | None = None,
+                 use_noise: bool = True):
         super().__init__()
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
         log2 = int(np.log2(img_resolution))
@@ -155,8 +156,8 @@ class SynthesisNetwork(nn.Module):
         for res in self.block_resolutions:
             in_ch = channels_at(res // 2, channel_base, channel_max) if res > 4 else 0
             out_ch = channels_at(res, channel_base, channel_max)
-            block = SynthesisBlock(in_ch, out_ch, w_dim, res, img_channels,
-                                   resample_filter=resample_filter, conv_clamp=conv_clamp)
+            block = SynthesisBlock(in_ch, out_ch, w_dim, res, img_channels, resample_filter=resample_filter,
+                                   conv_clamp=conv_clamp, use_noise=use_noise)
             self.blocks[f"b{res}"] = block
             self.num_ws += block.num_conv
         self.num_ws += 1  # the last block's toRGB; earlier toRGBs share the next block's first w
@@ -183,6 +184,7 @@ class StyleGAN2Generator(nn.Module):
         channel_base: int = 32768  # Channels at resolution r are min(channel_base / r, channel_max).
         channel_max: int = 512  # Cap on channels per layer.
         conv_clamp: float | None = None  # Clamp conv outputs to +-this (for reduced precision); null = off.
+        use_noise: bool = True  # Per-pixel noise inputs with learned strength; tiny models may lean on them (see configs/demo).
         resample_filter: list[int] = dataclasses.field(default_factory=lambda: [1, 3, 3, 1])  # FIR taps for up/downsampling.
 
         def __post_init__(self):
@@ -198,7 +200,7 @@ class StyleGAN2Generator(nn.Module):
         self.z_dim, self.c_dim, self.w_dim = cfg.z_dim, c_dim, cfg.w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.synthesis = SynthesisNetwork(cfg.w_dim, img_resolution, img_channels, cfg.channel_base,
-                                          cfg.channel_max, cfg.resample_filter, cfg.conv_clamp)
+                                          cfg.channel_max, cfg.resample_filter, cfg.conv_clamp, cfg.use_noise)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(cfg.z_dim, c_dim, cfg.w_dim, self.num_ws, cfg.mapping_layers,
                                       cfg.mapping_lr_mul, cfg.w_avg_beta)

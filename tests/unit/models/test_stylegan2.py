@@ -262,3 +262,17 @@ def test_equal_linear_effective_weight_std(lr_mul):
     assert y.std().item() == pytest.approx(1.0, rel=0.1)
     # and the stored parameter is N(0, 1/lr_mul^2) so Adam steps scale by lr_mul
     assert layer.weight.std().item() == pytest.approx(1 / lr_mul, rel=0.05)
+
+
+def test_use_noise_false_removes_noise_inputs():
+    cfg = StyleGAN2Generator.Config(z_dim=16, w_dim=16, mapping_layers=2, channel_base=128, channel_max=16,
+                                    use_noise=False)
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(cfg, 16, 1).eval()
+    assert not any("noise" in n for n, _ in G.named_parameters())
+    assert not any("noise" in n for n, _ in G.named_buffers())
+    zz = z(3)
+    with torch.no_grad():
+        a = G(zz, None, noise_mode="random")
+        b = G(zz, None, noise_mode="random")
+    assert torch.equal(a, b), "with no noise inputs the output is a function of z alone"

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Shared setup for demo.sh and test.sh: a .venv with the CPU torch wheel, bigtrain (editable)
+# with its test extras, and Fashion-MNIST. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+# The CPU wheel. GPU machines install a CUDA build of torch first instead (docs/quickstart.md);
+# bigtrain's own requirement is a range that either satisfies.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  echo "setup: installing torch==2.13.0 (CPU)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
+fi
+if ! .venv/bin/python -c "import bigtrain, scipy, pytest, tensorboard" 2>/dev/null \
+   || [ setup.py -nt .venv/.bigtrain-installed ]; then
+  echo "setup: installing bigtrain and its dependencies"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+  touch .venv/.bigtrain-installed
+fi
+FMNIST=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+if [ ! -f "$FMNIST" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing Fashion-MNIST (Debian package dataset-fashion-mnist)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "setup: Fashion-MNIST is missing. Install it with 'sudo apt-get install dataset-fashion-mnist'"
+    echo "       (Debian/Ubuntu), or put the four IDX files in a folder and pass data.source=FOLDER."
+    exit 1
+  fi
+fi
