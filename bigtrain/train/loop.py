@@ -113,16 +113,19 @@ class Trainer:
     # ---------------------------------------------------------------- one iteration
     def _batch(self, n: int) -> dict[str, torch.Tensor]:
         img, labels = self.stream.next(n)
-        c_dim = self.data.num_classes
-        gen_labels = (self.data.labels[torch.randint(len(self.data.labels), (n,))]
-                      if c_dim else None)
         return {
             # Normalisation happens on the device: uint8 travels, floats don't.
             "real_img": img.to(self.device).to(torch.float32) / 127.5 - 1,
-            "real_c": one_hot(labels, c_dim, n, self.device),
-            "gen_z": torch.randn(n, self.G_ema.z_dim, device=self.device),
-            "gen_c": one_hot(gen_labels, c_dim, n, self.device),
+            "real_c": one_hot(labels, self.data.num_classes, n, self.device),
+            **self._latents(n),
         }
+
+    def _latents(self, n: int) -> dict[str, torch.Tensor]:
+        """z, and labels drawn from the dataset's label distribution for conditional models."""
+        c_dim = self.data.num_classes
+        gen_labels = self.data.labels[torch.randint(len(self.data.labels), (n,))] if c_dim else None
+        return {"gen_z": torch.randn(n, self.G_ema.z_dim, device=self.device),
+                "gen_c": one_hot(gen_labels, c_dim, n, self.device)}
 
     def train_step(self, stats: TickStats) -> None:
         bg, rounds = self.batch_gpu, self.rounds
@@ -140,6 +143,9 @@ class Trainer:
             for rep in range(phase.repeat):
                 if rep > 0:
                     batch = self._batch(bg * rounds)
+                else:
+                    # Reals are shared by the phases of an iteration; latents are fresh per phase.
+                    batch.update(self._latents(bg * rounds))
                 finite = torch.ones([], device=self.device)
                 for r in range(rounds):
                     chunk = {k: v[r * bg:(r + 1) * bg] for k, v in batch.items()}
