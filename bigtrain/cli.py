@@ -47,7 +47,9 @@ def cmd_generate(args) -> int:
     seeds = parse_seeds(args.seeds)
     G, _ = load_generator_from_checkpoint(args.checkpoint, args.device)
     img = generate_images(G, seeds, trunc=args.trunc, class_idx=args.class_idx, batch=args.batch, device=args.device)
-    for p in write_outputs(img, seeds, args.out, args.outdir)[:3]:
+    # Conditional models without --class cycle through the classes: one column per class.
+    grid_w = G.c_dim if (G.c_dim and args.class_idx is None) else None
+    for p in write_outputs(img, seeds, args.out, args.outdir, grid_w)[:3]:
         print(f"wrote {p}")
     if args.outdir:
         print(f"wrote {len(seeds)} images to {args.outdir}")
@@ -108,7 +110,7 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("checkpoint", help="training checkpoint (ckpt-*.pt) or run directory")
     g.add_argument("--seeds", default="0-63", help="e.g. 0-63 or 1,5,9 (default 0-63)")
     g.add_argument("--trunc", type=float, default=1.0, help="truncation psi (1 = none; 0.7 trades variety for quality)")
-    g.add_argument("--class", dest="class_idx", type=int, default=None, help="class index for conditional models")
+    g.add_argument("--class", dest="class_idx", type=int, default=None, help="class index for conditional models (default: seed i gets class i mod classes, a column per class)")
     g.add_argument("--out", help="PNG grid path")
     g.add_argument("--outdir", help="folder for one PNG per seed")
     g.add_argument("--batch", type=int, default=32)

@@ -31,8 +31,6 @@ def generate_images(G: torch.nn.Module, seeds: list[int], trunc: float = 1.0, cl
                     batch: int = 32, device: str | torch.device = "cpu", noise_mode: str = "const") -> torch.Tensor:
     """Images [len(seeds), C, H, W] in [-1, 1]; one seed -> the same image on every run."""
     c_dim = G.c_dim
-    if c_dim and class_idx is None:
-        raise ValueError(f"this generator is class-conditional ({c_dim} classes): pass --class N")
     if class_idx is not None and not c_dim:
         raise ValueError(f"--class {class_idx} given, but this generator is unconditional")
     if class_idx is not None and not 0 <= class_idx < c_dim:
@@ -41,16 +39,22 @@ def generate_images(G: torch.nn.Module, seeds: list[int], trunc: float = 1.0, cl
     for i in range(0, len(seeds), batch):
         chunk = seeds[i:i + batch]
         z = latents_from_seeds(chunk, G.z_dim, device)
-        labels = torch.full((len(chunk),), class_idx) if c_dim else None
+        if not c_dim:
+            labels = None
+        elif class_idx is None:  # cycle through the classes: seed i gets class i mod c_dim
+            labels = torch.arange(i, i + len(chunk)) % c_dim
+        else:
+            labels = torch.full((len(chunk),), class_idx)
         c = one_hot(labels, c_dim, len(chunk), device)
         out.append(G(z, c, truncation_psi=trunc, noise_mode=noise_mode).cpu())
     return torch.cat(out)
 
 
-def write_outputs(img: torch.Tensor, seeds: list[int], out: str | None, outdir: str | None) -> list[str]:
+def write_outputs(img: torch.Tensor, seeds: list[int], out: str | None, outdir: str | None,
+                  grid_w: int | None = None) -> list[str]:
     written = []
     if out:
-        save_png(image_grid(img), out)
+        save_png(image_grid(img, grid_w), out)
         written.append(out)
     if outdir:
         os.makedirs(outdir, exist_ok=True)

@@ -93,9 +93,13 @@ class Trainer:
         self.progress = Progress()
         self.run_dir = cfg.run.dir
         self.ckpt = CheckpointManager(os.path.join(self.run_dir, "checkpoints"), cfg.checkpoint.keep)
-        self.grid_z = latents_from_seeds(list(range(cfg.log.grid_size)), G.z_dim, self.device)
-        self.grid_c = one_hot(torch.arange(cfg.log.grid_size) % max(self.data.num_classes, 1)
-                              if self.data.num_classes else None, self.data.num_classes, cfg.log.grid_size, self.device)
+        # Conditional models: one row per class (grid_size // classes seeds each).
+        nc = self.data.num_classes
+        per_class = max(1, cfg.log.grid_size // nc) if nc else None
+        n_grid = per_class * nc if nc else cfg.log.grid_size
+        self.grid_w = per_class
+        self.grid_z = latents_from_seeds(list(range(n_grid)), G.z_dim, self.device)
+        self.grid_c = one_hot(torch.arange(n_grid) // per_class if nc else None, nc, n_grid, self.device)
         self._stop_signal: int | None = None
         if resume:
             self.load(resume, config_source)
@@ -262,7 +266,7 @@ class Trainer:
         if not self.strategy.is_main:
             return
         imgs = [self.G_ema(z[None], c[None], noise_mode="const") for z, c in zip(self.grid_z, self.grid_c)]
-        grid = image_grid(torch.cat(imgs))
+        grid = image_grid(torch.cat(imgs), self.grid_w)
         png = os.path.join(self.run_dir, "samples", f"fakes{self.progress.nimg // 1000:06d}.png")
         obs.image("Samples/fakes", grid, self.progress.nimg, png)
 

@@ -151,3 +151,28 @@ def test_bench_train_prints_table_and_json(tiny, tmp_path):
     result = json.load(open(tmp_path / "b.json"))
     assert result["img_per_sec"] > 0 and result["iters"] == 2 and result["peak_mem_gb"] > 0
     assert "img_per_sec" in r.stdout and "sec_per_kimg" in r.stdout
+
+
+def test_conditional_training_grid_and_generation(tmp_path):
+    cfg = tiny_config(tmp_path / "run", data={"use_labels": True}, train={"total_kimg": 0.016},
+                      log={"grid_size": 20})
+    path = write_config(tmp_path / "cond.yaml", cfg)
+    r = run_cli(["train", path])
+    assert r.returncode == 0, r.stderr
+    # Training grid: one row per class (10 classes x 2 seeds of 16x16).
+    grid = np.asarray(Image.open(tmp_path / "run" / "samples" / "fakes000000.png"))
+    assert grid.shape == (160, 32)
+    # generate without --class: seed i gets class i mod 10, one column per class.
+    r = run_cli(["generate", str(tmp_path / "run"), "--seeds", "0-19", "--out", str(tmp_path / "all.png")])
+    assert r.returncode == 0, r.stderr
+    assert np.asarray(Image.open(tmp_path / "all.png")).shape == (32, 160)
+    # --class picks one class; changing only the class changes the image for the same seed.
+    imgs = []
+    for cls in (3, 7):
+        out = tmp_path / f"c{cls}.png"
+        r = run_cli(["generate", str(tmp_path / "run"), "--seeds", "5", "--class", str(cls), "--out", str(out)])
+        assert r.returncode == 0, r.stderr
+        imgs.append(np.asarray(Image.open(out)))
+    assert not np.array_equal(*imgs)
+    r = run_cli(["generate", str(tmp_path / "run"), "--seeds", "5", "--class", "10", "--out", str(tmp_path / "x.png")])
+    assert r.returncode == 2 and "out of range" in r.stderr
