@@ -136,6 +136,8 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     from bigtrain.config import ConfigError
+    if os.environ.get("BIGTRAIN_DEBUG"):
+        return args.fn(args)  # full tracebacks, for bug reports
     try:
         return args.fn(args)
     except ConfigError as e:

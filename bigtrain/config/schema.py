@@ -67,12 +67,11 @@ def _convert(tp: Any, value: Any, key: str, sources: Sources) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _convert(arg, value, key, sources)
-            except ConfigError as e:
-                errors.append(e)
+            except ConfigError:
+                pass
         expected = " or ".join(_type_name(a) for a in args)
         raise _err(sources, key, f"key '{key}': expected {expected}, got {value!r}")
     if origin is Literal:
@@ -163,7 +162,7 @@ def build(cls: type, data: Mapping[str, Any] | None, *, sources: Sources | str =
     except _FieldValueError as e:
         k = f"{prefix}.{e.key}" if prefix else e.key
         raise _err(sources, k, f"key '{k}': {e.value!r}: {e.reason}") from None
-    except TypeError as e:
+    except TypeError:
         missing = [n for n, f in fields.items() if n not in kwargs
                    and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if missing:

@@ -265,7 +265,8 @@ class Trainer:
     def _samples(self, obs: Observer) -> None:
         if not self.strategy.is_main:
             return
-        imgs = [self.G_ema(z[None], c[None], noise_mode="const") for z, c in zip(self.grid_z, self.grid_c)]
+        imgs = [self.G_ema(z, c, noise_mode="const")
+                for z, c in zip(self.grid_z.split(self.batch_gpu), self.grid_c.split(self.batch_gpu))]
         grid = image_grid(torch.cat(imgs), self.grid_w)
         png = os.path.join(self.run_dir, "samples", f"fakes{self.progress.nimg // 1000:06d}.png")
         obs.image("Samples/fakes", grid, self.progress.nimg, png)

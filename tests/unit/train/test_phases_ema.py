@@ -1,5 +1,4 @@
 """Phase schedule, lazy-regularization ratios, G_ema decay, batch rounds and seed helpers."""
-import math
 
 import pytest
 import torch
