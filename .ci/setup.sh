@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# Some machines' pip configs name local index folders that may be absent; pip warns per package.
+QUIET='/^WARNING: Location .* is ignored/d'
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
@@ -12,12 +14,12 @@ fi
 # bigtrain's own requirement is a range that either satisfies.
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   echo "setup: installing torch==2.13.0 (CPU)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
+  .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | sed "$QUIET"
 fi
 if ! .venv/bin/python -c "import bigtrain, scipy, pytest, tensorboard" 2>/dev/null \
    || [ setup.py -nt .venv/.bigtrain-installed ]; then
   echo "setup: installing bigtrain and its dependencies"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | sed "$QUIET"
   touch .venv/.bigtrain-installed
 fi
 FMNIST=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
