@@ -16,6 +16,7 @@ from torch import nn
 from bigtrain.config import require
 
 from .adversarial import d_loss, g_loss
+from .augment import AUGMENTATIONS, diff_augment
 from .regularizers import gradient_penalty, path_lengths, r1_penalty
 
 
@@ -39,6 +40,7 @@ class GANLoss(nn.Module):
         pl_decay: float = 0.01  # Decay of the running mean path length.
         pl_batch_shrink: int = 2  # Path-length batch = batch_gpu / this, to save compute.
         style_mixing_prob: float = 0.9  # Probability of mixing two latents at a random layer (StyleGAN2); 0 = off.
+        augment: list[str] = dataclasses.field(default_factory=list)  # Differentiable augmentation of every D input (DiffAugment): any of translation, cutout, brightness, contrast; [] = off.
 
         def __post_init__(self):
             for k in ("r1_gamma", "gp_weight", "drift", "pl_weight"):
@@ -47,6 +49,8 @@ class GANLoss(nn.Module):
                 require(getattr(self, k) >= 1, k, getattr(self, k), "must be >= 1")
             require(0 <= self.pl_decay <= 1, "pl_decay", self.pl_decay, "must be in [0, 1]")
             require(0 <= self.style_mixing_prob <= 1, "style_mixing_prob", self.style_mixing_prob, "must be in [0, 1]")
+            bad = [a for a in self.augment if a not in AUGMENTATIONS]
+            require(not bad, "augment", self.augment, f"unknown augmentation(s) {bad}; choose from {list(AUGMENTATIONS)}")
 
     def __init__(self, cfg: "GANLoss.Config"):
         super().__init__()
@@ -67,6 +71,7 @@ class GANLoss(nn.Module):
         ``nets`` has callables .G and .D; ``batch`` has real_img (float, [-1, 1]), real_c,
         gen_z and gen_c."""
         c = self.cfg
+        D = self._augmented(nets.D)
         terms: dict[str, torch.Tensor] = {}
         total = torch.zeros([], device=batch["gen_z"].device)
         do_main = phase.terms in ("main", "both")
@@ -76,8 +81,8 @@ class GANLoss(nn.Module):
         if phase.net == "G":
             if do_main:
                 fake = nets.G(batch["gen_z"], batch["gen_c"], update_emas=True, **self._g_kwargs())
-                fake_logits = nets.D(fake, batch["gen_c"])
-                real_logits = nets.D(batch["real_img"], batch["real_c"]) if c.type == "ragan" else None
+                fake_logits = D(fake, batch["gen_c"])
+                real_logits = D(batch["real_img"], batch["real_c"]) if c.type == "ragan" else None
                 loss = g_loss(c.type, fake_logits, real_logits).mean()
                 terms["Loss/scores/fake"] = fake_logits.detach().mean()
                 terms["Loss/G/main"] = loss.detach()
@@ -100,8 +105,8 @@ class GANLoss(nn.Module):
             with torch.no_grad():
                 fake = nets.G(batch["gen_z"], batch["gen_c"], update_emas=False, **self._g_kwargs())
             real_img = batch["real_img"].detach().requires_grad_(do_reg and c.r1_gamma > 0)
-            fake_logits = nets.D(fake, batch["gen_c"])
-            real_logits = nets.D(real_img, batch["real_c"])
+            fake_logits = D(fake, batch["gen_c"])
+            real_logits = D(real_img, batch["real_c"])
             loss = d_loss(c.type, real_logits, fake_logits).mean()
             terms["Loss/scores/real"] = real_logits.detach().mean()
             terms["Loss/scores/fake"] = fake_logits.detach().mean()
@@ -112,7 +117,7 @@ class GANLoss(nn.Module):
                 terms["Loss/D/drift"] = drift.detach()
                 total = total + c.drift * drift
             if do_reg and c.gp_weight > 0:
-                gp = gradient_penalty(nets.D, batch["real_img"], fake, batch["real_c"], c.gp_target).mean()
+                gp = gradient_penalty(D, batch["real_img"], fake, batch["real_c"], c.gp_target).mean()
                 terms["Loss/D/gp"] = gp.detach()
                 total = total + c.gp_weight * gp
             if do_reg and c.r1_gamma > 0:
@@ -121,12 +126,18 @@ class GANLoss(nn.Module):
                 total = total + r1 * (c.r1_gamma / 2)
         elif do_reg and c.r1_gamma > 0:
             real_img = batch["real_img"].detach().requires_grad_(True)
-            real_logits = nets.D(real_img, batch["real_c"])
+            real_logits = D(real_img, batch["real_c"])
             r1 = r1_penalty(real_img, real_logits).mean()
             terms["Loss/D/r1"] = r1.detach()
             # real_logits * 0 keeps the epilogue in the graph (no unused params under DDP).
             total = total + (r1 * (c.r1_gamma / 2) + real_logits.sum() * 0) * gain
         return LossOutput(total, terms)
+
+    def _augmented(self, D):
+        """D with the configured augmentation applied to its input (identity when off)."""
+        if not self.cfg.augment:
+            return D
+        return lambda img, c: D(diff_augment(img, self.cfg.augment), c)
 
     def _g_kwargs(self) -> dict:
         return {"style_mixing_prob": self.cfg.style_mixing_prob} if self.cfg.style_mixing_prob > 0 else {}
