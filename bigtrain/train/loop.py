@@ -115,13 +115,12 @@ class Trainer:
         return lambda params: torch.optim.Adam(params, **self._hparams(net))
 
     # ---------------------------------------------------------------- one iteration
-    def _batch(self, n: int) -> dict[str, torch.Tensor]:
+    def _reals(self, n: int) -> dict[str, torch.Tensor]:
         img, labels = self.stream.next(n)
         return {
             # Normalisation happens on the device: uint8 travels, floats don't.
             "real_img": img.to(self.device).to(torch.float32) / 127.5 - 1,
             "real_c": one_hot(labels, self.data.num_classes, n, self.device),
-            **self._latents(n),
         }
 
     def _latents(self, n: int) -> dict[str, torch.Tensor]:
@@ -134,8 +133,8 @@ class Trainer:
     def train_step(self, stats: TickStats) -> None:
         bg, rounds = self.batch_gpu, self.rounds
         p = self.progress
-        # Fetch data.
-        batch = self._batch(bg * rounds)
+        # Fetch data: reals are shared by the phases of an iteration, latents are fresh per phase.
+        reals = self._reals(bg * rounds)
         # Run phases.
         skipped = []
         for phase in self.phases:
@@ -146,10 +145,8 @@ class Trainer:
                 other.raw.requires_grad_(name == phase.net)
             for rep in range(phase.repeat):
                 if rep > 0:
-                    batch = self._batch(bg * rounds)
-                else:
-                    # Reals are shared by the phases of an iteration; latents are fresh per phase.
-                    batch.update(self._latents(bg * rounds))
+                    reals = self._reals(bg * rounds)
+                batch = {**reals, **self._latents(bg * rounds)}
                 finite = torch.ones([], device=self.device)
                 for r in range(rounds):
                     chunk = {k: v[r * bg:(r + 1) * bg] for k, v in batch.items()}
