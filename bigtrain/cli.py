@@ -14,31 +14,32 @@ def _load_train_config(path: str, overrides: list[str]):
 
 
 def cmd_train(args) -> int:
-    from bigtrain.checkpoint.state import CheckpointManager, resolve_resume
+    from bigtrain.checkpoint import resolve_resume
+    from bigtrain.distributed import print0
     from bigtrain.train.loop import Trainer
 
     cfg = _load_train_config(args.config, args.overrides)
     source = args.config + (f" + overrides {' '.join(args.overrides)}" if args.overrides else "")
+    newest = resolve_resume("auto", cfg.run.dir)
     resume = None
     if args.resume != "none":
-        resume = resolve_resume(args.resume, cfg.run.dir)
-    elif CheckpointManager(os.path.join(cfg.run.dir, "checkpoints"), 1).latest():
+        resume = newest if args.resume == "auto" else resolve_resume(args.resume, cfg.run.dir)
+    elif newest:
         raise ValueError(f"run dir {cfg.run.dir} already holds checkpoints; resume with --resume auto "
                          f"or choose a new run.dir=...")
     trainer = Trainer(cfg, resume=resume, config_source=source)
     if trainer.progress.nimg >= cfg.train.total_kimg * 1000:
-        from bigtrain.distributed import print0
         print0(f"training already complete: kimg {trainer.progress.kimg:.1f} >= train.total_kimg="
-               f"{cfg.train.total_kimg}; newest checkpoint {resolve_resume('auto', cfg.run.dir)}")
+               f"{cfg.train.total_kimg}; newest checkpoint {newest}")
         return 0
     path = trainer.run()
     if path:
-        from bigtrain.distributed import print0
         print0(f"done: final checkpoint {path}; samples in {os.path.join(cfg.run.dir, 'samples')}")
     return 0
 
 
 def cmd_generate(args) -> int:
+    from bigtrain.distributed import print0
     from bigtrain.generate import generate_images, load_generator_from_checkpoint, write_outputs
     from bigtrain.models.sampling import parse_seeds
 
@@ -50,14 +51,15 @@ def cmd_generate(args) -> int:
     # Conditional models without --class cycle through the classes: one column per class.
     grid_w = G.c_dim if (G.c_dim and args.class_idx is None) else None
     for p in write_outputs(img, seeds, args.out, args.outdir, grid_w)[:3]:
-        print(f"wrote {p}")
+        print0(f"wrote {p}")
     if args.outdir:
-        print(f"wrote {len(seeds)} images to {args.outdir}")
+        print0(f"wrote {len(seeds)} images to {args.outdir}")
     return 0
 
 
 def cmd_bench(args) -> int:
     from bigtrain.bench import bench_train, format_table
+    from bigtrain.distributed import print0
     from bigtrain.train.loop import Trainer
 
     if args.what != "train":
@@ -66,8 +68,8 @@ def cmd_bench(args) -> int:
     trainer = Trainer(cfg, config_source=args.config)
     result = bench_train(trainer, iters=args.iters, warmup=args.warmup)
     result["config"] = args.config
-    print(format_table(result))
-    if args.json:
+    print0(format_table(result))
+    if args.json and trainer.strategy.is_main:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return 0

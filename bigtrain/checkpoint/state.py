@@ -71,6 +71,11 @@ def load_state(path: str) -> dict:
     return state
 
 
+def checkpoint_dir(run_dir: str) -> str:
+    """Where a run keeps its training-state checkpoints."""
+    return os.path.join(run_dir, "checkpoints")
+
+
 class CheckpointManager:
     """ckpt-<nimg>.pt files in one folder; the newest ``keep`` survive."""
 
@@ -106,9 +111,9 @@ def resolve_resume(arg: str | None, run_dir: str) -> str | None:
     if arg is None:
         return None
     if arg == "auto":
-        return CheckpointManager(os.path.join(run_dir, "checkpoints"), 1).latest()
+        return CheckpointManager(checkpoint_dir(run_dir), 1).latest()
     if os.path.isdir(arg):
-        for folder in (os.path.join(arg, "checkpoints"), arg):
+        for folder in (checkpoint_dir(arg), arg):
             found = CheckpointManager(folder, 1).latest()
             if found:
                 return found

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .schema import ConfigError, Sources, build, to_dict
+from .schema import ConfigError, Sources, _FieldValueError, build, field_error, to_dict
 
 
 def read_yaml(path: str) -> dict:
@@ -63,12 +63,16 @@ def apply_overrides(data: dict, overrides: Sequence[str], sources: Sources) -> d
 
 def load_config(path: str | None, overrides: Sequence[str], cls: type) -> Any:
     """Load ``cls`` from a YAML file plus overrides. ``cls._preset_data(data)``, when defined,
-    returns a preset's values, which sit between the defaults and the file."""
+    returns a preset's values, which sit between the defaults and the file; it reports a bad
+    value with ``require`` like any field check."""
     sources = Sources(path or "<defaults>")
     data = read_yaml(path) if path else {}
     data = apply_overrides(data, overrides, sources)
     if hasattr(cls, "_preset_data"):
-        preset = cls._preset_data(data, sources)
+        try:
+            preset = cls._preset_data(data)
+        except _FieldValueError as e:
+            raise field_error(sources, e) from None
         if preset:
             data = deep_merge(preset, data)
     return build(cls, data, sources=sources)

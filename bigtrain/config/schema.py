@@ -55,6 +55,12 @@ def _err(sources: Sources, key: str, msg: str) -> ConfigError:
     return ConfigError(f"config error in {sources.of(key)}: {msg}")
 
 
+def field_error(sources: Sources, e: "_FieldValueError", prefix: str = "") -> ConfigError:
+    """The user-facing error for a failed ``require`` on field ``e.key`` under ``prefix``."""
+    k = f"{prefix}.{e.key}" if prefix else e.key
+    return _err(sources, k, f"key '{k}': {e.value!r}: {e.reason}")
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -138,8 +144,7 @@ def build(cls: type, data: Mapping[str, Any] | None, *, sources: Sources | str =
         try:
             hints.update(cls._field_types(data))
         except _FieldValueError as e:
-            k = f"{prefix}.{e.key}" if prefix else e.key
-            raise _err(sources, k, f"key '{k}': {e.value!r}: {e.reason}") from None
+            raise field_error(sources, e, prefix) from None
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for k in data:
         if k not in fields:
@@ -160,8 +165,7 @@ def build(cls: type, data: Mapping[str, Any] | None, *, sources: Sources | str =
     try:
         return cls(**kwargs)
     except _FieldValueError as e:
-        k = f"{prefix}.{e.key}" if prefix else e.key
-        raise _err(sources, k, f"key '{k}': {e.value!r}: {e.reason}") from None
+        raise field_error(sources, e, prefix) from None
     except TypeError:
         missing = [n for n, f in fields.items() if n not in kwargs
                    and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]

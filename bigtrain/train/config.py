@@ -9,8 +9,7 @@ import dataclasses
 from typing import Any
 
 from bigtrain.checkpoint import CheckpointConfig
-from bigtrain.config import Sources, deep_merge, require
-from bigtrain.config.schema import _FieldValueError
+from bigtrain.config import deep_merge, require
 from bigtrain.data import DataConfig
 from bigtrain.distributed.strategy import StrategyConfig
 from bigtrain.losses import GANLoss
@@ -93,11 +92,12 @@ class TrainConfig:
         try:
             spec = get_family(name)
         except (KeyError, TypeError):
-            raise _FieldValueError("model", name, f"unknown model family; registered: {', '.join(family_names())}") from None
+            spec = None
+        require(spec is not None, "model", name, f"unknown model family; registered: {', '.join(family_names())}")
         return {"generator": spec.generator.Config, "discriminator": spec.discriminator.Config}
 
     @classmethod
-    def _preset_data(cls, data: dict, sources: Sources) -> dict:
+    def _preset_data(cls, data: dict) -> dict:
         """Family defaults, then the named preset; the run file and overrides go on top."""
         try:
             spec = get_family(data.get("model", "stylegan2"))
@@ -106,9 +106,7 @@ class TrainConfig:
         out = dict(spec.defaults)
         name = data.get("preset")
         if name is not None:
-            if name not in spec.presets:
-                from bigtrain.config import ConfigError
-                raise ConfigError(f"config error in {sources.of('preset')}: key 'preset': {name!r} is not a "
-                                  f"{spec.name} preset; choose one of {', '.join(spec.presets)}")
+            require(name in spec.presets, "preset", name,
+                    f"not a {spec.name} preset; choose one of {', '.join(spec.presets)}")
             out = deep_merge(out, spec.presets[name])
         return out

@@ -17,7 +17,7 @@ import types
 
 import torch
 
-from bigtrain.checkpoint import CheckpointManager, capture_rng, load_state, restore_rng
+from bigtrain.checkpoint import CheckpointManager, capture_rng, checkpoint_dir, load_state, restore_rng
 from bigtrain.config import ConfigError, dump_yaml, to_dict
 from bigtrain.data import ArrayStream, load_images
 from bigtrain.distributed import DistEnv, build_strategy, print0
@@ -92,7 +92,7 @@ class Trainer:
         self.nets = types.SimpleNamespace(G=self.wrapped["G"].module, D=self.wrapped["D"].module)
         self.progress = Progress()
         self.run_dir = cfg.run.dir
-        self.ckpt = CheckpointManager(os.path.join(self.run_dir, "checkpoints"), cfg.checkpoint.keep)
+        self.ckpt = CheckpointManager(checkpoint_dir(self.run_dir), cfg.checkpoint.keep)
         # Conditional models: one row per class (grid_size // classes seeds each).
         nc = self.data.num_classes
         per_class = max(1, cfg.log.grid_size // nc) if nc else None
