@@ -27,18 +27,25 @@ FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 
 @dataclasses.dataclass
 class DataConfig:
-    source: str = "/usr/share/datasets/fashion-mnist"  # Folder of IDX files (train-images-idx3-ubyte[.gz]), a .npz with 'x' [N,H,W(,C)] uint8 (and 'y'), or a folder of images.
+    source: str = "/usr/share/datasets/fashion-mnist"  # Shards: a folder written by `bigtrain pack`, tar URLs ('d/train-{000000..000011}.tar', 'pipe:CMD'). In memory: a folder of IDX files, a .npz with uint8 'x' (and 'y'), or a folder of images.
     split: Literal["train", "t10k"] = "train"  # Which IDX split to read from an IDX folder.
     resolution: int = 32  # Training resolution (power of two); images are fitted to it by `fit`.
     fit: Literal["pad", "resize"] = "pad"  # pad: centre on a black canvas (28 -> 32 keeps every pixel); resize: area/bilinear resample.
     xflip: bool = True  # Random horizontal flips (x-flip augmentation).
     use_labels: bool = False  # Condition G and D on class labels.
-    max_images: int | None = None  # Use only the first N images; null = all.
+    max_images: int | None = None  # Use only the first N images; null = all (in-memory sources only).
+    workers: int = 2  # Shards: DataLoader worker processes per rank that read and decode; 0 = in the training process.
+    shuffle_buffer: int = 1000  # Shards: samples each worker shuffles over (memory: this many decoded images per worker).
+    max_bad_fraction: float = 0.01  # Shards: stop with an error when more than this fraction of samples cannot be read.
+    manifest: str | None = None  # Shards: path of dataset.json; null = beside the first local shard.
 
     def __post_init__(self):
         r = self.resolution
         require(r >= 4 and r & (r - 1) == 0, "resolution", r, "must be a power of two >= 4")
         require(self.max_images is None or self.max_images >= 1, "max_images", self.max_images, "must be >= 1 or null")
+        require(self.workers >= 0, "workers", self.workers, "must be >= 0")
+        require(self.shuffle_buffer >= 1, "shuffle_buffer", self.shuffle_buffer, "must be >= 1")
+        require(0 <= self.max_bad_fraction <= 1, "max_bad_fraction", self.max_bad_fraction, "must be in [0, 1]")
 
 
 @dataclasses.dataclass

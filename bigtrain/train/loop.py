@@ -3,7 +3,8 @@ phases, update EMA, and on tick boundaries log, draw samples and checkpoint.
 
 Progress is counted in images (nimg), so batch size and world size can change without
 changing the schedule. Every random draw in a step comes from the torch RNG or the data
-stream's own per-epoch generator, both checkpointed, which is what makes resume exact.
+stream's own per-epoch generator, both checkpointed, which is what makes resume exact for
+in-memory data; a shard stream resumes with fresh randomness (see docs/data.md).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import torch
 
 from bigtrain.checkpoint import CheckpointManager, capture_rng, checkpoint_dir, load_state, restore_rng
 from bigtrain.config import ConfigError, dump_yaml, to_dict
-from bigtrain.data import ArrayStream, load_images
+from bigtrain.data import open_data
 from bigtrain.distributed import DistEnv, build_strategy, print0
 from bigtrain.losses import GANLoss
 from bigtrain.models import get_family
@@ -69,9 +70,9 @@ class Trainer:
         torch.manual_seed(cfg.run.seed * self.env.world_size + self.env.rank)
 
         # Data.
-        self.data = load_images(cfg.data)
-        self.stream = ArrayStream(self.data, cfg.run.seed, self.env.rank, self.env.world_size, cfg.data.xflip)
-        C, R = self.data.images.shape[1], self.data.images.shape[2]
+        self.data = open_data(cfg.data, cfg.run.seed, self.env.rank, self.env.world_size,
+                              pin_memory=self.device.type == "cuda", printer=print0)
+        C, R = self.data.channels, self.data.resolution
         self.model_info = {"family": cfg.model, "resolution": R, "channels": C,
                            "c_dim": self.data.num_classes, "label_names": list(self.data.label_names)}
 
@@ -116,7 +117,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- one iteration
     def _reals(self, n: int) -> dict[str, torch.Tensor]:
-        img, labels = self.stream.next(n)
+        img, labels = self.data.next(n)
         return {
             # Normalisation happens on the device: uint8 travels, floats don't.
             "real_img": img.to(self.device).to(torch.float32) / 127.5 - 1,
@@ -126,7 +127,7 @@ class Trainer:
     def _latents(self, n: int) -> dict[str, torch.Tensor]:
         """z, and labels drawn from the dataset's label distribution for conditional models."""
         c_dim = self.data.num_classes
-        gen_labels = self.data.labels[torch.randint(len(self.data.labels), (n,))] if c_dim else None
+        gen_labels = self.data.sample_labels(n) if c_dim else None
         return {"gen_z": torch.randn(n, self.G_ema.z_dim, device=self.device),
                 "gen_c": one_hot(gen_labels, c_dim, n, self.device)}
 
@@ -202,7 +203,7 @@ class Trainer:
                f"batch {cfg.train.batch_size} = {self.env.world_size} rank(s) x {self.batch_gpu} x {self.rounds} "
                f"round(s), from kimg {p.kimg:.3f}; run dir {self.run_dir}")
         if p.nimg == 0:
-            real = self.data.images[:cfg.log.grid_size].float() / 127.5 - 1
+            real = self.data.preview(cfg.log.grid_size).float() / 127.5 - 1
             obs.image("Samples/reals", image_grid(real), 0, os.path.join(self.run_dir, "reals.png"))
             self._samples(obs)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -233,6 +234,8 @@ class Trainer:
                     "Resources/peak_mem_gb": peak_memory_gb(self.device),
                     "LR/G": self.wrapped["G"].optimizer.param_groups[0]["lr"],
                     "LR/D": self.wrapped["D"].optimizer.param_groups[0]["lr"],
+                    **{k: self.strategy.all_reduce(torch.tensor(float(v)), "sum").item()
+                       for k, v in self.data.stats().items()},
                     **{k: self.strategy.all_reduce(torch.tensor(v), "mean").item() for k, v in stats.means().items()},
                 }
                 obs.scalars(values, p.kimg, p.nimg)
@@ -250,6 +253,7 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             obs.close()
+            self.data.close()
         return last_ckpt
 
     def _on_signal(self, signum, frame) -> None:
@@ -278,7 +282,7 @@ class Trainer:
             "loss": self.loss.state_dict(),
             "progress": dataclasses.asdict(self.progress),
             "rng": capture_rng(),
-            "data": self.stream.state_dict(),
+            "data": self.data.state_dict(),
         }
 
     def save(self) -> str | None:
@@ -304,7 +308,7 @@ class Trainer:
         self.loss.load_state_dict(state["loss"])
         self.progress = Progress(**state["progress"])
         restore_rng(state["rng"])
-        self.stream.load_state_dict(state["data"])
+        self.data.load_state_dict(state["data"])
         print0(f"resumed from {path} at kimg {self.progress.kimg:.3f}")
 
 

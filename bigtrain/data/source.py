@@ -1,0 +1,129 @@
+"""One interface over both kinds of data the trainer reads: an in-memory array (small
+datasets, exactly resumable) and a WebDataset shard stream (any size)."""
+from __future__ import annotations
+
+import torch
+
+from bigtrain.data.arrays import ArrayStream, DataConfig, load_images
+from bigtrain.data.shards import DataError, ShardStream, is_shard_source, open_shards, read_epoch
+
+
+class DataSource:
+    """What the trainer needs from a dataset. ``next(n)`` gives uint8 images [n, C, R, R]
+    and int64 labels [n] (None when unconditional)."""
+    resolution: int
+    channels: int
+    label_names: list[str]
+    exact_resume: bool
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def next(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def preview(self, n: int) -> torch.Tensor:
+        """The first n images, for the reals grid."""
+        raise NotImplementedError
+
+    def sample_labels(self, n: int) -> torch.Tensor:
+        """n labels drawn from the dataset's class distribution (for conditional fakes)."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class ArraySource(DataSource):
+    exact_resume = True
+
+    def __init__(self, cfg: DataConfig, seed: int, rank: int, world_size: int):
+        self.data = load_images(cfg)
+        self.stream = ArrayStream(self.data, seed, rank, world_size, cfg.xflip)
+        self.channels, self.resolution = self.data.images.shape[1], self.data.images.shape[2]
+        self.label_names = list(self.data.label_names)
+
+    def next(self, n):
+        return self.stream.next(n)
+
+    def preview(self, n):
+        return self.data.images[:n]
+
+    def sample_labels(self, n):
+        return self.data.labels[torch.randint(len(self.data.labels), (n,))]
+
+    def state_dict(self):
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state):
+        if "cursor" in state:
+            self.stream.load_state_dict(state)
+
+
+class ShardSource(DataSource):
+    exact_resume = False
+
+    def __init__(self, cfg: DataConfig, seed: int, rank: int, world_size: int, pin_memory: bool = False,
+                 printer=print):
+        self.cfg = cfg
+        self.shards = open_shards(cfg.source, cfg.manifest)
+        self.resolution, self.channels = cfg.resolution, self.shards.channels
+        if cfg.use_labels and not self.shards.label_names:
+            raise DataError(f"data.use_labels=true but data.source={cfg.source} has no class labels in its manifest")
+        self.label_names = list(self.shards.label_names) if cfg.use_labels else []
+        if cfg.max_images is not None:
+            printer("warning: data.max_images applies to in-memory sources; a shard stream reads every shard")
+        self.stream = ShardStream(self.shards, cfg.resolution, self.channels, cfg.fit, seed, rank, world_size,
+                                  cfg.xflip, cfg.workers, cfg.shuffle_buffer, cfg.max_bad_fraction,
+                                  pin_memory=pin_memory, printer=printer)
+        counts = self.shards.class_counts
+        self._class_p = torch.tensor(counts, dtype=torch.float64) if counts else None
+
+    def next(self, n):
+        img, lbl = self.stream.next(n)
+        if not self.label_names:
+            return img, None
+        if (lbl < 0).any():
+            raise DataError(f"data.use_labels=true but a sample in {self.cfg.source} has no .cls label")
+        return img, lbl
+
+    def preview(self, n):
+        imgs = []
+        for b in read_epoch(self.shards, n, self.resolution, self.channels, self.cfg.fit):
+            imgs.append(b["img"])
+            if sum(len(i) for i in imgs) >= n:
+                break
+        return torch.cat(imgs)[:n]
+
+    def sample_labels(self, n):
+        p = self._class_p if self._class_p is not None else torch.ones(self.num_classes, dtype=torch.float64)
+        return torch.multinomial(p, n, replacement=True)
+
+    def stats(self):
+        return self.stream.stats()
+
+    def state_dict(self):
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state):
+        self.stream.load_state_dict(state)
+
+    def close(self):
+        self.stream.close()
+
+
+def open_data(cfg: DataConfig, seed: int, rank: int = 0, world_size: int = 1, pin_memory: bool = False,
+              printer=print) -> DataSource:
+    if is_shard_source(cfg.source):
+        return ShardSource(cfg, seed, rank, world_size, pin_memory, printer)
+    return ArraySource(cfg, seed, rank, world_size)
