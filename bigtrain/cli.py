@@ -73,14 +73,27 @@ def cmd_bench(args) -> int:
     from bigtrain.distributed import print0
     from bigtrain.train.loop import Trainer
 
-    if args.what != "train":
-        raise ValueError(f"unknown benchmark {args.what!r}; available: train")
     cfg = _load_train_config(args.config, args.overrides)
     trainer = Trainer(cfg, config_source=args.config)
     result = bench_train(trainer, iters=args.iters, warmup=args.warmup)
     result["config"] = args.config
     print0(format_table(result))
     if args.json and trainer.strategy.is_main:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+def cmd_bench_data(args) -> int:
+    from bigtrain.bench import bench_data, format_data_table
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    result = bench_data(args.source, workers=args.workers, batch=args.batch, batches=args.batches,
+                        warmup=args.warmup, resolution=args.resolution, folder=args.folder,
+                        export=args.export_folder)
+    print(format_data_table(result))
+    if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return 0
@@ -153,14 +166,27 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="cpu")
     g.set_defaults(fn=cmd_generate)
 
-    b = sub.add_parser("bench", help="measure throughput (img/s, sec/kimg, peak memory)")
-    b.add_argument("what", choices=["train"], help="what to benchmark")
-    b.add_argument("config")
-    b.add_argument("overrides", nargs="*")
-    b.add_argument("--iters", type=int, default=20, help="timed iterations")
-    b.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
-    b.add_argument("--json", help="also write the result as JSON here")
-    b.set_defaults(fn=cmd_bench)
+    b = sub.add_parser("bench", help="measure throughput: training (img/s, sec/kimg, memory) or data loading")
+    bsub = b.add_subparsers(dest="what", required=True)
+    bt = bsub.add_parser("train", help="time training iterations of a config")
+    bt.add_argument("config")
+    bt.add_argument("overrides", nargs="*")
+    bt.add_argument("--iters", type=int, default=20, help="timed iterations")
+    bt.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
+    bt.add_argument("--json", help="also write the result as JSON here")
+    bt.set_defaults(fn=cmd_bench)
+    bd = bsub.add_parser("data", help="time the shard loader (and a folder-of-PNG baseline) in images/s")
+    bd.add_argument("source", help="shard folder (with dataset.json) or URL pattern, as data.source takes")
+    bd.add_argument("--workers", type=int, default=1, help="DataLoader worker processes (default 1)")
+    bd.add_argument("--batch", type=int, default=64)
+    bd.add_argument("--batches", type=int, default=50, help="timed batches")
+    bd.add_argument("--warmup", type=int, default=5, help="untimed batches first")
+    bd.add_argument("--resolution", type=int, default=None, help="decode to this size (default: as stored)")
+    bd.add_argument("--folder", help="also time a folder-of-PNG Dataset (PIL per file) over this folder")
+    bd.add_argument("--export-folder", action="store_true", help="first write the shards' images into --folder")
+    bd.add_argument("--threads", type=int, default=None, help="torch threads in the main process")
+    bd.add_argument("--json", help="also write the result as JSON here")
+    bd.set_defaults(fn=cmd_bench_data)
     c = sub.add_parser("config", help="print a config as resolved (defaults, preset, file, overrides)")
     c.add_argument("config", nargs="?")
     c.add_argument("overrides", nargs="*")

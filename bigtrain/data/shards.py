@@ -212,9 +212,10 @@ class ShardDataset(torch.utils.data.IterableDataset):
             self.bad += lost
             first = str(failures[0]).split("\n")[0][:200]
             self.errors.append(f"{name}: {type(failures[0]).__name__}: {first} ({lost} sample(s) lost)")
-        elif missing:
+        elif missing:  # tarfile stops quietly at some truncations; the manifest count catches them
+            self.bad_shards += 1
             self.bad += missing
-            self.errors.append(f"{name}: {missing} sample(s) fewer than the manifest lists")
+            self.errors.append(f"{name}: incomplete (truncated?): {missing} sample(s) fewer than the manifest lists")
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
