@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash .ci/setup.sh
 RUN=runs/demo-fashion32
+DATA=data/fashion-mnist-32
+# Pack once into WebDataset shards (about 40 s); training streams from them as a production run would.
+if [ ! -f "$DATA/dataset.json" ]; then
+  .venv/bin/bigtrain pack /usr/share/datasets/fashion-mnist "$DATA" --resolution 32 --fit pad --workers 2
+fi
 .venv/bin/bigtrain train configs/demo/fashion32.yaml "$@"
 .venv/bin/bigtrain generate "$RUN" --seeds 0-63 --trunc 0.7 --out "$RUN/generated.png"
 echo "demo: sample grids during training in $RUN/samples/, final grid $RUN/generated.png"

@@ -23,6 +23,7 @@ setup(
         "pillow>=10.0,<14",
         "tensorboard>=2.15,<3",
         "tqdm>=4.66,<5",
+        "webdataset>=1.0,<2",
     ],
     extras_require={
         "test": ["pytest>=8.0,<10", "pytest-timeout>=2.3,<3", "scipy>=1.11,<2"],

@@ -129,33 +129,69 @@ def profile_stages(shards, resolution: int, channels: int, samples: int = 256) -
             "resize_from_2x_us": resize / n * 1e6, "collate_us": collate / n * 1e6}
 
 
-def bench_data(source: str, workers: int, batch: int, batches: int, warmup: int, resolution: int | None = None,
-               folder: str | None = None, export: bool = False) -> dict:
-    """img/s of the shard loader (resampled training stream) and, given ``folder``, of the
-    folder-of-PNG baseline over the same images, each with ``workers`` DataLoader workers."""
+def bench_data(sources: list[str], workers: int, batch: int, batches: int, warmup: int,
+               resolution: int | None = None, folder: str | None = None, export: bool = False) -> dict:
+    """img/s of the shard loader (the resampled training stream) for each source and, given
+    ``folder``, of the folder-of-PNG baseline over the same images; all with ``workers``
+    DataLoader workers, timed one after another in this one run."""
     from bigtrain.data.shards import ShardDataset, make_loader, open_shards
-    shards = open_shards(source)
-    res = resolution or shards.resolution
-    result: dict = {"source": source, "workers": workers, "batch": batch, "resolution": res,
-                    "channels": shards.channels, "image_format": (shards.manifest or {}).get("image_format", "?"),
-                    "threads": torch.get_num_threads()}
-    ds = ShardDataset(shards, batch, res, shards.channels, "resize", mode="resample", shuffle_buffer=batch * 4)
-    n, sec = _time_batches(make_loader(ds, workers), warmup, batches)
+    all_shards = [open_shards(s) for s in sources]
+    res = resolution or all_shards[0].resolution
+    channels = all_shards[0].channels
     per = max(workers, 1)
-    result["shards"] = {"images": n, "sec": sec, "img_per_sec": n / sec, "img_per_sec_per_worker": n / sec / per}
+    result: dict = {"workers": workers, "batch": batch, "batches": batches, "resolution": res, "channels": channels,
+                    "threads": torch.get_num_threads(), "rows": []}
+    if folder and export:
+        export_folder(all_shards[0], folder, res, channels)
+    for src, shards in zip(sources, all_shards):
+        ds = ShardDataset(shards, batch, res, channels, "resize", mode="resample", shuffle_buffer=batch * 4)
+        n, sec = _time_batches(make_loader(ds, workers), warmup, batches)
+        result["rows"].append({"loader": "shards", "source": src,
+                               "format": (shards.manifest or {}).get("image_format", "?"),
+                               "images": n, "sec": sec, "img_per_sec": n / sec, "img_per_sec_per_worker": n / sec / per,
+                               "stages_us_per_image": profile_stages(shards, res, channels)})
     if folder:
-        if export:
-            export_folder(shards, folder, res, shards.channels)
-        fds = _FolderDataset(folder, shards.channels)
+        fds = _FolderDataset(folder, channels)
         if len(fds) == 0:
             raise ValueError(f"--folder {folder} holds no .png files (add --export-folder to write them)")
-        loader = torch.utils.data.DataLoader(fds, batch_size=batch, shuffle=True, num_workers=workers,
-                                             drop_last=True, **({"persistent_workers": False} if workers else {}))
+        loader = torch.utils.data.DataLoader(fds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
         n, sec = _time_batches(_cycle(loader), warmup, batches)
-        result["folder"] = {"images": n, "sec": sec, "img_per_sec": n / sec, "img_per_sec_per_worker": n / sec / per}
-        result["shards_vs_folder"] = result["shards"]["img_per_sec"] / result["folder"]["img_per_sec"]
-    result["stages_us_per_image"] = profile_stages(shards, res, shards.channels)
+        result["rows"].append({"loader": "folder", "source": folder, "format": "png files", "images": n, "sec": sec,
+                               "img_per_sec": n / sec, "img_per_sec_per_worker": n / sec / per})
+        base = result["rows"][-1]["img_per_sec"]
+        for row in result["rows"]:
+            row["vs_folder"] = row["img_per_sec"] / base
     return result
+
+
+def make_crops(src: str, out: str, count: int, resolution: int, seed: int = 0) -> int:
+    """Benchmark input: ``count`` random square crops (scale, position, flip) of the photos
+    in ``src``, resized to ``resolution`` (Lanczos) and saved as PNG in ``out``."""
+    import os
+    import random
+
+    from PIL import Image
+    photos = []
+    for name in sorted(os.listdir(src)):
+        try:
+            with Image.open(os.path.join(src, name)) as im:
+                if min(im.size) >= resolution // 2:
+                    photos.append(im.convert("RGB"))
+        except OSError:
+            continue
+    if not photos:
+        raise ValueError(f"{src} holds no photos of at least {resolution // 2} px")
+    rng = random.Random(seed)
+    os.makedirs(out, exist_ok=True)
+    for i in range(count):
+        im = photos[i % len(photos)]
+        side = int(min(im.size) * rng.uniform(0.4, 1.0))
+        x, y = rng.randrange(im.size[0] - side + 1), rng.randrange(im.size[1] - side + 1)
+        crop = im.crop((x, y, x + side, y + side)).resize((resolution, resolution), Image.Resampling.LANCZOS)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        crop.save(os.path.join(out, f"{i:06d}.png"), compress_level=6)
+    return count
 
 
 def _cycle(loader):
@@ -164,16 +200,17 @@ def _cycle(loader):
 
 
 def format_data_table(r: dict) -> str:
-    lines = [f"data bench: {r['source']} ({r['image_format']}, {r['resolution']}px x{r['channels']}), "
-             f"{r['workers']} worker(s), batch {r['batch']}"]
-    for k in ("shards", "folder"):
-        if k in r:
-            v = r[k]
-            lines.append(f"  {k:<7} {v['img_per_sec']:9.1f} img/s  ({v['img_per_sec_per_worker']:.1f} img/s per worker, "
-                         f"{v['images']} images in {v['sec']:.2f} s)")
-    if "shards_vs_folder" in r:
-        lines.append(f"  shards / folder: {r['shards_vs_folder']:.2f}x")
-    s = r["stages_us_per_image"]
-    lines.append(f"  one process, us/image: read {s['read_us']:.0f}, decode {s['decode_us']:.0f}, "
-                 f"resize (from 2x) {s['resize_from_2x_us']:.0f}, collate {s['collate_us']:.0f}")
+    lines = [f"data bench: {r['resolution']}px x{r['channels']}, {r['workers']} worker(s), batch {r['batch']}, "
+             f"{r['batches']} timed batches each",
+             f"  {'loader':<7} {'format':<10} {'img/s':>9} {'per worker':>11} {'vs folder':>10}  source"]
+    for row in r["rows"]:
+        vs = f"{row['vs_folder']:.2f}x" if "vs_folder" in row else "-"
+        lines.append(f"  {row['loader']:<7} {row['format']:<10} {row['img_per_sec']:9.1f} "
+                     f"{row['img_per_sec_per_worker']:11.1f} {vs:>10}  {row['source']}")
+    for row in r["rows"]:
+        if "stages_us_per_image" in row:
+            s = row["stages_us_per_image"]
+            lines.append(f"  {row['format']:<5} one process, us/image: read {s['read_us']:.0f}, decode "
+                         f"{s['decode_us']:.0f}, resize (from 2x) {s['resize_from_2x_us']:.0f}, "
+                         f"collate {s['collate_us']:.0f}")
     return "\n".join(lines) + "\n" + json.dumps(r)

@@ -86,10 +86,15 @@ def cmd_bench(args) -> int:
 
 def cmd_bench_data(args) -> int:
     from bigtrain.bench import bench_data, format_data_table
-    if args.threads:
+    if getattr(args, "threads", None):
         import torch
         torch.set_num_threads(args.threads)
-    result = bench_data(args.source, workers=args.workers, batch=args.batch, batches=args.batches,
+    if args.what == "crops":
+        from bigtrain.bench import make_crops
+        n = make_crops(args.src, args.out, args.count, args.resolution, args.seed)
+        print(f"wrote {n} {args.resolution}x{args.resolution} crops to {args.out}")
+        return 0
+    result = bench_data(args.sources, workers=args.workers, batch=args.batch, batches=args.batches,
                         warmup=args.warmup, resolution=args.resolution, folder=args.folder,
                         export=args.export_folder)
     print(format_data_table(result))
@@ -176,17 +181,26 @@ def make_parser() -> argparse.ArgumentParser:
     bt.add_argument("--json", help="also write the result as JSON here")
     bt.set_defaults(fn=cmd_bench)
     bd = bsub.add_parser("data", help="time the shard loader (and a folder-of-PNG baseline) in images/s")
-    bd.add_argument("source", help="shard folder (with dataset.json) or URL pattern, as data.source takes")
+    bd.add_argument("sources", nargs="+",
+                    help="shard folders (with dataset.json) or URL patterns, as data.source takes; timed side by side")
     bd.add_argument("--workers", type=int, default=1, help="DataLoader worker processes (default 1)")
     bd.add_argument("--batch", type=int, default=64)
     bd.add_argument("--batches", type=int, default=50, help="timed batches")
     bd.add_argument("--warmup", type=int, default=5, help="untimed batches first")
     bd.add_argument("--resolution", type=int, default=None, help="decode to this size (default: as stored)")
     bd.add_argument("--folder", help="also time a folder-of-PNG Dataset (PIL per file) over this folder")
-    bd.add_argument("--export-folder", action="store_true", help="first write the shards' images into --folder")
+    bd.add_argument("--export-folder", action="store_true",
+                    help="first write the first source's images into --folder as PNG files")
     bd.add_argument("--threads", type=int, default=None, help="torch threads in the main process")
     bd.add_argument("--json", help="also write the result as JSON here")
     bd.set_defaults(fn=cmd_bench_data)
+    bc = bsub.add_parser("crops", help="make benchmark images: random square crops of photos, as PNG")
+    bc.add_argument("src", help="folder of photos")
+    bc.add_argument("out", help="output folder")
+    bc.add_argument("--count", type=int, default=2000)
+    bc.add_argument("--resolution", type=int, default=256)
+    bc.add_argument("--seed", type=int, default=0)
+    bc.set_defaults(fn=cmd_bench_data)
     c = sub.add_parser("config", help="print a config as resolved (defaults, preset, file, overrides)")
     c.add_argument("config", nargs="?")
     c.add_argument("overrides", nargs="*")

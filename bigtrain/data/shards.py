@@ -112,8 +112,9 @@ def open_shards(source: str, manifest: str | None = None, key: str = "data.sourc
         raise DataError(f"{key}={source} expands to no shard URLs")
     local = [u for u in urls if _is_local(u)]
     if local and not any(os.path.isfile(_local_path(u)) for u in local):
+        hint = "" if ".tar" in source else "; pack a dataset first: bigtrain pack SRC OUT_DIR --resolution R"
         raise DataError(f"{key}={source}: none of its {len(local)} shard paths exist "
-                        f"(first: {_local_path(local[0])})")
+                        f"(first: {_local_path(local[0])}){hint}")
     if m is None:
         guess = man_path or (os.path.join(os.path.dirname(_local_path(local[0])), MANIFEST) if local else None)
         if guess and os.path.isfile(guess):

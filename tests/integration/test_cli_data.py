@@ -77,6 +77,9 @@ def test_bench_data_reports_images_per_second(shards, tmp_path):
                  "--folder", str(folder), "--export-folder", "--json", str(tmp_path / "b.json")])
     assert r.returncode == 0, r.stderr
     res = json.load(open(tmp_path / "b.json"))
-    assert res["shards"]["img_per_sec"] > 0 and res["folder"]["img_per_sec"] > 0
-    assert res["shards"]["images"] == 4 * 32 and len(os.listdir(folder)) == 512
+    shards_row, folder_row = res["rows"]
+    assert shards_row["loader"] == "shards" and folder_row["loader"] == "folder"
+    assert shards_row["img_per_sec"] > 0 and folder_row["img_per_sec"] > 0 and folder_row["vs_folder"] == 1
+    assert shards_row["images"] == 4 * 32 and len(os.listdir(folder)) == 512
+    assert shards_row["stages_us_per_image"]["decode_us"] > 0
     assert "img/s" in r.stdout

@@ -196,6 +196,10 @@ def test_pipe_urls_and_on_the_fly_resize(packed):
     assert len(shards.urls) == 2 and shards.label_names == ["0", "1", "2", "3"]
     got = torch.cat([b["img"] for b in read_epoch(shards, 8, 4, 1)])
     assert got.shape == (16, 1, 4, 4)
+    # A failing pipe command is a bad shard, not a crash.
+    shards = open_shards(f"pipe:cat {out}/train-000000.tar::pipe:exit 3", manifest=str(out / "dataset.json"))
+    batches = list(read_epoch(shards, 8, 8, 1))
+    assert sum(len(b["img"]) for b in batches) == 8 and sum(b["bad_shards"] for b in batches) == 1
 
 
 def test_data_source_through_the_trainer_interface(packed):
