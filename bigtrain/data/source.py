@@ -27,8 +27,8 @@ class DataSource:
         """The first n images, for the reals grid."""
         raise NotImplementedError
 
-    def sample_labels(self, n: int) -> torch.Tensor:
-        """n labels drawn from the dataset's class distribution (for conditional fakes)."""
+    def class_probs(self) -> torch.Tensor:
+        """float64 [num_classes]: the dataset's class balance (conditional fakes follow it)."""
         raise NotImplementedError
 
     def stats(self) -> dict[str, float]:
@@ -59,8 +59,8 @@ class ArraySource(DataSource):
     def preview(self, n):
         return self.data.images[:n]
 
-    def sample_labels(self, n):
-        return self.data.labels[torch.randint(len(self.data.labels), (n,))]
+    def class_probs(self):
+        return torch.bincount(self.data.labels, minlength=self.num_classes).double()
 
     def state_dict(self):
         return self.stream.state_dict()
@@ -105,9 +105,8 @@ class ShardSource(DataSource):
                 break
         return torch.cat(imgs)[:n]
 
-    def sample_labels(self, n):
-        p = self._class_p if self._class_p is not None else torch.ones(self.num_classes, dtype=torch.float64)
-        return torch.multinomial(p, n, replacement=True)
+    def class_probs(self):
+        return self._class_p if self._class_p is not None else torch.ones(self.num_classes, dtype=torch.float64)
 
     def stats(self):
         return self.stream.stats()

@@ -26,6 +26,16 @@ class LossOutput:
     terms: dict[str, torch.Tensor]  # detached scalars for logging, e.g. "Loss/D/r1"
 
 
+def per_sample_normal(seeds: list[int] | None, like: torch.Tensor, n: int) -> torch.Tensor | None:
+    """Standard normal noise shaped like ``like[:n]``, row i drawn from seed ``seeds[i]``, so
+    a sample gets the same draw whichever rank and batch it lands in; None without seeds."""
+    if seeds is None:
+        return None
+    g = torch.Generator(device=like.device)
+    return torch.stack([torch.randn(like.shape[1:], generator=g.manual_seed(int(s) + 1), device=like.device,
+                                    dtype=like.dtype) for s in seeds[:n]])
+
+
 class GANLoss(nn.Module):
     @dataclasses.dataclass
     class Config:
@@ -57,6 +67,9 @@ class GANLoss(nn.Module):
         self.cfg = cfg
         # Running mean of path lengths; a buffer so it is checkpointed with the loss.
         self.register_buffer("pl_mean", torch.zeros([]))
+        # Averages a detached statistic over ranks (set by the trainer under a distributed
+        # strategy) so the running path-length mean is the same on every rank.
+        self.reduce_mean = lambda t: t
 
     def reg_intervals(self) -> dict[str, int | None]:
         """Per net: the lazy-regularization interval, or None when that net has no regularizer."""
@@ -90,8 +103,8 @@ class GANLoss(nn.Module):
             if do_reg and c.pl_weight > 0:
                 n = max(1, batch["gen_z"].shape[0] // c.pl_batch_shrink)
                 img, ws = nets.G(batch["gen_z"][:n], batch["gen_c"][:n], return_ws=True, **self._g_kwargs())
-                lengths = path_lengths(img, ws)
-                pl_mean = self.pl_mean.lerp(lengths.detach().mean(), c.pl_decay)
+                lengths = path_lengths(img, ws, per_sample_normal(batch.get("sample_seeds"), img, n))
+                pl_mean = self.pl_mean.lerp(self.reduce_mean(lengths.detach().mean()), c.pl_decay)
                 self.pl_mean.copy_(pl_mean)
                 penalty = (lengths - pl_mean).square().mean()
                 terms["Loss/G/pl"] = penalty.detach()

@@ -25,9 +25,12 @@ def gradient_penalty(D: Callable, real_img: torch.Tensor, fake_img: torch.Tensor
     return (grad.flatten(1).norm(dim=1) - target).square()
 
 
-def path_lengths(img: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+def path_lengths(img: torch.Tensor, ws: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
     """Path length |J_w^T y| per sample [N] for random image-space y ~ N(0, 1/(H W))
-    (Karras et al. 2020); ``img`` must be computed from ``ws``."""
-    noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+    (Karras et al. 2020); ``img`` must be computed from ``ws``. ``noise`` (standard normal,
+    shaped like img) can be given to make the draw reproducible per sample."""
+    if noise is None:
+        noise = torch.randn_like(img)
+    noise = noise / math.sqrt(img.shape[2] * img.shape[3])
     (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True, only_inputs=True)
     return grad.square().sum(dim=2).mean(dim=1).sqrt()

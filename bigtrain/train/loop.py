@@ -67,7 +67,8 @@ class Trainer:
         if cfg.run.num_threads:
             torch.set_num_threads(cfg.run.num_threads)
         self.batch_gpu, self.rounds = cfg.train.rounds(self.env.world_size, config_source)
-        torch.manual_seed(cfg.run.seed * self.env.world_size + self.env.rank)
+        # Same initial weights on every rank and at every world size.
+        torch.manual_seed(cfg.run.seed)
 
         # Data.
         self.data = open_data(cfg.data, cfg.run.seed, self.env.rank, self.env.world_size,
@@ -90,7 +91,12 @@ class Trainer:
             "G": self.strategy.wrap("G", G, self._make_optimizer("G")),
             "D": self.strategy.wrap("D", D, self._make_optimizer("D")),
         }
-        self.nets = types.SimpleNamespace(G=self.wrapped["G"].module, D=self.wrapped["D"].module)
+        # Per phase: the trained net through its strategy wrapper, the other one plain (frozen,
+        # or a sampler under no_grad), so a DDP/DeepSpeed wrapper only ever sees its own backward.
+        self.phase_nets = {
+            net: types.SimpleNamespace(**{k: (w.module if k == net else w.raw) for k, w in self.wrapped.items()})
+            for net in self.wrapped}
+        self.loss.reduce_mean = lambda t: self.strategy.all_reduce(t, "mean")
         self.progress = Progress()
         self.run_dir = cfg.run.dir
         self.ckpt = CheckpointManager(checkpoint_dir(self.run_dir), cfg.checkpoint.keep)
@@ -102,6 +108,8 @@ class Trainer:
         self.grid_z = latents_from_seeds(list(range(n_grid)), G.z_dim, self.device)
         self.grid_c = one_hot(torch.arange(n_grid) // per_class if nc else None, nc, n_grid, self.device)
         self._stop_signal: int | None = None
+        # Rank-local randomness (augmentation, noise inputs, style mixing) differs per rank.
+        torch.manual_seed(cfg.run.seed * 1_000_003 + self.env.rank)
         if resume:
             self.load(resume, config_source)
 
@@ -124,12 +132,22 @@ class Trainer:
             "real_c": one_hot(labels, self.data.num_classes, n, self.device),
         }
 
-    def _latents(self, n: int) -> dict[str, torch.Tensor]:
-        """z, and labels drawn from the dataset's label distribution for conditional models."""
+    def _latents(self, n: int, salt: int) -> dict:
+        """z, labels drawn with the dataset's class balance (conditional models) and a seed per
+        sample. Sample j of this rank is sample ``j * world + rank`` of the global batch, and its
+        draws come from a seed of (run seed, step, salt, global index), so the global batch is
+        the same at any world size (what makes 2 ranks x 4 equal 1 rank x 8)."""
+        world, rank = self.env.world_size, self.env.rank
+        base = ((self.cfg.run.seed * 1_000_003 + self.progress.step) * 1_009 + salt) * 1_000_003
+        seeds = [(base + j * world + rank) % (2 ** 62) for j in range(n)]
+        g = torch.Generator()
+        z = torch.stack([torch.randn(self.G_ema.z_dim, generator=g.manual_seed(s)) for s in seeds])
         c_dim = self.data.num_classes
-        gen_labels = self.data.sample_labels(n) if c_dim else None
-        return {"gen_z": torch.randn(n, self.G_ema.z_dim, device=self.device),
-                "gen_c": one_hot(gen_labels, c_dim, n, self.device)}
+        labels = None
+        if c_dim:
+            probs = self.data.class_probs()
+            labels = torch.cat([torch.multinomial(probs, 1, generator=g.manual_seed(s + 2)) for s in seeds])
+        return {"gen_z": z.to(self.device), "gen_c": one_hot(labels, c_dim, n, self.device), "sample_seeds": seeds}
 
     def train_step(self, stats: TickStats) -> None:
         bg, rounds = self.batch_gpu, self.rounds
@@ -138,7 +156,7 @@ class Trainer:
         reals = self._reals(bg * rounds)
         # Run phases.
         skipped = []
-        for phase in self.phases:
+        for phase_idx, phase in enumerate(self.phases):
             if p.step % phase.interval != 0:
                 continue
             w = self.wrapped[phase.net]
@@ -147,13 +165,13 @@ class Trainer:
             for rep in range(phase.repeat):
                 if rep > 0:
                     reals = self._reals(bg * rounds)
-                batch = {**reals, **self._latents(bg * rounds)}
+                batch = {**reals, **self._latents(bg * rounds, salt=phase_idx * 64 + rep)}
                 finite = torch.ones([], device=self.device)
                 for r in range(rounds):
                     chunk = {k: v[r * bg:(r + 1) * bg] for k, v in batch.items()}
                     sync = contextlib.nullcontext() if r == rounds - 1 else self.strategy.no_sync(w)
                     with sync:
-                        out = self.loss.compute(phase, self.nets, chunk, p)
+                        out = self.loss.compute(phase, self.phase_nets[phase.net], chunk, p)
                         finite = finite * torch.isfinite(out.total)
                         self.strategy.backward(out.total / rounds, w)
                     stats.add(out.terms)
