@@ -33,7 +33,10 @@ def cmd_train(args) -> int:
         print0(f"training already complete: kimg {trainer.progress.kimg:.1f} >= train.total_kimg="
                f"{cfg.train.total_kimg}; newest checkpoint {newest}")
         return 0
-    path = trainer.run()
+    try:
+        path = trainer.run()
+    finally:
+        trainer.strategy.teardown()
     if path:
         print0(f"done: final checkpoint {path}; samples in {os.path.join(cfg.run.dir, 'samples')}")
     return 0

@@ -46,6 +46,28 @@ def run_cli(args: list[str], cwd=None, timeout: float = 600, **kwargs) -> subpro
                           text=True, timeout=timeout, **kwargs)
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun_cmd(nproc: int, args: list[str], nnodes: int = 1, node_rank: int = 0, port: int | None = None,
+                 max_restarts: int = 0) -> list[str]:
+    """A real torchrun of `python -m bigtrain ARGS` (standalone rendezvous unless a port is given)."""
+    rdzv = (["--standalone"] if port is None else
+            ["--nnodes", str(nnodes), "--node_rank", str(node_rank), "--master_addr", "127.0.0.1",
+             "--master_port", str(port)])
+    return [sys.executable, "-m", "torch.distributed.run", *rdzv, "--nproc_per_node", str(nproc),
+            "--max_restarts", str(max_restarts), "-m", "bigtrain", *args]
+
+
+def run_torchrun(nproc: int, args: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    return subprocess.run(torchrun_cmd(nproc, args, **kw), env=env, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture
 def tiny(tmp_path):
     """(config dict, path of its YAML) for a tiny run in tmp_path/run."""

@@ -207,7 +207,13 @@ class ArrayStream:
         return img, labels
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor}
+        # Every rank advances alike, so rank r's cursor c means global position c * world_size:
+        # stored that way, a run can resume at another world size where the epoch left off.
+        return {"epoch": self.epoch, "cursor": self.cursor, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.cursor, self._order = int(state["epoch"]), int(state["cursor"]), None
+        cursor = int(state["cursor"])
+        saved_world = int(state.get("world_size", self.world_size))
+        if saved_world != self.world_size:
+            cursor = cursor * saved_world // self.world_size
+        self.epoch, self.cursor, self._order = int(state["epoch"]), cursor, None

@@ -4,9 +4,10 @@ import torch
 
 from ..env import DistEnv
 from .base import Strategy, StrategyConfig, Wrapped
+from .ddp import DDPStrategy
 from .single import SingleStrategy
 
-STRATEGIES: dict[str, type[Strategy]] = {"single": SingleStrategy}
+STRATEGIES: dict[str, type[Strategy]] = {"single": SingleStrategy, "ddp": DDPStrategy}
 
 
 def resolve_device(cfg: StrategyConfig, env: DistEnv) -> torch.device:

@@ -19,7 +19,7 @@ from ..env import DistEnv
 
 @dataclasses.dataclass
 class StrategyConfig:
-    strategy: Literal["single"] = "single"  # Backend for gradients and optimizer state; ddp and deepspeed arrive with the distributed issue.
+    strategy: Literal["single", "ddp"] = "single"  # single: one process; ddp: torch DistributedDataParallel per network (launch with torchrun or srun).
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available, else cpu.
 
 

@@ -1,0 +1,66 @@
+"""Data parallel: one torch DDP per network, gradients averaged over ranks in backward.
+
+Only the network being trained in a phase is called through its DDP wrapper (the trainer
+passes the other one plain: frozen in G phases, a no_grad sampler in D phases), so each
+wrapper sees exactly one backward per forward and every one of its parameters gets a
+gradient. Accumulation rounds but the last run under ``no_sync``; the last round's
+backward all-reduces the summed gradients once.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from .base import Strategy, Wrapped
+
+_OPS = {"sum": dist.ReduceOp.SUM, "mean": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
+
+
+def init_process_group(env, device: torch.device, timeout_s: float = 1800) -> None:
+    """Join the job's process group (gloo on CPU, NCCL on GPU); idempotent."""
+    if dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    # torchrun exports MASTER_ADDR/PORT; under srun DistEnv derived them, so pass them on.
+    os.environ.setdefault("MASTER_ADDR", env.master_addr)
+    os.environ.setdefault("MASTER_PORT", str(env.master_port))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=env.rank, world_size=env.world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+
+
+class DDPStrategy(Strategy):
+    name = "ddp"
+
+    def setup(self) -> None:
+        init_process_group(self.env, self.device)
+
+    def teardown(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    def wrap(self, name, net, make_optimizer):
+        net.to(self.device)
+        # broadcast_buffers=False: buffers (w_avg, filters) are not part of the gradient math;
+        # each rank keeps its own running w_avg and rank 0's is the one checkpointed.
+        ddp = DistributedDataParallel(net, device_ids=[self.device] if self.device.type == "cuda" else None,
+                                      broadcast_buffers=False)
+        return Wrapped(name=name, module=ddp, raw=net, optimizer=make_optimizer(net.parameters()))
+
+    def no_sync(self, w: Wrapped):
+        return w.module.no_sync()
+
+    def all_reduce(self, t: torch.Tensor, op: str = "mean") -> torch.Tensor:
+        comm_device = self.device if self.device.type == "cuda" else torch.device("cpu")
+        out = t.detach().to(comm_device, torch.float64 if t.dtype == torch.float64 else torch.float32).clone()
+        dist.all_reduce(out, op=_OPS[op])
+        if op == "mean":
+            out /= self.world_size
+        return out.to(t.device, t.dtype)
+
+    def barrier(self) -> None:
+        dist.barrier()
