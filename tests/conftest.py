@@ -41,7 +41,9 @@ def write_config(path, cfg: dict) -> str:
 
 
 def run_cli(args: list[str], cwd=None, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # One thread: tiny models gain nothing from two, and two OpenMP threads spin badly when the
+    # other core is busy (bf16 convs on CPU slowed 100x that way).
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "bigtrain", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, **kwargs)
 

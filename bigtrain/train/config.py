@@ -5,6 +5,8 @@ of the chosen ``model`` family, so their keys are checked against that family's 
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import dataclasses
 from typing import Any
 
@@ -35,6 +37,8 @@ class LoopConfig:
     ema_halflife_kimg: float = 10.0  # Half-life of the G_ema weight average, in thousands of images.
     ema_rampup: float | None = 0.05  # EMA ramp-up: half-life capped at nimg * this early on; null = no ramp-up.
     max_nonfinite_steps: int = 10  # Stop with an error after this many iterations in a row with a NaN/Inf loss.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # Forward/backward precision: bf16 autocast; fp16 autocast with a gradient scaler per net. Weights, optimizer state and regularizer sums stay fp32.
+    reduced_precision_res: int | None = None  # StyleGAN2's scheme: only the N highest-resolution blocks of G and D run in bf16/fp16 (pair with conv_clamp: 256); null = autocast everywhere.
 
     def __post_init__(self):
         require(self.total_kimg > 0, "total_kimg", self.total_kimg, "must be > 0")
@@ -46,6 +50,8 @@ class LoopConfig:
                 "must be two numbers in [0, 1)")
         require(self.ema_halflife_kimg >= 0, "ema_halflife_kimg", self.ema_halflife_kimg, "must be >= 0")
         require(self.max_nonfinite_steps >= 1, "max_nonfinite_steps", self.max_nonfinite_steps, "must be >= 1")
+        require(self.reduced_precision_res is None or self.reduced_precision_res >= 1, "reduced_precision_res",
+                self.reduced_precision_res, "must be >= 1 or null")
 
     def rounds(self, world_size: int, source: str = "the config") -> tuple[int, int]:
         """-> (batch_gpu, accumulation rounds); a clear error when the numbers don't divide."""

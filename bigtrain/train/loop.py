@@ -24,6 +24,7 @@ from bigtrain.data import open_data
 from bigtrain.distributed import DistEnv, build_strategy, print0
 from bigtrain.losses import GANLoss
 from bigtrain.models import get_family
+from bigtrain.models.common.layers import set_reduced_precision
 from bigtrain.models.sampling import latents_from_seeds, one_hot
 from bigtrain.train.config import TrainConfig
 from bigtrain.train.ema import ema_beta, update_ema
@@ -87,6 +88,10 @@ class Trainer:
             raise ConfigError(f"config error in {config_source}: key 'loss.pl_weight': path-length "
                               f"regularization needs a style-based generator; {cfg.model} has none; set it to 0")
         self.phases = build_phases(self.loss.reg_intervals())
+        self.strategy.set_precision(cfg.train.precision, cfg.train.reduced_precision_res)
+        if cfg.train.reduced_precision_res is not None and self.strategy.amp_dtype is not None:
+            for net in (G, D):
+                set_reduced_precision(net, self.strategy.amp_dtype, cfg.train.reduced_precision_res, R)
         self.wrapped = {
             "G": self.strategy.wrap("G", G, self._make_optimizer("G")),
             "D": self.strategy.wrap("D", D, self._make_optimizer("D")),
@@ -171,9 +176,11 @@ class Trainer:
                     chunk = {k: v[r * bg:(r + 1) * bg] for k, v in batch.items()}
                     sync = contextlib.nullcontext() if r == rounds - 1 else self.strategy.no_sync(w)
                     with sync:
-                        out = self.loss.compute(phase, self.phase_nets[phase.net], chunk, p)
-                        finite = finite * torch.isfinite(out.total)
-                        self.strategy.backward(out.total / rounds, w)
+                        with self.strategy.autocast():
+                            out = self.loss.compute(phase, self.phase_nets[phase.net], chunk, p)
+                        total = out.total.float()
+                        finite = finite * torch.isfinite(total)
+                        self.strategy.backward(total / rounds, w)
                     stats.add(out.terms)
                 # .item() syncs with the device; it is the price of keeping NaNs out of the weights.
                 if self.strategy.all_reduce(finite, "min").item() == 1:

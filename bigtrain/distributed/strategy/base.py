@@ -39,6 +39,32 @@ class Strategy(abc.ABC):
     def __init__(self, env: DistEnv, device: torch.device):
         self.env = env
         self.device = device
+        self.precision = "fp32"
+        self.scalers: dict[str, torch.amp.GradScaler] = {}
+
+    # ------------------------------------------------------------ precision
+    def set_precision(self, precision: str, reduced_precision_res: int | None = None) -> None:
+        """Call before wrap(). fp16 gets a gradient scaler per network."""
+        self.precision = precision
+        self.reduced_precision_res = reduced_precision_res
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Context for forward passes: autocast to bf16/fp16, or nothing for fp32 (and when
+        reduced_precision_res leaves the choice to the networks' blocks)."""
+        if self.amp_dtype is None or self.reduced_precision_res is not None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _scaler(self, w: Wrapped) -> torch.amp.GradScaler | None:
+        if self.precision != "fp16":
+            return None
+        if w.name not in self.scalers:
+            self.scalers[w.name] = torch.amp.GradScaler(self.device.type)
+        return self.scalers[w.name]
 
     @property
     def is_main(self) -> bool:
@@ -59,11 +85,18 @@ class Strategy(abc.ABC):
              make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]) -> Wrapped: ...
 
     def backward(self, loss: torch.Tensor, w: Wrapped) -> None:
-        loss.backward()
+        scaler = self._scaler(w)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
 
     def step(self, w: Wrapped) -> None:
-        """Apply the accumulated gradients, then clear them."""
-        w.optimizer.step()
+        """Apply the accumulated gradients, then clear them (fp16: a step whose scaled
+        gradients overflowed is skipped and the scale lowered, as GradScaler does)."""
+        scaler = self._scaler(w)
+        if scaler is not None:
+            scaler.step(w.optimizer)
+            scaler.update()
+        else:
+            w.optimizer.step()
         w.optimizer.zero_grad(set_to_none=True)
 
     def zero_grad(self, w: Wrapped) -> None:
@@ -77,11 +110,18 @@ class Strategy(abc.ABC):
         return w.raw
 
     def state_dict(self, w: Wrapped) -> dict:
-        return {"module": w.raw.state_dict(), "optimizer": w.optimizer.state_dict()}
+        state = {"module": w.raw.state_dict(), "optimizer": w.optimizer.state_dict()}
+        scaler = self._scaler(w)
+        if scaler is not None:
+            state["grad_scaler"] = scaler.state_dict()
+        return state
 
     def load_state_dict(self, w: Wrapped, state: dict) -> None:
         w.raw.load_state_dict(state["module"])
         w.optimizer.load_state_dict(state["optimizer"])
+        scaler = self._scaler(w)
+        if scaler is not None and "grad_scaler" in state:
+            scaler.load_state_dict(state["grad_scaler"])
 
     def all_reduce(self, t: torch.Tensor, op: Literal["mean", "sum", "min", "max"] = "mean") -> torch.Tensor:
         """Reduce over ranks (identity for one process)."""

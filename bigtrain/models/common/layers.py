@@ -7,6 +7,7 @@ the same on every layer regardless of its fan-in.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -85,3 +86,25 @@ class MinibatchStd(nn.Module):
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+def block_precision(block: nn.Module, x: torch.Tensor | None, device_type: str):
+    """(context, x) for a block's forward under StyleGAN2's mixed-precision scheme: autocast to
+    the block's ``amp_dtype`` when set (see set_reduced_precision), else fp32 with x cast up."""
+    dtype = getattr(block, "amp_dtype", None)
+    if dtype is not None:
+        return torch.autocast(device_type=device_type, dtype=dtype), x
+    return contextlib.nullcontext(), (x.float() if x is not None else None)
+
+
+def set_reduced_precision(net: nn.Module, dtype: torch.dtype, num_res: int, img_resolution: int) -> list[int]:
+    """Run the blocks at the ``num_res`` highest resolutions of ``net`` in ``dtype`` (blocks
+    declare a ``resolution``); returns those resolutions."""
+    min_res = img_resolution // 2 ** (num_res - 1)
+    chosen = []
+    for m in net.modules():
+        if hasattr(m, "amp_dtype") and hasattr(m, "resolution"):
+            m.amp_dtype = dtype if m.resolution >= min_res else None
+            if m.amp_dtype is not None:
+                chosen.append(m.resolution)
+    return sorted(set(chosen))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from bigtrain.config import require
-from bigtrain.models.common.layers import EqualConv2d, EqualLinear, MinibatchStd
+from bigtrain.models.common.layers import EqualConv2d, EqualLinear, MinibatchStd, block_precision
 from bigtrain.models.stylegan2.generator import MappingNetwork, channels_at
 
 
@@ -19,8 +19,10 @@ class DiscriminatorBlock(nn.Module):
     sqrt(0.5) so the sum keeps unit variance."""
 
     def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, img_channels: int,
-                 resample_filter=(1, 3, 3, 1), conv_clamp: float | None = None):
+                 resample_filter=(1, 3, 3, 1), conv_clamp: float | None = None, resolution: int = 0):
         super().__init__()
+        self.resolution = resolution
+        self.amp_dtype: torch.dtype | None = None  # set by set_reduced_precision (StyleGAN2's scheme)
         self.fromrgb = (EqualConv2d(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp)
                         if in_channels == 0 else None)
         self.conv0 = EqualConv2d(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
@@ -29,12 +31,14 @@ class DiscriminatorBlock(nn.Module):
         self.skip = EqualConv2d(tmp_channels, out_channels, 1, bias=False, down=2, resample_filter=resample_filter)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor) -> torch.Tensor:
-        if self.fromrgb is not None:
-            x = self.fromrgb(img)
-        y = self.skip(x, gain=math.sqrt(0.5))
-        x = self.conv0(x)
-        x = self.conv1(x, gain=math.sqrt(0.5))
-        return y + x
+        ctx, x = block_precision(self, x, img.device.type)
+        with ctx:
+            if self.fromrgb is not None:
+                x = self.fromrgb(img)
+            y = self.skip(x, gain=math.sqrt(0.5))
+            x = self.conv0(x)
+            x = self.conv1(x, gain=math.sqrt(0.5))
+            return y + x
 
 
 class DiscriminatorEpilogue(nn.Module):
@@ -49,6 +53,7 @@ class DiscriminatorEpilogue(nn.Module):
         self.out = EqualLinear(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
     def forward(self, x: torch.Tensor, cmap: torch.Tensor | None) -> torch.Tensor:
+        x = x.float()  # the epilogue runs in fp32 unless a global autocast says otherwise
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = self.conv(x)
@@ -88,7 +93,7 @@ class StyleGAN2Discriminator(nn.Module):
         for res in self.block_resolutions:
             in_ch = ch(res) if res < img_resolution else 0
             self.blocks[f"b{res}"] = DiscriminatorBlock(in_ch, ch(res), ch(res // 2), img_channels,
-                                                        cfg.resample_filter, cfg.conv_clamp)
+                                                        cfg.resample_filter, cfg.conv_clamp, resolution=res)
         self.mapping = (MappingNetwork(0, c_dim, cmap_dim, num_ws=None, num_layers=2, lr_multiplier=1.0,
                                        w_avg_beta=None) if c_dim > 0 else None)
         self.b4 = DiscriminatorEpilogue(ch(4), cmap_dim, 4, cfg.mbstd_group_size, cfg.mbstd_num_channels,

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bigtrain.config import require
-from bigtrain.models.common.layers import EqualLinear, normalize_2nd_moment
+from bigtrain.models.common.layers import EqualLinear, block_precision, normalize_2nd_moment
 from bigtrain.ops import ACTIVATIONS, bias_act, modulated_conv2d, setup_filter, upsample2d
 
 
@@ -39,6 +39,11 @@ class MappingNetwork(nn.Module):
 
     def forward(self, z: torch.Tensor | None, c: torch.Tensor | None, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
+        device = (z if z is not None else c).device.type
+        with torch.autocast(device_type=device, enabled=False):  # small, and w feeds every layer: fp32
+            return self._forward(z, c, truncation_psi, truncation_cutoff, update_emas)
+
+    def _forward(self, z, c, truncation_psi, truncation_cutoff, update_emas) -> torch.Tensor:
         parts = []
         if self.z_dim > 0:
             parts.append(normalize_2nd_moment(z.to(torch.float32)))
@@ -128,18 +133,21 @@ class SynthesisBlock(nn.Module):
                                     resample_filter=resample_filter, conv_clamp=conv_clamp)
         self.torgb = ToRGB(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
         self.num_conv = 1 if in_channels == 0 else 2
+        self.amp_dtype: torch.dtype | None = None  # set by set_reduced_precision (StyleGAN2's scheme)
 
     def forward(self, x, img, ws_NLW: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = False):
-        w_iter = iter(ws_NLW.unbind(dim=1))
-        if self.conv0 is None:
-            x = self.const.to(ws_NLW.dtype).unsqueeze(0).repeat(ws_NLW.shape[0], 1, 1, 1)
-        else:
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
-        x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
+        ctx, x = block_precision(self, x, ws_NLW.device.type)
+        with ctx:
+            w_iter = iter(ws_NLW.unbind(dim=1))
+            if self.conv0 is None:
+                x = self.const.to(ws_NLW.dtype).unsqueeze(0).repeat(ws_NLW.shape[0], 1, 1, 1)
+            else:
+                x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
+            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
         if img is not None:
             img = upsample2d(img, self.resample_filter)
-        y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
-        img = y if img is None else img + y
+        img = y.float() if img is None else img + y.float()  # the RGB skip sum stays fp32
         return x, img
 
 

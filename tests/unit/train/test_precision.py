@@ -1,0 +1,62 @@
+"""Mixed precision: R1 and path length under bf16 autocast stay close to fp32; bf16/fp16
+training runs end to end; StyleGAN2's scheme puts only the top blocks in reduced precision."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bigtrain.losses.regularizers import path_lengths, r1_penalty
+from bigtrain.models.common.layers import set_reduced_precision
+from bigtrain.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+from conftest import run_cli, tiny_config, write_config
+
+R1_RTOL = 0.05  # bf16 keeps 8 mantissa bits; the stated tolerance for R1 and path length
+
+
+def _nets(res=32):
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(StyleGAN2Generator.Config(z_dim=32, w_dim=32, mapping_layers=2, channel_base=512,
+                                                     channel_max=64), res, 3)
+    D = StyleGAN2Discriminator(StyleGAN2Discriminator.Config(channel_base=512, channel_max=64), res, 3)
+    return G, D
+
+
+def test_r1_and_path_length_under_bf16_autocast_match_fp32():
+    G, D = _nets()
+    real = torch.randn(8, 3, 32, 32)
+    out = {}
+    for prec in ("fp32", "bf16"):
+        x = real.clone().requires_grad_(True)
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if prec == "bf16" else torch.autocast("cpu", enabled=False)
+        with ctx:
+            r1 = r1_penalty(x, D(x)).mean()
+            torch.manual_seed(1)
+            img, ws = G(torch.randn(4, 32), return_ws=True)
+            pl = path_lengths(img, ws, torch.ones_like(img)).mean()
+        assert r1.dtype == torch.float32 and pl.dtype == torch.float32
+        out[prec] = (r1.item(), pl.item())
+    for (a, b) in zip(out["fp32"], out["bf16"]):
+        assert abs(a - b) <= R1_RTOL * abs(a), out
+
+
+def test_stylegan2_scheme_reduces_only_the_top_blocks():
+    G, D = _nets()
+    assert set_reduced_precision(G, torch.bfloat16, 2, 32) == [16, 32]
+    assert set_reduced_precision(D, torch.bfloat16, 2, 32) == [16, 32]
+    img = G(torch.randn(2, 32))
+    assert img.dtype == torch.float32 and torch.isfinite(img).all()
+    assert D(img).dtype == torch.float32
+
+
+@pytest.mark.parametrize("precision,extra", [("bf16", {}), ("fp16", {}), ("bf16", {"reduced_precision_res": 1})])
+def test_reduced_precision_training_runs_and_resumes(tmp_path, precision, extra):
+    cfg = tiny_config(tmp_path / "run", train={"precision": precision, **extra})
+    path = write_config(tmp_path / "c.yaml", cfg)
+    r = run_cli(["train", path])
+    assert r.returncode == 0, r.stderr
+    r = run_cli(["train", path, "train.total_kimg=0.08"])
+    assert r.returncode == 0 and "resumed from" in r.stdout, r.stderr
+    state = torch.load(sorted((tmp_path / "run" / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+    assert all(v.dtype == torch.float32 for v in state["strategy"]["G"]["module"].values() if v.is_floating_point())
+    if precision == "fp16":
+        assert "grad_scaler" in state["strategy"]["G"] and "grad_scaler" in state["strategy"]["D"]
