@@ -26,7 +26,9 @@ setup(
         "webdataset>=1.0,<2",
     ],
     extras_require={
-        "test": ["pytest>=8.0,<10", "pytest-timeout>=2.3,<3", "scipy>=1.11,<2"],
+        "deepspeed": ["deepspeed>=0.19,<0.20"],
+        # The suite runs real DeepSpeed (CPU, gloo), so the test extra carries it.
+        "test": ["pytest>=8.0,<10", "pytest-timeout>=2.3,<3", "scipy>=1.11,<2", "deepspeed>=0.19,<0.20"],
     },
     entry_points={"console_scripts": ["bigtrain=bigtrain.cli:main"]},
 )

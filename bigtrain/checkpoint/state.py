@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import shutil
 import random
 import re
 
@@ -94,6 +95,11 @@ class CheckpointManager:
         found = self.list()
         return found[-1] if found else None
 
+    def shard_folder(self, nimg: int) -> str:
+        """Where a sharding strategy (DeepSpeed) writes its per-rank state for this checkpoint;
+        the .pt written after it is what makes the checkpoint complete."""
+        return self.path_for(nimg)[:-len(".pt")] + ".ds"
+
     def save(self, state: dict, nimg: int) -> str:
         # Temp files left by a writer that was killed mid-write are garbage; only rank 0 writes.
         for stale in glob.glob(os.path.join(self.folder, "ckpt-*.pt.tmp*")):
@@ -102,6 +108,11 @@ class CheckpointManager:
         save_atomic({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, path)
         for old in self.list()[:-self.keep]:
             os.remove(old)
+        # Shard folders of rotated-out checkpoints, or of writes killed before their .pt.
+        keep = {self.shard_folder(int(_NAME.match(os.path.basename(p)).group(1))) for p in self.list()}
+        for ds in glob.glob(os.path.join(self.folder, "ckpt-*.ds")):
+            if ds not in keep:
+                shutil.rmtree(ds, ignore_errors=True)
         return path
 
 

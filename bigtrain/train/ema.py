@@ -17,6 +17,6 @@ def ema_beta(batch_size: int, nimg: int, halflife_kimg: float, rampup: float | N
 @torch.no_grad()
 def update_ema(ema: nn.Module, net: nn.Module, beta: float) -> None:
     for p_ema, p in zip(ema.parameters(), net.parameters()):
-        p_ema.copy_(p.detach().lerp(p_ema, beta))
+        p_ema.copy_(p.detach().to(p_ema.dtype).lerp(p_ema, beta))
     for b_ema, b in zip(ema.buffers(), net.buffers()):
         b_ema.copy_(b)

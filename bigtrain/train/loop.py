@@ -88,7 +88,15 @@ class Trainer:
             raise ConfigError(f"config error in {config_source}: key 'loss.pl_weight': path-length "
                               f"regularization needs a style-based generator; {cfg.model} has none; set it to 0")
         self.phases = build_phases(self.loss.reg_intervals())
+        if cfg.distributed.strategy == "deepspeed" and cfg.distributed.zero_stage == 3 and any(
+                getattr(cfg.loss, k) > 0 for k in ("r1_gamma", "pl_weight", "gp_weight")):
+            raise ConfigError(
+                f"config error in {config_source}: key 'distributed.zero_stage': ZeRO-3 releases parameters "
+                "between forward and backward, so the second-order gradients of R1, path length and gradient "
+                "penalties fail under it; use zero_stage 1 or 2, or set loss.r1_gamma, loss.pl_weight and "
+                "loss.gp_weight to 0")
         self.strategy.set_precision(cfg.train.precision, cfg.train.reduced_precision_res)
+        self.strategy.set_batch(self.batch_gpu, self.rounds)
         if cfg.train.reduced_precision_res is not None and self.strategy.amp_dtype is not None:
             for net in (G, D):
                 set_reduced_precision(net, self.strategy.amp_dtype, cfg.train.reduced_precision_res, R)
@@ -176,7 +184,7 @@ class Trainer:
                     chunk = {k: v[r * bg:(r + 1) * bg] for k, v in batch.items()}
                     sync = contextlib.nullcontext() if r == rounds - 1 else self.strategy.no_sync(w)
                     with sync:
-                        with self.strategy.autocast():
+                        with self.strategy.compute_context(w):
                             out = self.loss.compute(phase, self.phase_nets[phase.net], chunk, p)
                         total = out.total.float()
                         finite = finite * torch.isfinite(total)
@@ -192,7 +200,8 @@ class Trainer:
             other.raw.requires_grad_(False)
         # Update EMA.
         beta = ema_beta(self.cfg.train.batch_size, p.nimg, self.cfg.train.ema_halflife_kimg, self.cfg.train.ema_rampup)
-        update_ema(self.G_ema, self.wrapped["G"].raw, beta)
+        with self.strategy.gathered(self.wrapped["G"]):
+            update_ema(self.G_ema, self.wrapped["G"].raw, beta)
         p.nimg += self.cfg.train.batch_size
         p.step += 1
         self._count_nonfinite(skipped)
@@ -298,12 +307,12 @@ class Trainer:
         obs.image("Samples/fakes", grid, self.progress.nimg, png)
 
     # ---------------------------------------------------------------- checkpoints
-    def state_dict(self) -> dict:
+    def state_dict(self, shard_folder: str | None = None) -> dict:
         return {
             "config": to_dict(self.cfg),
             "model_info": self.model_info,
             "nets": {"G_ema": self.G_ema.state_dict()},
-            "strategy": {k: self.strategy.state_dict(w) for k, w in self.wrapped.items()},
+            "strategy": {k: self.strategy.state_dict(w, shard_folder) for k, w in self.wrapped.items()},
             "loss": self.loss.state_dict(),
             "progress": dataclasses.asdict(self.progress),
             "rng": capture_rng(),
@@ -311,7 +320,9 @@ class Trainer:
         }
 
     def save(self) -> str | None:
-        state = self.state_dict()  # on every rank: a sharding strategy gathers here
+        # On every rank: a sharding strategy writes its shards into the .ds folder here.
+        state = self.state_dict(self.ckpt.shard_folder(self.progress.nimg))
+        self.strategy.barrier()
         path = self.ckpt.save(state, self.progress.nimg) if self.strategy.is_main else None
         self.strategy.barrier()
         return path
@@ -322,7 +333,7 @@ class Trainer:
         try:
             self.G_ema.load_state_dict(state["nets"]["G_ema"])
             for k, w in self.wrapped.items():
-                self.strategy.load_state_dict(w, state["strategy"][k])
+                self.strategy.load_state_dict(w, state["strategy"][k], os.path.dirname(path))
         except (RuntimeError, KeyError) as e:
             raise ValueError(f"checkpoint {path} does not fit the model built from {config_source}: "
                              f"{str(e).splitlines()[0]}") from None

@@ -9,18 +9,25 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-from typing import Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 import torch
 from torch import nn
+
+from bigtrain.config import require
 
 from ..env import DistEnv
 
 
 @dataclasses.dataclass
 class StrategyConfig:
-    strategy: Literal["single", "ddp"] = "single"  # single: one process; ddp: torch DistributedDataParallel per network (launch with torchrun or srun).
+    strategy: Literal["single", "ddp", "deepspeed"] = "single"  # single: one process; ddp: torch DistributedDataParallel per network; deepspeed: a ZeRO engine per network (launch both with torchrun or srun).
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available, else cpu.
+    zero_stage: int = 1  # deepspeed: ZeRO stage 0 (DDP-like), 1 (optimizer state sharded), 2 (+ gradients), 3 (+ parameters).
+    deepspeed_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # deepspeed: extra DeepSpeed config, merged over bigtrain's (e.g. {zero_optimization: {overlap_comm: true}}).
+
+    def __post_init__(self):
+        require(0 <= self.zero_stage <= 3, "zero_stage", self.zero_stage, "must be 0, 1, 2 or 3")
 
 
 @dataclasses.dataclass
@@ -58,6 +65,11 @@ class Strategy(abc.ABC):
         if self.amp_dtype is None or self.reduced_precision_res is not None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def compute_context(self, w: Wrapped) -> contextlib.AbstractContextManager:
+        """Context around a phase's loss computation (forward passes, and the autograd.grad
+        calls of R1 and path length): autocast, plus whatever the backend needs."""
+        return self.autocast()
 
     def _scaler(self, w: Wrapped) -> torch.amp.GradScaler | None:
         if self.precision != "fp16":
@@ -109,14 +121,25 @@ class Strategy(abc.ABC):
     def unwrap(self, w: Wrapped) -> nn.Module:
         return w.raw
 
-    def state_dict(self, w: Wrapped) -> dict:
+    def set_batch(self, batch_gpu: int, rounds: int) -> None:
+        """Per-device batch and accumulation rounds (before wrap; DeepSpeed configures from them)."""
+
+    def gathered(self, w: Wrapped) -> contextlib.AbstractContextManager:
+        """Context in which w.raw's parameters are whole (ZeRO-3 partitions them)."""
+        return contextlib.nullcontext()
+
+    def state_dict(self, w: Wrapped, folder: str | None = None) -> dict:
+        """Training state of a net; a sharding strategy may write its shards into ``folder``."""
         state = {"module": w.raw.state_dict(), "optimizer": w.optimizer.state_dict()}
         scaler = self._scaler(w)
         if scaler is not None:
             state["grad_scaler"] = scaler.state_dict()
         return state
 
-    def load_state_dict(self, w: Wrapped, state: dict) -> None:
+    def load_state_dict(self, w: Wrapped, state: dict, folder: str | None = None) -> None:
+        if "module" not in state:
+            raise ValueError("this checkpoint holds DeepSpeed engine state; resume it with "
+                             "distributed.strategy=deepspeed")
         w.raw.load_state_dict(state["module"])
         w.optimizer.load_state_dict(state["optimizer"])
         scaler = self._scaler(w)

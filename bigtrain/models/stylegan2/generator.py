@@ -81,7 +81,7 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         if use_noise:
             self.register_buffer("noise_const", torch.randn(resolution, resolution))
-            self.noise_strength = nn.Parameter(torch.zeros([]))
+            self.noise_strength = nn.Parameter(torch.zeros([1]))  # 1-d, not 0-d: DeepSpeed cannot broadcast 0-d params
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
                 fused_modconv: bool = False, gain: float = 1.0) -> torch.Tensor:

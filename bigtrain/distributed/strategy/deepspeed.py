@@ -1,0 +1,143 @@
+"""DeepSpeed ZeRO: one engine per network (G, D), stage 0/1/2/3.
+
+- The loop's accumulation rounds map onto DeepSpeed's unmanaged gradient accumulation
+  (``managed_gradient_accumulation: false``): backward() accumulates, step() is the
+  boundary that reduces and applies. The loss arrives already divided by the rounds.
+- Only the trained net is called through its engine; the other is called as the plain
+  module, frozen (``requires_grad_(False)``; DeepSpeed gives silently wrong results at
+  ZeRO-1 or asserts at ZeRO-2/3 otherwise) or under no_grad. ZeRO-3's hooks live on the
+  module, so a plain call still gathers partitioned parameters.
+- Optimizers are the torch Adam the trainer builds (no fused CPU Adam to JIT-build).
+- bf16: torch autocast over an fp32 model (master weights and G_ema stay exact); fp16:
+  DeepSpeed's fp16 mode with its dynamic loss scaling, plus autocast.
+- Checkpoints: each engine writes its (possibly partitioned) state with save_checkpoint
+  into ``ckpt-<nimg>.ds/<net>/`` beside our ``ckpt-<nimg>.pt``, which is written last and
+  is what marks the checkpoint complete. Resuming needs the same world size.
+
+User settings pass through from ``distributed.deepspeed_config`` (merged over ours).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from .base import Wrapped
+from .ddp import DDPStrategy, init_process_group
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class DeepSpeedStrategy(DDPStrategy):
+    """Process group, reductions and barriers as DDP; networks, gradients and checkpoints
+    through DeepSpeed engines."""
+    name = "deepspeed"
+
+    def __init__(self, env, device, zero_stage: int = 1, user_config: dict | None = None):
+        super().__init__(env, device)
+        self.zero_stage, self.user_config = zero_stage, dict(user_config or {})
+        self.batch_gpu, self.rounds = 1, 1
+        self.engines: dict = {}
+
+    def setup(self) -> None:
+        import deepspeed
+        # DeepSpeed reads these itself; srun and plain `python` (one process) do not set them.
+        e = self.env
+        if e.launcher == "none" and "MASTER_PORT" not in os.environ:
+            import socket
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+        for k, v in (("RANK", e.rank), ("LOCAL_RANK", e.local_rank), ("WORLD_SIZE", e.world_size),
+                     ("LOCAL_WORLD_SIZE", e.local_world_size), ("MASTER_ADDR", e.master_addr)):
+            os.environ.setdefault(k, str(v))
+        init_process_group(self.env, self.device)  # gloo on CPU, NCCL on GPU
+        deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
+
+    def set_batch(self, batch_gpu: int, rounds: int) -> None:
+        self.batch_gpu, self.rounds = batch_gpu, rounds
+
+    def ds_config(self) -> dict:
+        cfg = {
+            "train_micro_batch_size_per_gpu": self.batch_gpu,
+            "gradient_accumulation_steps": self.rounds,
+            "train_batch_size": self.batch_gpu * self.rounds * self.world_size,
+            "managed_gradient_accumulation": False,
+            "zero_optimization": {"stage": self.zero_stage, "overlap_comm": False},
+            "zero_allow_untested_optimizer": True,
+            "gradient_clipping": 0.0,  # the default would clip; GAN recipes here do not
+            "fp16": {"enabled": self.precision == "fp16", "initial_scale_power": 16},
+            "steps_per_print": 2 ** 62,
+            "wall_clock_breakdown": False,
+        }
+        return deep_merge(cfg, self.user_config)
+
+    def wrap(self, name, net, make_optimizer):
+        import deepspeed
+        net.to(self.device)
+        optimizer = make_optimizer(net.parameters())
+        engine, ds_optimizer, _, _ = deepspeed.initialize(model=net, optimizer=optimizer, config=self.ds_config())
+        self.engines[name] = engine
+        # Forward passes call the module itself, never engine.forward: the engine hooks its
+        # outputs for torch-style backward, and the autograd.grad calls of R1 and path length
+        # on those outputs would then run its gradient reduction mid-phase. Backward and step
+        # go through the engine; ZeRO-3's parameter gathering lives on the module's own hooks.
+        return Wrapped(name=name, module=engine.module, raw=engine.module, optimizer=ds_optimizer)
+
+    # ------------------------------------------------------------ precision
+    def autocast(self):
+        if self.amp_dtype is None or self.reduced_precision_res is not None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _scaler(self, w):  # DeepSpeed scales fp16 losses itself
+        return None
+
+    # ------------------------------------------------------------ gradients
+    def no_sync(self, w: Wrapped):
+        return contextlib.nullcontext()  # accumulation is DeepSpeed's: backward accumulates, step reduces
+
+    def backward(self, loss: torch.Tensor, w: Wrapped) -> None:
+        self.engines[w.name].backward(loss, scale_wrt_gas=False)
+
+    def step(self, w: Wrapped) -> None:
+        self.engines[w.name].step()
+
+    def zero_grad(self, w: Wrapped) -> None:
+        self.engines[w.name].zero_grad()
+
+    def gathered(self, w: Wrapped):
+        """Full parameters of a ZeRO-3 partitioned net, for reading (G_ema updates)."""
+        if self.zero_stage < 3:
+            return contextlib.nullcontext()
+        import deepspeed
+        return deepspeed.zero.GatheredParameters(list(w.raw.parameters()), modifier_rank=None)
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self, w: Wrapped, folder: str | None = None) -> dict:
+        if folder is None:
+            raise ValueError("the deepspeed strategy checkpoints into a folder (Trainer.save passes it)")
+        self.engines[w.name].save_checkpoint(os.path.join(folder, w.name), tag="state", save_latest=False)
+        return {"deepspeed_dir": os.path.join(os.path.basename(folder), w.name), "world_size": self.world_size,
+                "zero_stage": self.zero_stage}
+
+    def load_state_dict(self, w: Wrapped, state: dict, folder: str | None = None) -> None:
+        if "deepspeed_dir" not in state:
+            raise ValueError("this checkpoint was not written by the deepspeed strategy; resume it with the "
+                             "strategy that wrote it (single/ddp checkpoints hold plain state dicts)")
+        if state["world_size"] != self.world_size:
+            raise ValueError(f"this deepspeed checkpoint was written by {state['world_size']} ranks and cannot be "
+                             f"resumed by {self.world_size} (ZeRO partitions the state per rank); resume with "
+                             f"{state['world_size']} ranks")
+        if state["zero_stage"] != self.zero_stage:
+            raise ValueError(f"this deepspeed checkpoint was written at ZeRO stage {state['zero_stage']}; "
+                             f"set distributed.zero_stage={state['zero_stage']} to resume it")
+        path = os.path.join(folder, state["deepspeed_dir"])
+        self.engines[w.name].load_checkpoint(path, tag="state", load_optimizer_states=True,
+                                             load_lr_scheduler_states=False)
