@@ -37,6 +37,7 @@ class LoopConfig:
     ema_halflife_kimg: float = 10.0  # Half-life of the G_ema weight average, in thousands of images.
     ema_rampup: float | None = 0.05  # EMA ramp-up: half-life capped at nimg * this early on; null = no ramp-up.
     max_nonfinite_steps: int = 10  # Stop with an error after this many iterations in a row with a NaN/Inf loss.
+    num_d_steps: int = 1  # D steps per G step, each on fresh reals (BigGAN uses 2); nimg counts every real image D sees.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # Forward/backward precision: bf16 autocast; fp16 autocast with a gradient scaler per net. Weights, optimizer state and regularizer sums stay fp32.
     reduced_precision_res: int | None = None  # StyleGAN2's scheme: only the N highest-resolution blocks of G and D run in bf16/fp16 (pair with conv_clamp: 256); null = autocast everywhere.
 
@@ -50,18 +51,18 @@ class LoopConfig:
                 "must be two numbers in [0, 1)")
         require(self.ema_halflife_kimg >= 0, "ema_halflife_kimg", self.ema_halflife_kimg, "must be >= 0")
         require(self.max_nonfinite_steps >= 1, "max_nonfinite_steps", self.max_nonfinite_steps, "must be >= 1")
+        require(self.num_d_steps >= 1, "num_d_steps", self.num_d_steps, "must be >= 1")
         require(self.reduced_precision_res is None or self.reduced_precision_res >= 1, "reduced_precision_res",
                 self.reduced_precision_res, "must be >= 1 or null")
 
     def rounds(self, world_size: int, source: str = "the config") -> tuple[int, int]:
         """-> (batch_gpu, accumulation rounds); a clear error when the numbers don't divide."""
         per_rank, rem = divmod(self.batch_size, world_size)
-        if rem:
-            raise ValueError(f"train.batch_size={self.batch_size} is not divisible by world_size={world_size} ({source})")
+        if rem or per_rank % (self.batch_gpu or per_rank):
+            raise ValueError(f"train.batch_size={self.batch_size} must equal world_size={world_size} x "
+                             f"train.batch_gpu={self.batch_gpu} x accumulation rounds (a whole number), "
+                             f"i.e. batch_size be divisible by world_size x batch_gpu ({source})")
         batch_gpu = self.batch_gpu or per_rank
-        if per_rank % batch_gpu:
-            raise ValueError(f"train.batch_gpu={batch_gpu} must divide train.batch_size/world_size="
-                             f"{self.batch_size}/{world_size}={per_rank} ({source})")
         return batch_gpu, per_rank // batch_gpu
 
 

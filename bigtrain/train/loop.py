@@ -87,7 +87,7 @@ class Trainer:
         if cfg.loss.pl_weight > 0 and not hasattr(G, "num_ws"):
             raise ConfigError(f"config error in {config_source}: key 'loss.pl_weight': path-length "
                               f"regularization needs a style-based generator; {cfg.model} has none; set it to 0")
-        self.phases = build_phases(self.loss.reg_intervals())
+        self.phases = build_phases(self.loss.reg_intervals(), d_repeat=cfg.train.num_d_steps)
         if cfg.distributed.strategy == "deepspeed" and cfg.distributed.zero_stage == 3 and any(
                 getattr(cfg.loss, k) > 0 for k in ("r1_gamma", "pl_weight", "gp_weight")):
             raise ConfigError(
@@ -199,10 +199,11 @@ class Trainer:
         for other in self.wrapped.values():
             other.raw.requires_grad_(False)
         # Update EMA.
-        beta = ema_beta(self.cfg.train.batch_size, p.nimg, self.cfg.train.ema_halflife_kimg, self.cfg.train.ema_rampup)
+        t = self.cfg.train
+        beta = ema_beta(t.batch_size * t.num_d_steps, p.nimg, t.ema_halflife_kimg, t.ema_rampup)
         with self.strategy.gathered(self.wrapped["G"]):
             update_ema(self.G_ema, self.wrapped["G"].raw, beta)
-        p.nimg += self.cfg.train.batch_size
+        p.nimg += self.cfg.train.batch_size * self.cfg.train.num_d_steps
         p.step += 1
         self._count_nonfinite(skipped)
 
@@ -249,6 +250,10 @@ class Trainer:
                 self.train_step(stats)
                 obs.advance(p.nimg)
                 done = p.nimg >= total_nimg
+                if self.env.world_size > 1:
+                    # Every rank stops after the same step, whichever rank the signal reached.
+                    sig = self.strategy.all_reduce(torch.tensor(float(self._stop_signal or 0)), "max").item()
+                    self._stop_signal = int(sig) or None
                 if self._stop_signal is not None:
                     path = self.save()
                     obs.line(f"signal {self._stop_signal}: checkpoint written to {path}; exiting")

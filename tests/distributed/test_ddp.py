@@ -77,12 +77,16 @@ def test_accumulation_rounds_equal_one_big_batch(tmp_path):
 
 
 def test_two_node_job_on_loopback_trains_and_checkpoints(tmp_path):
+    """launch/torchrun.sh run twice, as two nodes would."""
     cfg = tiny_config(tmp_path / "run", distributed={"strategy": "ddp"}, train={"batch_gpu": 4})
     path = write_config(tmp_path / "c.yaml", cfg)
     port = free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen(torchrun_cmd(1, ["train", path], nnodes=2, node_rank=n, port=port), env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for n in (0, 1)]
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "torchrun.sh")
+    procs = [subprocess.Popen(["bash", script, path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", NNODES="2",
+                                       NODE_RANK=str(n), NPROC_PER_NODE="1", MASTER_PORT=str(port),
+                                       MAX_RESTARTS="0", PYTHON=sys.executable))
+             for n in (0, 1)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert "2 rank(s) x 4 x 1 round(s)" in outs[0]
@@ -127,3 +131,22 @@ def test_resume_ddp_run_at_world_size_one(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "resumed from" in r.stdout and "1 rank(s) x 8 x 1 round(s)" in r.stdout
     assert os.path.exists(tmp_path / "run" / "checkpoints" / "ckpt-000000000096.pt")
+
+
+def test_sigterm_to_one_rank_checkpoints_all_ranks_at_the_same_step(tmp_path):
+    cfg = tiny_config(tmp_path / "run", distributed={"strategy": "ddp"},
+                      train={"batch_gpu": 4, "total_kimg": 2.0}, checkpoint={"interval_ticks": 1000, "keep": 2})
+    path = write_config(tmp_path / "c.yaml", cfg)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(torchrun_cmd(2, ["train", path]), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not os.path.exists(tmp_path / "run" / "stats.jsonl"):
+        time.sleep(0.2)
+    os.kill(_children(proc.pid)[1], signal.SIGTERM)  # rank 1 only
+    out = proc.communicate(timeout=120)[0]
+    ckpts = sorted((tmp_path / "run" / "checkpoints").glob("ckpt-*.pt"))
+    assert len(ckpts) == 1, out
+    assert "checkpoint written to" in out
+    r = run_cli(["train", path, "train.total_kimg=0.2", "distributed.strategy=single", "train.batch_gpu=null"])
+    assert r.returncode == 0 and "resumed from" in r.stdout, r.stderr
