@@ -105,7 +105,8 @@ def test_killed_rank_is_restarted_and_training_resumes(tmp_path):
     cfg = tiny_config(tmp_path / "run", distributed={"strategy": "ddp"},
                       train={"batch_gpu": 4, "total_kimg": 0.4}, checkpoint={"interval_ticks": 1, "keep": 2})
     path = write_config(tmp_path / "c.yaml", cfg)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    # As launch/torchrun.sh does: restarts need the workers' store apart from the agent's.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
     proc = subprocess.Popen(torchrun_cmd(2, ["train", path], max_restarts=1), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     ckdir = tmp_path / "run" / "checkpoints"

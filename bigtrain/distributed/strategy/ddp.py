@@ -29,6 +29,11 @@ def init_process_group(env, device: torch.device, timeout_s: float = 1800) -> No
     # torchrun exports MASTER_ADDR/PORT; under srun DistEnv derived them, so pass them on.
     os.environ.setdefault("MASTER_ADDR", env.master_addr)
     os.environ.setdefault("MASTER_PORT", str(env.master_port))
+    if (int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+            and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and env.rank == 0):
+        print("warning: torchrun --max_restarts with the shared rendezvous store cannot re-form the process "
+              "group after a failure (pytorch/pytorch#135712); launch with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+              "(launch/torchrun.sh sets it)", flush=True)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=env.rank, world_size=env.world_size,
                             timeout=datetime.timedelta(seconds=timeout_s))
 
