@@ -8,11 +8,15 @@ from typing import Callable
 import torch
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 def r1_penalty(real_img: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
     """||d D(x) / d x||^2 per sample [N] (Mescheder et al. 2018). ``real_img`` must require grad
     and ``real_logits`` be computed from it."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real_img, create_graph=True, only_inputs=True)
-    return grad.float().square().sum(dim=[1, 2, 3])  # sums in fp32 under bf16/fp16 autocast
+    return _at_least_fp32(grad).square().sum(dim=[1, 2, 3])  # sums in fp32 under bf16/fp16 autocast
 
 
 def gradient_penalty(D: Callable, real_img: torch.Tensor, fake_img: torch.Tensor, c, target: float = 1.0) -> torch.Tensor:
@@ -33,4 +37,4 @@ def path_lengths(img: torch.Tensor, ws: torch.Tensor, noise: torch.Tensor | None
         noise = torch.randn_like(img)
     noise = noise / math.sqrt(img.shape[2] * img.shape[3])
     (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True, only_inputs=True)
-    return grad.float().square().sum(dim=2).mean(dim=1).sqrt()
+    return _at_least_fp32(grad).square().sum(dim=2).mean(dim=1).sqrt()
