@@ -88,13 +88,7 @@ class Trainer:
             raise ConfigError(f"config error in {config_source}: key 'loss.pl_weight': path-length "
                               f"regularization needs a style-based generator; {cfg.model} has none; set it to 0")
         self.phases = build_phases(self.loss.reg_intervals(), d_repeat=cfg.train.num_d_steps)
-        if cfg.distributed.strategy == "deepspeed" and cfg.distributed.zero_stage == 3 and any(
-                getattr(cfg.loss, k) > 0 for k in ("r1_gamma", "pl_weight", "gp_weight")):
-            raise ConfigError(
-                f"config error in {config_source}: key 'distributed.zero_stage': ZeRO-3 releases parameters "
-                "between forward and backward, so the second-order gradients of R1, path length and gradient "
-                "penalties fail under it; use zero_stage 1 or 2, or set loss.r1_gamma, loss.pl_weight and "
-                "loss.gp_weight to 0")
+        self.strategy.validate(cfg, config_source)
         self.strategy.set_precision(cfg.train.precision, cfg.train.reduced_precision_res)
         self.strategy.set_batch(self.batch_gpu, self.rounds)
         if cfg.train.reduced_precision_res is not None and self.strategy.amp_dtype is not None:

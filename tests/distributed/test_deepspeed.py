@@ -85,3 +85,17 @@ def test_zero3_with_second_order_regularizers_is_refused_before_training(tmp_pat
     r = run_cli(["train", write_config(tmp_path / "c.yaml", cfg)])
     assert r.returncode == 2 and "distributed.zero_stage" in r.stderr and "second-order" in r.stderr
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_bf16_autocast_under_zero2_trains_and_keeps_fp32_weights(tmp_path):
+    cfg = _equiv_config(tmp_path / "run", batch_gpu=4)
+    cfg["distributed"] = {"strategy": "deepspeed", "zero_stage": 2}
+    cfg["train"]["precision"] = "bf16"
+    r = run_torchrun(2, ["train", write_config(tmp_path / "c.yaml", cfg)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    import torch
+    state = _final_state(tmp_path / "run")
+    assert state["progress"]["nimg"] == 32
+    assert all(v.dtype == torch.float32 for v in state["nets"]["G_ema"].values() if v.is_floating_point())
+    weights = _engine_weights(tmp_path / "run", 2)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights["G"].values())

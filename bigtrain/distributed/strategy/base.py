@@ -121,6 +121,9 @@ class Strategy(abc.ABC):
     def unwrap(self, w: Wrapped) -> nn.Module:
         return w.raw
 
+    def validate(self, cfg, source: str) -> None:
+        """Refuse, with a ConfigError naming the key, a training config this strategy cannot run."""
+
     def set_batch(self, batch_gpu: int, rounds: int) -> None:
         """Per-device batch and accumulation rounds (before wrap; DeepSpeed configures from them)."""
 

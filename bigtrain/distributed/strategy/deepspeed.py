@@ -60,6 +60,15 @@ class DeepSpeedStrategy(DDPStrategy):
         init_process_group(self.env, self.device)  # gloo on CPU, NCCL on GPU
         deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
 
+    def validate(self, cfg, source: str) -> None:
+        from bigtrain.config import ConfigError
+        penalties = [k for k in ("r1_gamma", "pl_weight", "gp_weight") if getattr(cfg.loss, k) > 0]
+        if self.zero_stage == 3 and penalties:
+            raise ConfigError(
+                f"config error in {source}: key 'distributed.zero_stage': ZeRO-3 releases parameters between "
+                f"forward and backward, so the second-order gradients of {', '.join('loss.' + k for k in penalties)} "
+                "fail under it; use zero_stage 1 or 2, or set them to 0")
+
     def set_batch(self, batch_gpu: int, rounds: int) -> None:
         self.batch_gpu, self.rounds = batch_gpu, rounds
 
