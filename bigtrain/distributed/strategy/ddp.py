@@ -9,6 +9,7 @@ backward all-reduces the summed gradients once.
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 
 import torch
@@ -17,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .base import Strategy, Wrapped
 
+_DDP_PARAMS = inspect.signature(DistributedDataParallel.__init__).parameters
 _OPS = {"sum": dist.ReduceOp.SUM, "mean": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
 
 
@@ -50,10 +52,13 @@ class DDPStrategy(Strategy):
 
     def wrap(self, name, net, make_optimizer):
         net.to(self.device)
-        # broadcast_buffers=False: buffers (w_avg, filters) are not part of the gradient math;
-        # each rank keeps its own running w_avg and rank 0's is the one checkpointed.
+        # Buffers (w_avg, filters) are not part of the gradient math: they are synced once at init
+        # (identical anyway) and not in forward; each rank keeps its own running w_avg and rank 0's is
+        # the one checkpointed. torch >= 2.13 spells that forward_sync_buffers=False.
+        no_sync_kw = ({"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_PARAMS
+                      else {"broadcast_buffers": False})
         ddp = DistributedDataParallel(net, device_ids=[self.device] if self.device.type == "cuda" else None,
-                                      broadcast_buffers=False)
+                                      **no_sync_kw)
         return Wrapped(name=name, module=ddp, raw=net, optimizer=make_optimizer(net.parameters()))
 
     def no_sync(self, w: Wrapped):
