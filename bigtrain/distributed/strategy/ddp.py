@@ -54,7 +54,7 @@ class DDPStrategy(Strategy):
         net.to(self.device)
         # Buffers (w_avg, filters) are not part of the gradient math: they are synced once at init
         # (identical anyway) and not in forward; each rank keeps its own running w_avg and rank 0's is
-        # the one checkpointed. torch >= 2.13 spells that forward_sync_buffers=False.
+        # the one checkpointed. Newer torch spells that forward_sync_buffers=False.
         no_sync_kw = ({"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_PARAMS
                       else {"broadcast_buffers": False})
         ddp = DistributedDataParallel(net, device_ids=[self.device] if self.device.type == "cuda" else None,
