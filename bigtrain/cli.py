@@ -213,7 +213,15 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also come after options (`train CFG --resume none a.b=1`), which
+    # argparse alone does not accept once the overrides list has been consumed.
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides or []) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from bigtrain.config import ConfigError
     if os.environ.get("BIGTRAIN_DEBUG"):
         return args.fn(args)  # full tracebacks, for bug reports

@@ -176,3 +176,14 @@ def test_conditional_training_grid_and_generation(tmp_path):
     assert not np.array_equal(*imgs)
     r = run_cli(["generate", str(tmp_path / "run"), "--seeds", "5", "--class", "10", "--out", str(tmp_path / "x.png")])
     assert r.returncode == 2 and "out of range" in r.stderr
+
+
+def test_overrides_may_follow_options(tiny, tmp_path):
+    cfg, path = tiny
+    r = run_cli(["config", path, "train.total_kimg=3"])
+    assert r.returncode == 0 and "total_kimg: 3" in r.stdout
+    r = run_cli(["train", path, "--resume", "none", "train.total_kimg=0.016", f"run.dir={tmp_path / 'r2'}"])
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "r2" / "checkpoints" / "ckpt-000000000016.pt").exists()
+    r = run_cli(["train", path, "--resume", "none", "--bogus"])
+    assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr
