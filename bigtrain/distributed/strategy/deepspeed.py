@@ -3,10 +3,11 @@
 - The loop's accumulation rounds map onto DeepSpeed's unmanaged gradient accumulation
   (``managed_gradient_accumulation: false``): backward() accumulates, step() is the
   boundary that reduces and applies. The loss arrives already divided by the rounds.
-- Only the trained net is called through its engine; the other is called as the plain
-  module, frozen (``requires_grad_(False)``; DeepSpeed gives silently wrong results at
-  ZeRO-1 or asserts at ZeRO-2/3 otherwise) or under no_grad. ZeRO-3's hooks live on the
-  module, so a plain call still gathers partitioned parameters.
+- Forward passes call the modules themselves (see wrap); backward and step go through the
+  trained net's engine. The other net is frozen (``requires_grad_(False)``; DeepSpeed gives
+  silently wrong results at ZeRO-1 or asserts at ZeRO-2/3 otherwise) or runs under no_grad.
+  ZeRO-3's hooks live on the module, so these calls still gather partitioned parameters.
+- ``gradient_clipping`` is set to 0: DeepSpeed's default clips, which changed results.
 - Optimizers are the torch Adam the trainer builds (no fused CPU Adam to JIT-build).
 - bf16: torch autocast over an fp32 model (master weights and G_ema stay exact); fp16:
   DeepSpeed's fp16 mode with its dynamic loss scaling, plus autocast.
