@@ -32,32 +32,9 @@ def bench_train(trainer, iters: int, warmup: int) -> dict:
         "img_per_sec": nimg / sec, "sec_per_kimg": sec / (nimg / 1000),
         "peak_mem_gb": peak_memory_gb(trainer.device),
         "strategy": trainer.cfg.distributed.strategy, "zero_stage": trainer.cfg.distributed.zero_stage,
-        "rank": trainer.env.rank, "bytes_per_rank": state_bytes(trainer),
+        "rank": trainer.env.rank,
+        "bytes_per_rank": {name: trainer.strategy.memory_bytes(w) for name, w in trainer.wrapped.items()},
     }
-
-
-def _tensor_bytes(t: torch.Tensor) -> int:
-    # ZeRO-3 keeps only this rank's shard in ds_tensor; the visible param is then empty.
-    t = getattr(t, "ds_tensor", t)
-    return t.numel() * t.element_size()
-
-
-def state_bytes(trainer) -> dict:
-    """Bytes this rank holds per net: parameters (its shard under ZeRO-3) and optimizer state
-    (Adam moments, and fp32 master partitions where DeepSpeed keeps them), measured from the
-    live tensors after training steps."""
-    out = {}
-    for name, w in trainer.wrapped.items():
-        params = sum(_tensor_bytes(p) for p in w.raw.parameters())
-        opt = w.optimizer
-        inner = getattr(opt, "optimizer", opt)  # DeepSpeed wraps the torch optimizer
-        state = sum(_tensor_bytes(v) for st in inner.state.values() for v in st.values()
-                    if isinstance(v, torch.Tensor) and v.numel() > 1)
-        masters = sum(_tensor_bytes(t) for t in getattr(opt, "single_partition_of_fp32_groups", []))
-        out[name] = {"param_bytes": params, "optimizer_state_bytes": state, "fp32_partition_bytes": masters,
-                     "num_params": sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel()
-                                       for p in w.raw.parameters())}
-    return out
 
 
 def format_table(result: dict) -> str:

@@ -89,14 +89,9 @@ def cmd_bench(args) -> int:
 
 def cmd_bench_data(args) -> int:
     from bigtrain.bench import bench_data, format_data_table
-    if getattr(args, "threads", None):
+    if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    if args.what == "crops":
-        from bigtrain.bench import make_crops
-        n = make_crops(args.src, args.out, args.count, args.resolution, args.seed)
-        print(f"wrote {n} {args.resolution}x{args.resolution} crops to {args.out}")
-        return 0
     result = bench_data(args.sources, workers=args.workers, batch=args.batch, batches=args.batches,
                         warmup=args.warmup, resolution=args.resolution, folder=args.folder,
                         export=args.export_folder)
@@ -104,6 +99,13 @@ def cmd_bench_data(args) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
+    return 0
+
+
+def cmd_bench_crops(args) -> int:
+    from bigtrain.bench import make_crops
+    n = make_crops(args.src, args.out, args.count, args.resolution, args.seed)
+    print(f"wrote {n} {args.resolution}x{args.resolution} crops to {args.out}")
     return 0
 
 
@@ -203,7 +205,7 @@ def make_parser() -> argparse.ArgumentParser:
     bc.add_argument("--count", type=int, default=2000)
     bc.add_argument("--resolution", type=int, default=256)
     bc.add_argument("--seed", type=int, default=0)
-    bc.set_defaults(fn=cmd_bench_data)
+    bc.set_defaults(fn=cmd_bench_crops)
     c = sub.add_parser("config", help="print a config as resolved (defaults, preset, file, overrides)")
     c.add_argument("config", nargs="?")
     c.add_argument("overrides", nargs="*")

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from bigtrain.config import require
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+from bigtrain.data.images import IMAGE_FILE_EXTS as IMAGE_EXTS
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 

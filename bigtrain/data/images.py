@@ -13,7 +13,8 @@ import io
 import numpy as np
 from PIL import Image
 
-IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "npy", "ppm", "bmp")
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "npy", "ppm", "bmp")  # tar member extensions
+IMAGE_FILE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")  # files in folders/zips
 
 
 class BadSample(ValueError):

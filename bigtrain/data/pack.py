@@ -29,10 +29,10 @@ import numpy as np
 from PIL import Image
 
 from bigtrain.data.arrays import FASHION_MNIST_LABELS, _find, _read_idx
+from bigtrain.data.images import IMAGE_FILE_EXTS as FILE_EXTS
 from bigtrain.data.images import array_to_pil, encode_image, fit_image, to_mode
 from bigtrain.data.shards import MANIFEST, MANIFEST_FORMAT
 
-FILE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
 FORMATS = ("png", "jpg", "webp", "raw")
 
 

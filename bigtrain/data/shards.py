@@ -68,10 +68,6 @@ class ShardSet:
     class_counts: list[int] | None
     counts: dict[str, int]  # samples per shard URL, where the manifest gives them
 
-    @property
-    def num_samples(self) -> int | None:
-        return self.manifest["count"] if self.manifest else None
-
 
 def read_manifest(path: str) -> dict:
     try:
@@ -233,12 +229,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
             if self.xflip:
                 flip = np.array([rng.random() < 0.5 for _ in items])
                 imgs[flip] = imgs[flip][..., ::-1]
-            b = {"img": torch.from_numpy(imgs), "label": torch.tensor([lbl for _, lbl, _ in items], dtype=torch.int64),
-                 "good": self.good, "bad": self.bad, "bad_shards": self.bad_shards, "errors": self.errors}
-            if self.with_keys:
-                b["keys"] = [k for _, _, k in items]
-            self._reset_counters()
-            return b
+            return self._batch(torch.from_numpy(imgs), [lbl for _, lbl, _ in items], [k for _, _, k in items])
 
         for url in self._shard_urls(worker, num_workers, rng):
             self._last_shard_good = 0
@@ -264,9 +255,16 @@ class ShardDataset(torch.utils.data.IterableDataset):
             out = out[self.batch:]
         if self.errors or self.bad:
             # Counters of a pass that ended between batches still reach the main process.
-            yield {"img": torch.zeros(0, self.channels, self.res, self.res, dtype=torch.uint8),
-                   "label": torch.zeros(0, dtype=torch.int64), "good": self.good, "bad": self.bad,
-                   "bad_shards": self.bad_shards, "errors": self.errors, **({"keys": []} if self.with_keys else {})}
+            yield self._batch(torch.zeros(0, self.channels, self.res, self.res, dtype=torch.uint8), [], [])
+
+    def _batch(self, img: torch.Tensor, labels: list[int], keys: list[str]) -> dict:
+        """A batch dict carrying this worker's counters since its previous batch (then reset)."""
+        b = {"img": img, "label": torch.tensor(labels, dtype=torch.int64), "good": self.good, "bad": self.bad,
+             "bad_shards": self.bad_shards, "errors": self.errors}
+        if self.with_keys:
+            b["keys"] = keys
+        self._reset_counters()
+        return b
 
 
 def make_loader(dataset: ShardDataset, workers: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:

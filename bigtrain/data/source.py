@@ -14,7 +14,6 @@ class DataSource:
     resolution: int
     channels: int
     label_names: list[str]
-    exact_resume: bool
 
     @property
     def num_classes(self) -> int:
@@ -45,8 +44,6 @@ class DataSource:
 
 
 class ArraySource(DataSource):
-    exact_resume = True
-
     def __init__(self, cfg: DataConfig, seed: int, rank: int, world_size: int):
         self.data = load_images(cfg)
         self.stream = ArrayStream(self.data, seed, rank, world_size, cfg.xflip)
@@ -71,8 +68,6 @@ class ArraySource(DataSource):
 
 
 class ShardSource(DataSource):
-    exact_resume = False
-
     def __init__(self, cfg: DataConfig, seed: int, rank: int, world_size: int, pin_memory: bool = False,
                  printer=print):
         self.cfg = cfg

@@ -178,7 +178,7 @@ class Trainer:
                     chunk = {k: v[r * bg:(r + 1) * bg] for k, v in batch.items()}
                     sync = contextlib.nullcontext() if r == rounds - 1 else self.strategy.no_sync(w)
                     with sync:
-                        with self.strategy.compute_context(w):
+                        with self.strategy.autocast():
                             out = self.loss.compute(phase, self.phase_nets[phase.net], chunk, p)
                         total = out.total.float()
                         finite = finite * torch.isfinite(total)
@@ -244,10 +244,9 @@ class Trainer:
                 self.train_step(stats)
                 obs.advance(p.nimg)
                 done = p.nimg >= total_nimg
-                if self.env.world_size > 1:
-                    # Every rank stops after the same step, whichever rank the signal reached.
-                    sig = self.strategy.all_reduce(torch.tensor(float(self._stop_signal or 0)), "max").item()
-                    self._stop_signal = int(sig) or None
+                # Every rank stops after the same step, whichever rank the signal reached.
+                sig = self.strategy.all_reduce(torch.tensor(float(self._stop_signal or 0)), "max").item()
+                self._stop_signal = int(sig) or None
                 if self._stop_signal is not None:
                     path = self.save()
                     obs.line(f"signal {self._stop_signal}: checkpoint written to {path}; exiting")

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 from conftest import free_port, run_cli, run_torchrun, tiny_config, torchrun_cmd, write_config
 

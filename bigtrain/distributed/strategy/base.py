@@ -40,6 +40,11 @@ class Wrapped:
     optimizer: torch.optim.Optimizer
 
 
+def _nbytes(t: torch.Tensor) -> int:
+    t = getattr(t, "ds_tensor", t)  # ZeRO-3 keeps this rank's shard there; the param itself is empty
+    return t.numel() * t.element_size()
+
+
 class Strategy(abc.ABC):
     name: str = "base"
 
@@ -65,11 +70,6 @@ class Strategy(abc.ABC):
         if self.amp_dtype is None or self.reduced_precision_res is not None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
-    def compute_context(self, w: Wrapped) -> contextlib.AbstractContextManager:
-        """Context around a phase's loss computation (forward passes, and the autograd.grad
-        calls of R1 and path length): autocast, plus whatever the backend needs."""
-        return self.autocast()
 
     def _scaler(self, w: Wrapped) -> torch.amp.GradScaler | None:
         if self.precision != "fp16":
@@ -118,8 +118,15 @@ class Strategy(abc.ABC):
         """Context in which backward does not all-reduce (all but the last accumulation round)."""
         return contextlib.nullcontext()
 
-    def unwrap(self, w: Wrapped) -> nn.Module:
-        return w.raw
+    def memory_bytes(self, w: Wrapped) -> dict:
+        """Bytes this rank holds for a net: parameters (only its shard where they are sharded)
+        and optimizer state, measured from the live tensors."""
+        opt = getattr(w.optimizer, "optimizer", w.optimizer)  # DeepSpeed wraps the torch optimizer
+        state = sum(_nbytes(v) for st in opt.state.values() for v in st.values()
+                    if isinstance(v, torch.Tensor) and v.numel() > 1)
+        return {"param_bytes": sum(_nbytes(p) for p in w.raw.parameters()), "optimizer_state_bytes": state,
+                "fp32_partition_bytes": 0,
+                "num_params": sum(getattr(p, "ds_numel", p.numel()) for p in w.raw.parameters())}
 
     def validate(self, cfg, source: str) -> None:
         """Refuse, with a ConfigError naming the key, a training config this strategy cannot run."""

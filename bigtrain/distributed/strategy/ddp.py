@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime
 import inspect
 import os
+import socket
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from ..printing import print0
 from .base import Strategy, Wrapped
 
 _DDP_PARAMS = inspect.signature(DistributedDataParallel.__init__).parameters
@@ -28,14 +30,21 @@ def init_process_group(env, device: torch.device, timeout_s: float = 1800) -> No
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    # torchrun exports MASTER_ADDR/PORT; under srun DistEnv derived them, so pass them on.
-    os.environ.setdefault("MASTER_ADDR", env.master_addr)
-    os.environ.setdefault("MASTER_PORT", str(env.master_port))
+    # torchrun exports these; srun and a plain `python` (one process) do not, and DeepSpeed
+    # reads them itself, so export what DistEnv derived (a free port for a lone process).
+    if env.launcher == "none" and "MASTER_PORT" not in os.environ:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    for k, v in (("RANK", env.rank), ("LOCAL_RANK", env.local_rank), ("WORLD_SIZE", env.world_size),
+                 ("LOCAL_WORLD_SIZE", env.local_world_size), ("MASTER_ADDR", env.master_addr),
+                 ("MASTER_PORT", env.master_port)):
+        os.environ.setdefault(k, str(v))
     if (int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
-            and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and env.rank == 0):
-        print("warning: torchrun --max_restarts with the shared rendezvous store cannot re-form the process "
-              "group after a failure (pytorch/pytorch#135712); launch with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
-              "(launch/torchrun.sh sets it)", flush=True)
+            and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"):
+        print0("warning: torchrun --max_restarts with the shared rendezvous store cannot re-form the process "
+               "group after a failure (pytorch/pytorch#135712); launch with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+               "(launch/torchrun.sh sets it)")
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=env.rank, world_size=env.world_size,
                             timeout=datetime.timedelta(seconds=timeout_s))
 

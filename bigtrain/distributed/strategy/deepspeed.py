@@ -24,7 +24,7 @@ import os
 
 import torch
 
-from .base import Wrapped
+from .base import Wrapped, _nbytes
 from .ddp import DDPStrategy, init_process_group
 
 
@@ -48,17 +48,7 @@ class DeepSpeedStrategy(DDPStrategy):
 
     def setup(self) -> None:
         import deepspeed
-        # DeepSpeed reads these itself; srun and plain `python` (one process) do not set them.
-        e = self.env
-        if e.launcher == "none" and "MASTER_PORT" not in os.environ:
-            import socket
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
-        for k, v in (("RANK", e.rank), ("LOCAL_RANK", e.local_rank), ("WORLD_SIZE", e.world_size),
-                     ("LOCAL_WORLD_SIZE", e.local_world_size), ("MASTER_ADDR", e.master_addr)):
-            os.environ.setdefault(k, str(v))
-        init_process_group(self.env, self.device)  # gloo on CPU, NCCL on GPU
+        init_process_group(self.env, self.device)  # gloo on CPU, NCCL on GPU; exports RANK etc.
         deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
 
     def validate(self, cfg, source: str) -> None:
@@ -101,11 +91,6 @@ class DeepSpeedStrategy(DDPStrategy):
         return Wrapped(name=name, module=engine.module, raw=engine.module, optimizer=ds_optimizer)
 
     # ------------------------------------------------------------ precision
-    def autocast(self):
-        if self.amp_dtype is None or self.reduced_precision_res is not None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
     def _scaler(self, w):  # DeepSpeed scales fp16 losses itself
         return None
 
@@ -128,6 +113,13 @@ class DeepSpeedStrategy(DDPStrategy):
             return contextlib.nullcontext()
         import deepspeed
         return deepspeed.zero.GatheredParameters(list(w.raw.parameters()), modifier_rank=None)
+
+    def memory_bytes(self, w: Wrapped) -> dict:
+        out = super().memory_bytes(w)
+        # ZeRO-1/2 keep an fp32 copy of this rank's partition; ZeRO-3's shard is that copy.
+        partitions = getattr(w.optimizer, "single_partition_of_fp32_groups", [])
+        out["fp32_partition_bytes"] = sum(_nbytes(t) for t in partitions)
+        return out
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self, w: Wrapped, folder: str | None = None) -> dict:
