@@ -4,12 +4,15 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 
 from bigtrain.checkpoint import load_state
 from bigtrain.checkpoint.state import resolve_resume
 from bigtrain.config import build
 from bigtrain.models import get_family
+from bigtrain.models.common.growing import set_stage
 from bigtrain.models.sampling import latents_from_seeds, one_hot
+from bigtrain.train.schedule import stage_at
 from bigtrain.train.observe import image_grid, save_png
 
 
@@ -23,6 +26,10 @@ def load_generator_from_checkpoint(path: str, device: str | torch.device = "cpu"
     info = state["model_info"]
     G = get_family(info["family"]).build_generator(cfg.generator, info["resolution"], info["channels"], info["c_dim"])
     G.load_state_dict(state["nets"]["G_ema"])
+    # A checkpoint taken while growing makes images at its stage (upsampled to full size here).
+    stage = stage_at(state["progress"]["nimg"], cfg.grow, info["resolution"], cfg.train.batch_size,
+                     cfg.train.g_lr, cfg.train.d_lr)
+    set_stage(G, stage.resolution, stage.alpha)
     return G.eval().requires_grad_(False).to(device), info
 
 
@@ -46,7 +53,8 @@ def generate_images(G: torch.nn.Module, seeds: list[int], trunc: float = 1.0, cl
         else:
             labels = torch.full((len(chunk),), class_idx)
         c = one_hot(labels, c_dim, len(chunk), device)
-        out.append(G(z, c, truncation_psi=trunc, noise_mode=noise_mode).cpu())
+        img = G(z, c, truncation_psi=trunc, noise_mode=noise_mode)
+        out.append(F.interpolate(img, size=G.img_resolution, mode="nearest").cpu())
     return torch.cat(out)
 
 

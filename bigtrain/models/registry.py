@@ -24,7 +24,12 @@ class FamilySpec:
     def build_generator(self, cfg, img_resolution: int, img_channels: int, c_dim: int) -> nn.Module:
         return self.generator(cfg, img_resolution, img_channels, c_dim)
 
-    def build_discriminator(self, cfg, img_resolution: int, img_channels: int, c_dim: int) -> nn.Module:
+    def build_discriminator(self, cfg, img_resolution: int, img_channels: int, c_dim: int,
+                            growing: bool = False) -> nn.Module:
+        """growing: built for progressive growing (bigtrain/models/common/growing.py), where the
+        family supports it."""
+        if growing:
+            return self.discriminator(cfg, img_resolution, img_channels, c_dim, growing=True)
         return self.discriminator(cfg, img_resolution, img_channels, c_dim)
 
 
@@ -39,7 +44,7 @@ def register(spec: FamilySpec) -> FamilySpec:
 
 def _load_builtin() -> None:
     # Importing a family's package registers it.
-    from bigtrain.models import stylegan2  # noqa: F401
+    from bigtrain.models import progan, stylegan2  # noqa: F401
 
 
 def get_family(name: str) -> FamilySpec:

@@ -16,6 +16,7 @@ from bigtrain.data import DataConfig
 from bigtrain.distributed.strategy import StrategyConfig
 from bigtrain.losses import GANLoss
 from bigtrain.models import family_names, get_family
+from bigtrain.train.schedule import GrowConfig
 
 
 @dataclasses.dataclass
@@ -55,13 +56,16 @@ class LoopConfig:
         require(self.reduced_precision_res is None or self.reduced_precision_res >= 1, "reduced_precision_res",
                 self.reduced_precision_res, "must be >= 1 or null")
 
-    def rounds(self, world_size: int, source: str = "the config") -> tuple[int, int]:
-        """-> (batch_gpu, accumulation rounds); a clear error when the numbers don't divide."""
-        per_rank, rem = divmod(self.batch_size, world_size)
+    def rounds(self, world_size: int, source: str = "the config", batch_size: int | None = None,
+               key: str = "train.batch_size") -> tuple[int, int]:
+        """-> (batch_gpu, accumulation rounds) for ``batch_size`` (default train.batch_size);
+        a clear error when the numbers don't divide."""
+        batch_size = batch_size or self.batch_size
+        per_rank, rem = divmod(batch_size, world_size)
         if rem or per_rank % (self.batch_gpu or per_rank):
-            raise ValueError(f"train.batch_size={self.batch_size} must equal world_size={world_size} x "
+            raise ValueError(f"{key}={batch_size} must equal world_size={world_size} x "
                              f"train.batch_gpu={self.batch_gpu} x accumulation rounds (a whole number), "
-                             f"i.e. batch_size be divisible by world_size x batch_gpu ({source})")
+                             f"i.e. be divisible by world_size x batch_gpu ({source})")
         batch_gpu = self.batch_gpu or per_rank
         return batch_gpu, per_rank // batch_gpu
 
@@ -89,6 +93,7 @@ class TrainConfig:
     discriminator: Any = None  # The family's discriminator Config.
     loss: GANLoss.Config = dataclasses.field(default_factory=GANLoss.Config)
     train: LoopConfig = dataclasses.field(default_factory=LoopConfig)
+    grow: GrowConfig = dataclasses.field(default_factory=GrowConfig)
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     distributed: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)

@@ -17,6 +17,7 @@ import time
 import types
 
 import torch
+import torch.nn.functional as F
 
 from bigtrain.checkpoint import CheckpointManager, capture_rng, checkpoint_dir, load_state, restore_rng
 from bigtrain.config import ConfigError, dump_yaml, to_dict
@@ -24,12 +25,14 @@ from bigtrain.data import open_data
 from bigtrain.distributed import DistEnv, build_strategy, print0
 from bigtrain.losses import GANLoss
 from bigtrain.models import get_family
+from bigtrain.models.common.growing import active_parameters, area_downsample, fade_reals, set_stage
 from bigtrain.models.common.layers import set_reduced_precision
 from bigtrain.models.sampling import latents_from_seeds, one_hot
 from bigtrain.train.config import TrainConfig
 from bigtrain.train.ema import ema_beta, update_ema
 from bigtrain.train.observe import Observer, TickStats, image_grid, peak_memory_gb
 from bigtrain.train.phases import build_phases, lazy_ratio
+from bigtrain.train.schedule import Stage, check_grow, resolutions, stage_at
 
 # Config sections that fix the networks' shapes: a checkpoint must agree on these.
 MODEL_KEYS = ("model", "generator", "discriminator")
@@ -67,7 +70,6 @@ class Trainer:
         self.device = self.strategy.device
         if cfg.run.num_threads:
             torch.set_num_threads(cfg.run.num_threads)
-        self.batch_gpu, self.rounds = cfg.train.rounds(self.env.world_size, config_source)
         # Same initial weights on every rank and at every world size.
         torch.manual_seed(cfg.run.seed)
 
@@ -81,8 +83,11 @@ class Trainer:
         # Networks, loss, phases, optimizers.
         family = get_family(cfg.model)
         G = family.build_generator(cfg.generator, R, C, self.data.num_classes).to(self.device)
-        D = family.build_discriminator(cfg.discriminator, R, C, self.data.num_classes).to(self.device)
+        D = family.build_discriminator(cfg.discriminator, R, C, self.data.num_classes,
+                                       growing=cfg.grow.enabled).to(self.device)
         self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        self._check_schedule(G, D, config_source)
+        self.stage = self._stage_at(0)
         self.loss = GANLoss(cfg.loss).to(self.device)
         if cfg.loss.pl_weight > 0 and not hasattr(G, "num_ws"):
             raise ConfigError(f"config error in {config_source}: key 'loss.pl_weight': path-length "
@@ -90,19 +95,18 @@ class Trainer:
         self.phases = build_phases(self.loss.reg_intervals(), d_repeat=cfg.train.num_d_steps)
         self.strategy.validate(cfg, config_source)
         self.strategy.set_precision(cfg.train.precision, cfg.train.reduced_precision_res)
+        self.batch_gpu, self.rounds = cfg.train.rounds(self.env.world_size, config_source, self.stage.batch_size)
         self.strategy.set_batch(self.batch_gpu, self.rounds)
+        for net in (G, D, self.G_ema):
+            set_stage(net, self.stage.resolution, self.stage.alpha)
         if cfg.train.reduced_precision_res is not None and self.strategy.amp_dtype is not None:
             for net in (G, D):
                 set_reduced_precision(net, self.strategy.amp_dtype, cfg.train.reduced_precision_res, R)
         self.wrapped = {
-            "G": self.strategy.wrap("G", G, self._make_optimizer("G")),
-            "D": self.strategy.wrap("D", D, self._make_optimizer("D")),
+            "G": self.strategy.wrap("G", G, self._make_optimizer("G"), active_parameters(G)),
+            "D": self.strategy.wrap("D", D, self._make_optimizer("D"), active_parameters(D)),
         }
-        # Per phase: the trained net through its strategy wrapper, the other one plain (frozen,
-        # or a sampler under no_grad), so a DDP/DeepSpeed wrapper only ever sees its own backward.
-        self.phase_nets = {
-            net: types.SimpleNamespace(**{k: (w.module if k == net else w.raw) for k, w in self.wrapped.items()})
-            for net in self.wrapped}
+        self._build_phase_nets()
         self.loss.reduce_mean = lambda t: self.strategy.all_reduce(t, "mean")
         self.progress = Progress()
         self.run_dir = cfg.run.dir
@@ -120,11 +124,58 @@ class Trainer:
         if resume:
             self.load(resume, config_source)
 
+    def _build_phase_nets(self) -> None:
+        # Per phase: the trained net through its strategy wrapper, the other one plain (frozen,
+        # or a sampler under no_grad), so a DDP/DeepSpeed wrapper only ever sees its own backward.
+        self.phase_nets = {
+            net: types.SimpleNamespace(**{k: (w.module if k == net else w.raw) for k, w in self.wrapped.items()})
+            for net in self.wrapped}
+
+    # ---------------------------------------------------------------- progressive growing
+    def _check_schedule(self, G, D, source: str) -> None:
+        cfg = self.cfg
+        R = self.model_info["resolution"]
+        growable = getattr(G, "growable", False) and getattr(D, "growable", False)
+        check_grow(cfg.grow, R, growable, cfg.model, source)
+        if cfg.grow.enabled:
+            for name, net in (("generator", G), ("discriminator", D)):
+                if cfg.grow.start_res not in net.stage_resolutions():
+                    raise ConfigError(f"config error in {source}: key 'grow.start_res': the {cfg.model} {name} "
+                                      f"can start at {net.stage_resolutions()[0]} at the lowest, not "
+                                      f"{cfg.grow.start_res}")
+        for res in resolutions(cfg.grow, R):  # every stage's batch must split over the ranks
+            batch = cfg.grow.batch_size.get(str(res), cfg.train.batch_size)
+            key = f"grow.batch_size.{res}" if str(res) in cfg.grow.batch_size else "train.batch_size"
+            cfg.train.rounds(self.env.world_size, source, batch, key)
+
+    def _stage_at(self, nimg: int) -> Stage:
+        t = self.cfg.train
+        return stage_at(nimg, self.cfg.grow, self.model_info["resolution"], t.batch_size, t.g_lr, t.d_lr)
+
+    def _enter_stage(self, stage: Stage) -> None:
+        """Set resolution and alpha on G, D and G_ema; when the parameters in use change, rewrap
+        the nets for them (optimizer state carries over) and apply the stage's batch and lrs."""
+        previous, self.stage = self.stage, stage
+        for w in self.wrapped.values():
+            set_stage(w.raw, stage.resolution, stage.alpha)
+        set_stage(self.G_ema, stage.resolution, stage.alpha)
+        if stage.key != previous.key or stage.batch_size != previous.batch_size:
+            self.batch_gpu, self.rounds = self.cfg.train.rounds(self.env.world_size, batch_size=stage.batch_size)
+            self.strategy.set_batch(self.batch_gpu, self.rounds)
+            self.wrapped = {k: self.strategy.rewrap(w, active_parameters(w.raw)) for k, w in self.wrapped.items()}
+            self._build_phase_nets()
+            print0(f"stage: {stage.resolution}x{stage.resolution}"
+                   f"{' fading in' if stage.fading else ''}, batch {stage.batch_size} from kimg {self.progress.kimg:g}")
+        if (stage.g_lr, stage.d_lr) != (previous.g_lr, previous.d_lr) or stage.key != previous.key:
+            for net, w in self.wrapped.items():
+                for group in w.optimizer.param_groups:
+                    group.update(self._hparams(net))
+
     def _hparams(self, net: str) -> dict:
-        """Adam settings for ``net``, with the lazy-regularization rescale applied."""
+        """Adam settings for ``net`` at the current stage, with the lazy-regularization rescale."""
         t = self.cfg.train
         ratio = lazy_ratio(self.phases, net)
-        lr = t.g_lr if net == "G" else t.d_lr
+        lr = self.stage.g_lr if net == "G" else self.stage.d_lr
         return {"lr": lr * ratio, "betas": (t.betas[0] ** ratio, t.betas[1] ** ratio), "eps": t.eps}
 
     def _make_optimizer(self, net: str):
@@ -133,11 +184,11 @@ class Trainer:
     # ---------------------------------------------------------------- one iteration
     def _reals(self, n: int) -> dict[str, torch.Tensor]:
         img, labels = self.data.next(n)
-        return {
-            # Normalisation happens on the device: uint8 travels, floats don't.
-            "real_img": img.to(self.device).to(torch.float32) / 127.5 - 1,
-            "real_c": one_hot(labels, self.data.num_classes, n, self.device),
-        }
+        # Normalisation and (growing) area downsampling happen on the device: uint8 travels.
+        img = area_downsample(img.to(self.device).to(torch.float32) / 127.5 - 1, self.stage.resolution)
+        if self.stage.fading:
+            img = fade_reals(img, self.stage.alpha, self.wrapped["G"].raw.upsample)
+        return {"real_img": img, "real_c": one_hot(labels, self.data.num_classes, n, self.device)}
 
     def _latents(self, n: int, salt: int) -> dict:
         """z, labels drawn with the dataset's class balance (conditional models) and a seed per
@@ -157,8 +208,9 @@ class Trainer:
         return {"gen_z": z.to(self.device), "gen_c": one_hot(labels, c_dim, n, self.device), "sample_seeds": seeds}
 
     def train_step(self, stats: TickStats) -> None:
-        bg, rounds = self.batch_gpu, self.rounds
         p = self.progress
+        self._enter_stage(self._stage_at(p.nimg))
+        bg, rounds = self.batch_gpu, self.rounds
         # Fetch data: reals are shared by the phases of an iteration, latents are fresh per phase.
         reals = self._reals(bg * rounds)
         # Run phases.
@@ -168,7 +220,7 @@ class Trainer:
                 continue
             w = self.wrapped[phase.net]
             for name, other in self.wrapped.items():
-                other.raw.requires_grad_(name == phase.net)
+                other.requires_grad_(name == phase.net)
             for rep in range(phase.repeat):
                 if rep > 0:
                     reals = self._reals(bg * rounds)
@@ -191,13 +243,14 @@ class Trainer:
                     self.strategy.zero_grad(w)
                     skipped.append(phase.name)
         for other in self.wrapped.values():
-            other.raw.requires_grad_(False)
+            other.requires_grad_(False)
         # Update EMA.
         t = self.cfg.train
-        beta = ema_beta(t.batch_size * t.num_d_steps, p.nimg, t.ema_halflife_kimg, t.ema_rampup)
+        batch = self.stage.batch_size * t.num_d_steps
+        beta = ema_beta(batch, p.nimg, t.ema_halflife_kimg, t.ema_rampup)
         with self.strategy.gathered(self.wrapped["G"]):
             update_ema(self.G_ema, self.wrapped["G"].raw, beta)
-        p.nimg += self.cfg.train.batch_size * self.cfg.train.num_d_steps
+        p.nimg += batch
         p.step += 1
         self._count_nonfinite(skipped)
 
@@ -229,7 +282,7 @@ class Trainer:
             dump_yaml(cfg, os.path.join(self.run_dir, "config.yaml"))
         obs = Observer(self.run_dir, is_main, total_nimg, p.nimg, cfg.log.progress_bar)
         print0(f"training {cfg.model} at {self.model_info['resolution']}px: {total_nimg} images, "
-               f"batch {cfg.train.batch_size} = {self.env.world_size} rank(s) x {self.batch_gpu} x {self.rounds} "
+               f"batch {self.stage.batch_size} = {self.env.world_size} rank(s) x {self.batch_gpu} x {self.rounds} "
                f"round(s), from kimg {p.kimg:.3f}; run dir {self.run_dir}")
         if p.nimg == 0:
             real = self.data.preview(cfg.log.grid_size).float() / 127.5 - 1
@@ -264,6 +317,8 @@ class Trainer:
                     "Timing/sec_per_tick": sec, "Timing/sec_per_kimg": sec / max(kimg_done, 1e-9),
                     "Timing/img_per_sec": kimg_done * 1000 / max(sec, 1e-9), "Timing/total_sec": now - t0,
                     "Resources/peak_mem_gb": peak_memory_gb(self.device),
+                    "Progress/resolution": self.stage.resolution, "Progress/alpha": self.stage.alpha,
+                    "Progress/batch_size": self.stage.batch_size,
                     "LR/G": self.wrapped["G"].optimizer.param_groups[0]["lr"],
                     "LR/D": self.wrapped["D"].optimizer.param_groups[0]["lr"],
                     **{k: self.strategy.all_reduce(torch.tensor(float(v)), "sum").item()
@@ -272,7 +327,8 @@ class Trainer:
                 }
                 obs.scalars(values, p.kimg, p.nimg)
                 eta = (total_nimg - p.nimg) / max(values["Timing/img_per_sec"], 1e-9)
-                obs.line(f"tick {p.tick:<4d} kimg {p.kimg:<9.3f} sec/kimg {values['Timing/sec_per_kimg']:<7.2f} "
+                grow = f"res {self.stage.resolution:<4d}alpha {self.stage.alpha:<6.3f}" if cfg.grow.enabled else ""
+                obs.line(f"tick {p.tick:<4d} kimg {p.kimg:<9.3f} {grow}sec/kimg {values['Timing/sec_per_kimg']:<7.2f} "
                          f"img/s {values['Timing/img_per_sec']:<7.1f} G {values.get('Loss/G/main', float('nan')):<7.3f}"
                          f"D {values.get('Loss/D/main', float('nan')):<7.3f} ETA {eta / 60:.1f} min")
                 if cfg.log.image_ticks and (p.tick % cfg.log.image_ticks == 0 or done):
@@ -300,7 +356,9 @@ class Trainer:
             return
         imgs = [self.G_ema(z, c, noise_mode="const")
                 for z, c in zip(self.grid_z.split(self.batch_gpu), self.grid_c.split(self.batch_gpu))]
-        grid = image_grid(torch.cat(imgs), self.grid_w)
+        imgs = torch.cat(imgs)
+        # Grids keep the full size while growing (nearest upsampling), so a run reads as one strip.
+        grid = image_grid(F.interpolate(imgs, size=self.model_info["resolution"], mode="nearest"), self.grid_w)
         png = os.path.join(self.run_dir, "samples", f"fakes{self.progress.nimg // 1000:06d}.png")
         obs.image("Samples/fakes", grid, self.progress.nimg, png)
 
@@ -328,6 +386,9 @@ class Trainer:
     def load(self, path: str, config_source: str) -> None:
         state = load_state(path)
         check_model_config(state, to_dict(self.cfg), self.model_info, path, config_source)
+        # The stage (and so the wrapped parameter set) of the checkpoint's step, before loading.
+        self.progress = Progress(**state["progress"])
+        self._enter_stage(self._stage_at(self.progress.nimg))
         try:
             self.G_ema.load_state_dict(state["nets"]["G_ema"])
             for k, w in self.wrapped.items():
@@ -340,7 +401,6 @@ class Trainer:
             for group in w.optimizer.param_groups:
                 group.update(self._hparams(net))
         self.loss.load_state_dict(state["loss"])
-        self.progress = Progress(**state["progress"])
         restore_rng(state["rng"])
         self.data.load_state_dict(state["data"])
         print0(f"resumed from {path} at kimg {self.progress.kimg:.3f}")

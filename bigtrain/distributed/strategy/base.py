@@ -30,14 +30,27 @@ class StrategyConfig:
         require(0 <= self.zero_stage <= 3, "zero_stage", self.zero_stage, "must be 0, 1, 2 or 3")
 
 
+MakeOptimizer = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
 @dataclasses.dataclass
 class Wrapped:
     """A network as the strategy holds it: ``module`` is what forward is called on (a DDP
-    wrapper or engine under those strategies), ``raw`` the plain nn.Module."""
+    wrapper or engine under those strategies), ``raw`` the plain nn.Module, ``params`` the
+    parameters in use (all of them, or a growing network's current stage's)."""
     name: str
     module: nn.Module
     raw: nn.Module
     optimizer: torch.optim.Optimizer
+    params: list[nn.Parameter]
+    make_optimizer: MakeOptimizer
+
+    def requires_grad_(self, flag: bool) -> None:
+        """Train (True) or freeze (False) the net; parameters not in use stay frozen."""
+        self.raw.requires_grad_(False)
+        if flag:
+            for p in self.params:
+                p.requires_grad_(True)
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -93,8 +106,16 @@ class Strategy(abc.ABC):
         """Destroy the process group."""
 
     @abc.abstractmethod
-    def wrap(self, name: str, net: nn.Module,
-             make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]) -> Wrapped: ...
+    def wrap(self, name: str, net: nn.Module, make_optimizer: MakeOptimizer,
+             params: list[nn.Parameter] | None = None) -> Wrapped:
+        """Wrap ``net`` for training ``params`` (default: all of its parameters)."""
+
+    def rewrap(self, w: Wrapped, params: list[nn.Parameter]) -> Wrapped:
+        """The same net training another set of parameters (progressive growing changed what is in
+        use). The optimizer keeps its state for parameters that stay and gains the new ones: it
+        covers all of the net's parameters, and Adam only updates (and creates state for) those
+        that have a gradient."""
+        return dataclasses.replace(w, params=list(params))
 
     def backward(self, loss: torch.Tensor, w: Wrapped) -> None:
         scaler = self._scaler(w)

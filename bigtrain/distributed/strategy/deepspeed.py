@@ -78,17 +78,30 @@ class DeepSpeedStrategy(DDPStrategy):
         }
         return deep_merge(cfg, self.user_config)
 
-    def wrap(self, name, net, make_optimizer):
+    def wrap(self, name, net, make_optimizer, params=None):
         import deepspeed
         net.to(self.device)
-        optimizer = make_optimizer(net.parameters())
-        engine, ds_optimizer, _, _ = deepspeed.initialize(model=net, optimizer=optimizer, config=self.ds_config())
+        params = list(net.parameters() if params is None else params)
+        # ZeRO flattens and partitions exactly the parameters it is given that require grad.
+        w = Wrapped(name=name, module=net, raw=net, optimizer=None, params=params, make_optimizer=make_optimizer)
+        w.requires_grad_(True)
+        engine, ds_optimizer, _, _ = deepspeed.initialize(model=net, optimizer=make_optimizer(params),
+                                                          config=self.ds_config())
+        w.requires_grad_(False)
         self.engines[name] = engine
         # Forward passes call the module itself, never engine.forward: the engine hooks its
         # outputs for torch-style backward, and the autograd.grad calls of R1 and path length
         # on those outputs would then run its gradient reduction mid-phase. Backward and step
         # go through the engine; ZeRO-3's parameter gathering lives on the module's own hooks.
-        return Wrapped(name=name, module=engine.module, raw=engine.module, optimizer=ds_optimizer)
+        w.module, w.optimizer = engine.module, ds_optimizer
+        return w
+
+    def rewrap(self, w, params):
+        """A new engine over ``params``. ZeRO's flat partitions are built for one parameter set,
+        so the engine is rebuilt and its Adam state starts afresh at each change of the set (as
+        ProGAN's own code reset its optimizer at every resolution); see docs/distributed.md."""
+        self.engines.pop(w.name).destroy()
+        return self.wrap(w.name, w.raw, w.make_optimizer, params)
 
     # ------------------------------------------------------------ precision
     def _scaler(self, w):  # DeepSpeed scales fp16 losses itself

@@ -7,6 +7,7 @@ from .base import Strategy, Wrapped
 class SingleStrategy(Strategy):
     name = "single"
 
-    def wrap(self, name, net, make_optimizer):
+    def wrap(self, name, net, make_optimizer, params=None):
         net.to(self.device)
-        return Wrapped(name=name, module=net, raw=net, optimizer=make_optimizer(net.parameters()))
+        return Wrapped(name=name, module=net, raw=net, optimizer=make_optimizer(net.parameters()),
+                       params=list(net.parameters() if params is None else params), make_optimizer=make_optimizer)

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from bigtrain.config import require
+from bigtrain.models.common.growing import Growable
 from bigtrain.models.common.layers import EqualConv2d, EqualLinear, MinibatchStd, block_precision
+from bigtrain.ops import downsample2d
 from bigtrain.models.stylegan2.generator import MappingNetwork, channels_at
 
 
@@ -19,21 +21,25 @@ class DiscriminatorBlock(nn.Module):
     sqrt(0.5) so the sum keeps unit variance."""
 
     def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, img_channels: int,
-                 resample_filter=(1, 3, 3, 1), conv_clamp: float | None = None, resolution: int = 0):
+                 resample_filter=(1, 3, 3, 1), conv_clamp: float | None = None, resolution: int = 0,
+                 fromrgb: bool = False):
+        """in_channels 0: the first block, which reads the image; fromrgb: give a later block its
+        own image input too (progressive growing enters D at any block)."""
         super().__init__()
         self.resolution = resolution
         self.amp_dtype: torch.dtype | None = None  # set by set_reduced_precision (StyleGAN2's scheme)
         self.fromrgb = (EqualConv2d(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp)
-                        if in_channels == 0 else None)
+                        if in_channels == 0 or fromrgb else None)
         self.conv0 = EqualConv2d(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
         self.conv1 = EqualConv2d(tmp_channels, out_channels, 3, activation="lrelu", down=2,
                                  resample_filter=resample_filter, conv_clamp=conv_clamp)
         self.skip = EqualConv2d(tmp_channels, out_channels, 1, bias=False, down=2, resample_filter=resample_filter)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor) -> torch.Tensor:
+        """x None: read the image through this block's fromRGB."""
         ctx, x = block_precision(self, x, img.device.type)
         with ctx:
-            if self.fromrgb is not None:
+            if x is None:
                 x = self.fromrgb(img)
             y = self.skip(x, gain=math.sqrt(0.5))
             x = self.conv0(x)
@@ -65,7 +71,7 @@ class DiscriminatorEpilogue(nn.Module):
         return x
 
 
-class StyleGAN2Discriminator(nn.Module):
+class StyleGAN2Discriminator(Growable):
     @dataclasses.dataclass
     class Config:
         channel_base: int = 32768  # Channels at resolution r are min(channel_base / r, channel_max).
@@ -81,8 +87,11 @@ class StyleGAN2Discriminator(nn.Module):
                 require(getattr(self, k) >= 1, k, getattr(self, k), "must be >= 1")
             require(self.mbstd_num_channels >= 0, "mbstd_num_channels", self.mbstd_num_channels, "must be >= 0")
 
-    def __init__(self, cfg: "StyleGAN2Discriminator.Config", img_resolution: int, img_channels: int, c_dim: int = 0):
-        super().__init__()
+    def __init__(self, cfg: "StyleGAN2Discriminator.Config", img_resolution: int, img_channels: int, c_dim: int = 0,
+                 growing: bool = False):
+        """growing: every block gets a fromRGB so training can start at a lower resolution."""
+        super().__init__(img_resolution)
+        self.growable = growing
         self.cfg, self.c_dim = cfg, c_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
         log2 = int(np.log2(img_resolution))
@@ -93,7 +102,8 @@ class StyleGAN2Discriminator(nn.Module):
         for res in self.block_resolutions:
             in_ch = ch(res) if res < img_resolution else 0
             self.blocks[f"b{res}"] = DiscriminatorBlock(in_ch, ch(res), ch(res // 2), img_channels,
-                                                        cfg.resample_filter, cfg.conv_clamp, resolution=res)
+                                                        cfg.resample_filter, cfg.conv_clamp, resolution=res,
+                                                        fromrgb=growing)
         self.mapping = (MappingNetwork(0, c_dim, cmap_dim, num_ws=None, num_layers=2, lr_multiplier=1.0,
                                        w_avg_beta=None) if c_dim > 0 else None)
         self.b4 = DiscriminatorEpilogue(ch(4), cmap_dim, 4, cfg.mbstd_group_size, cfg.mbstd_num_channels,
@@ -103,6 +113,31 @@ class StyleGAN2Discriminator(nn.Module):
         """img [N, C, H, W] in [-1, 1], c [N, c_dim] -> logits [N, 1]."""
         x = None
         for res in self.block_resolutions:
-            x = self.blocks[f"b{res}"](x, img)
+            if res > self.stage_res:
+                continue
+            block = self.blocks[f"b{res}"]
+            if x is not None and res == self.stage_res // 2 and self.alpha < 1:
+                # Fade-in: blend with the image downsampled into the previous entry block.
+                low = downsample2d(img, block.conv1.resample_filter)
+                x = torch.lerp(block.fromrgb(low).to(x.dtype), x, self.alpha)
+            x = block(x, img)
         cmap = self.mapping(None, c) if self.mapping is not None else None
         return self.b4(x, cmap)
+
+    # ---------------------------------------------------------------- progressive growing
+    def stage_resolutions(self) -> list[int]:
+        # From 8 up: the 4x4 epilogue has no image input of its own.
+        return sorted(self.block_resolutions) if self.growable else [self.img_resolution]
+
+    def active_modules(self) -> list[nn.Module]:
+        mods = [m for m in (self.b4, self.mapping) if m is not None]
+        for res in self.block_resolutions:
+            if res <= self.stage_res:
+                block = self.blocks[f"b{res}"]
+                if res != self.stage_res:
+                    mods += [block.conv0, block.conv1, block.skip]  # entered from the block above
+                    if res == self.stage_res // 2 and self.alpha < 1:
+                        mods.append(block.fromrgb)
+                else:
+                    mods.append(block)
+        return mods

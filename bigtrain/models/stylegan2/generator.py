@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from bigtrain.config import require
+from bigtrain.models.common.growing import Growable
 from bigtrain.models.common.layers import EqualLinear, block_precision, normalize_2nd_moment
 from bigtrain.ops import ACTIVATIONS, bias_act, modulated_conv2d, setup_filter, upsample2d
 
@@ -135,7 +136,9 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if in_channels == 0 else 2
         self.amp_dtype: torch.dtype | None = None  # set by set_reduced_precision (StyleGAN2's scheme)
 
-    def forward(self, x, img, ws_NLW: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = False):
+    def forward(self, x, img, ws_NLW: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = False,
+                rgb_gain: float = 1.0):
+        """rgb_gain < 1 fades this block's toRGB in over the upsampled image (progressive growing)."""
         ctx, x = block_precision(self, x, ws_NLW.device.type)
         with ctx:
             w_iter = iter(ws_NLW.unbind(dim=1))
@@ -145,9 +148,10 @@ class SynthesisBlock(nn.Module):
                 x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
             y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
+        y = y.float() if rgb_gain == 1 else y.float() * rgb_gain  # the RGB skip sum stays fp32
         if img is not None:
             img = upsample2d(img, self.resample_filter)
-        img = y.float() if img is None else img + y.float()  # the RGB skip sum stays fp32
+        img = y if img is None else img + y
         return x, img
 
 
@@ -170,18 +174,24 @@ class SynthesisNetwork(nn.Module):
             self.num_ws += block.num_conv
         self.num_ws += 1  # the last block's toRGB; earlier toRGBs share the next block's first w
 
-    def forward(self, ws_NLW: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = False) -> torch.Tensor:
+    def forward(self, ws_NLW: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = False,
+                out_res: int | None = None, alpha: float = 1.0) -> torch.Tensor:
+        """Images at ``out_res`` (default: full): the blocks up to it run, the last one's toRGB
+        scaled by ``alpha`` (lod-style growth of the skip architecture)."""
+        out_res = out_res or self.img_resolution
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:
+            if res > out_res:
+                break
             block = self.blocks[f"b{res}"]
-            x, img = block(x, img, ws_NLW.narrow(1, w_idx, block.num_conv + 1),
-                           noise_mode=noise_mode, fused_modconv=fused_modconv)
+            x, img = block(x, img, ws_NLW.narrow(1, w_idx, block.num_conv + 1), noise_mode=noise_mode,
+                           fused_modconv=fused_modconv, rgb_gain=alpha if res == out_res else 1.0)
             w_idx += block.num_conv
         return img
 
 
-class StyleGAN2Generator(nn.Module):
+class StyleGAN2Generator(Growable):
     @dataclasses.dataclass
     class Config:
         z_dim: int = 512  # Latent z dimensionality.
@@ -203,7 +213,7 @@ class StyleGAN2Generator(nn.Module):
             require(self.conv_clamp is None or self.conv_clamp > 0, "conv_clamp", self.conv_clamp, "must be > 0 or null")
 
     def __init__(self, cfg: "StyleGAN2Generator.Config", img_resolution: int, img_channels: int, c_dim: int = 0):
-        super().__init__()
+        super().__init__(img_resolution)
         self.cfg = cfg
         self.z_dim, self.c_dim, self.w_dim = cfg.z_dim, c_dim, cfg.w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
@@ -233,5 +243,17 @@ class StyleGAN2Generator(nn.Module):
             ws2 = self.mapping(torch.randn_like(z), c, update_emas=False)
             layer = torch.arange(self.num_ws, device=ws.device).view(1, -1, 1)
             ws = torch.where(layer < cutoff, ws, ws2)
-        img = self.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused_modconv)
+        img = self.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused_modconv, out_res=self.stage_res,
+                             alpha=self.alpha)
         return (img, ws) if return_ws else img
+
+    # ---------------------------------------------------------------- progressive growing
+    def stage_resolutions(self) -> list[int]:
+        return list(self.synthesis.block_resolutions)
+
+    def active_modules(self) -> list[nn.Module]:
+        return [self.mapping] + [self.synthesis.blocks[f"b{r}"] for r in self.stage_resolutions() if r <= self.stage_res]
+
+    def upsample(self, img: torch.Tensor) -> torch.Tensor:
+        """2x upsampling as the skip connections do it (the FIR filter)."""
+        return upsample2d(img, self.synthesis.blocks["b4"].resample_filter)

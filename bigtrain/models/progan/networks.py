@@ -1,0 +1,203 @@
+"""ProGAN generator and discriminator (Karras, Aila, Laine, Lehtinen 2018, "Progressive Growing
+of GANs for Improved Quality, Stability, and Variation").
+
+G: z (pixel-normalized; a class embedding joins it when conditional) -> a dense layer to 4x4,
+then per resolution nearest 2x upsampling and two 3x3 convs, each followed by leaky ReLU and
+pixelwise feature normalization; a 1x1 toRGB at every resolution. D mirrors it: a 1x1 fromRGB
+at every resolution, two 3x3 convs and 2x average pooling per block, and a 4x4 epilogue with
+minibatch standard deviation, a conv, two dense layers and (conditional) a projection head.
+Equalized learning rate everywhere (bigtrain/models/common/layers.py).
+
+Both grow (bigtrain/models/common/growing.py): at stage (R, alpha) G runs its blocks up to R
+and blends toRGB(R) with the nearest-upsampled toRGB(R/2) by alpha; D enters at R and blends
+with fromRGB(R/2) of the 2x average-pooled image by alpha.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bigtrain.config import require
+from bigtrain.models.common.growing import Growable
+from bigtrain.models.common.layers import EqualConv2d, EqualLinear, MinibatchStd, normalize_2nd_moment
+
+
+def channels_at(res: int, channel_base: int, channel_max: int) -> int:
+    return min(channel_base // res, channel_max)
+
+
+def upsample_nearest(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def _check_channels(cfg) -> None:
+    for k in ("channel_base", "channel_max"):
+        require(getattr(cfg, k) >= 1, k, getattr(cfg, k), "must be >= 1")
+
+
+class GeneratorBlock(nn.Module):
+    """One resolution: (the 4x4 dense input | nearest 2x upsampling) then conv 3x3, each layer
+    followed by leaky ReLU and pixel norm."""
+
+    def __init__(self, in_dim: int, out_channels: int, resolution: int, pixel_norm: bool):
+        super().__init__()
+        self.resolution, self.pixel_norm = resolution, pixel_norm
+        if resolution == 4:
+            # Dense z -> 4x4 features (pixel norm follows, so its gain does not matter).
+            self.dense = EqualLinear(in_dim, out_channels * 16, activation="lrelu")
+            self.conv0 = None
+        else:
+            self.dense = None
+            self.conv0 = EqualConv2d(in_dim, out_channels, 3, activation="lrelu")
+        self.conv1 = EqualConv2d(out_channels, out_channels, 3, activation="lrelu")
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        return normalize_2nd_moment(x, dim=1) if self.pixel_norm else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dense is not None:
+            x = self.dense(x).view(x.shape[0], -1, 4, 4)
+        else:
+            x = self.conv0(upsample_nearest(x))
+        x = self._norm(x)
+        return self._norm(self.conv1(x))
+
+
+class ProGANGenerator(Growable):
+    @dataclasses.dataclass
+    class Config:
+        z_dim: int = 512  # Latent z dimensionality.
+        channel_base: int = 16384  # Channels at resolution r are min(channel_base / r, channel_max): the paper has 512 up to 32x32, then halving to 16 at 1024.
+        channel_max: int = 512  # Cap on channels per layer.
+        pixel_norm: bool = True  # Pixelwise feature normalization after every conv (and of z).
+
+        def __post_init__(self):
+            require(self.z_dim >= 1, "z_dim", self.z_dim, "must be >= 1")
+            _check_channels(self)
+
+    def __init__(self, cfg: "ProGANGenerator.Config", img_resolution: int, img_channels: int, c_dim: int = 0):
+        super().__init__(img_resolution)
+        self.cfg = cfg
+        self.z_dim, self.c_dim, self.img_channels = cfg.z_dim, c_dim, img_channels
+        self.block_resolutions = [2 ** i for i in range(2, int(np.log2(img_resolution)) + 1)]
+        ch = lambda r: channels_at(r, cfg.channel_base, cfg.channel_max)  # noqa: E731
+        # Conditioning as in the paper's label-conditioned runs: a class embedding joins z.
+        self.embed = EqualLinear(c_dim, cfg.z_dim) if c_dim > 0 else None
+        in_dim = cfg.z_dim * (2 if c_dim > 0 else 1)
+        self.blocks = nn.ModuleDict()
+        self.torgb = nn.ModuleDict()
+        for res in self.block_resolutions:
+            self.blocks[f"b{res}"] = GeneratorBlock(in_dim if res == 4 else ch(res // 2), ch(res), res, cfg.pixel_norm)
+            self.torgb[f"b{res}"] = EqualConv2d(ch(res), img_channels, 1)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
+                update_emas: bool = False, noise_mode: str = "random", **unused) -> torch.Tensor:
+        """z [N, z_dim], c [N, c_dim] one-hot or None -> images [N, C, R, R] at the current stage.
+        ProGAN has no truncation trick (z is normalized, so scaling it changes nothing)."""
+        if truncation_psi != 1:
+            raise ValueError("ProGAN has no truncation trick (its z is pixel-normalized); use --trunc 1")
+        x = normalize_2nd_moment(z.float()) if self.cfg.pixel_norm else z.float()
+        if self.embed is not None:
+            x = torch.cat([x, normalize_2nd_moment(self.embed(c.float()))], dim=1)
+        prev = None
+        for res in self.block_resolutions:
+            if res > self.stage_res:
+                break
+            prev, x = x, self.blocks[f"b{res}"](x)
+        img = self.torgb[f"b{self.stage_res}"](x)
+        if self.alpha < 1:
+            low = self.torgb[f"b{self.stage_res // 2}"](prev)
+            img = torch.lerp(upsample_nearest(low), img, self.alpha)
+        return img
+
+    def stage_resolutions(self) -> list[int]:
+        return list(self.block_resolutions)
+
+    def active_modules(self) -> list[nn.Module]:
+        mods = [m for m in (self.embed,) if m is not None]
+        mods += [self.blocks[f"b{r}"] for r in self.block_resolutions if r <= self.stage_res]
+        mods.append(self.torgb[f"b{self.stage_res}"])
+        if self.alpha < 1:
+            mods.append(self.torgb[f"b{self.stage_res // 2}"])
+        return mods
+
+    def upsample(self, img: torch.Tensor) -> torch.Tensor:
+        return upsample_nearest(img)
+
+
+class DiscriminatorBlock(nn.Module):
+    """conv 3x3 -> conv 3x3 -> 2x average pooling, leaky ReLU after each conv."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv0 = EqualConv2d(in_channels, in_channels, 3, activation="lrelu")
+        self.conv1 = EqualConv2d(in_channels, out_channels, 3, activation="lrelu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(self.conv1(self.conv0(x)), 2)
+
+
+class ProGANDiscriminator(Growable):
+    @dataclasses.dataclass
+    class Config:
+        channel_base: int = 16384  # Channels at resolution r are min(channel_base / r, channel_max).
+        channel_max: int = 512  # Cap on channels per layer.
+        mbstd_group_size: int = 4  # Group size of the minibatch-stddev layer (largest divisor of the batch up to this).
+        mbstd_num_channels: int = 1  # Features from minibatch-stddev; 0 = off.
+
+        def __post_init__(self):
+            _check_channels(self)
+            require(self.mbstd_group_size >= 1, "mbstd_group_size", self.mbstd_group_size, "must be >= 1")
+            require(self.mbstd_num_channels >= 0, "mbstd_num_channels", self.mbstd_num_channels, "must be >= 0")
+
+    def __init__(self, cfg: "ProGANDiscriminator.Config", img_resolution: int, img_channels: int, c_dim: int = 0,
+                 growing: bool = True):
+        """growing is accepted for the family interface; ProGAN's D can always grow."""
+        super().__init__(img_resolution)
+        self.cfg, self.c_dim = cfg, c_dim
+        self.block_resolutions = [2 ** i for i in range(int(np.log2(img_resolution)), 2, -1)]
+        ch = lambda r: channels_at(r, cfg.channel_base, cfg.channel_max)  # noqa: E731
+        self.fromrgb = nn.ModuleDict({f"b{r}": EqualConv2d(img_channels, ch(r), 1, activation="lrelu")
+                                      for r in self.block_resolutions + [4]})
+        self.blocks = nn.ModuleDict({f"b{r}": DiscriminatorBlock(ch(r), ch(r // 2)) for r in self.block_resolutions})
+        c4 = ch(4)
+        self.mbstd = MinibatchStd(cfg.mbstd_group_size, cfg.mbstd_num_channels) if cfg.mbstd_num_channels else None
+        self.conv = EqualConv2d(c4 + cfg.mbstd_num_channels, c4, 3, activation="lrelu")
+        self.fc = EqualLinear(c4 * 16, c4, activation="lrelu")
+        # Projection head (Miyato & Koyama 2018) for class conditioning: logit + <embed(c), features>.
+        self.out = EqualLinear(c4, 1)
+        self.embed = EqualLinear(c_dim, c4) if c_dim > 0 else None
+
+    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """img [N, C, R, R] at the current stage, c [N, c_dim] -> logits [N, 1]."""
+        R = self.stage_res
+        x = self.fromrgb[f"b{R}"](img.float())
+        for res in [r for r in self.block_resolutions if r <= R]:
+            x = self.blocks[f"b{res}"](x)
+            if res == R and self.alpha < 1:
+                low = self.fromrgb[f"b{R // 2}"](F.avg_pool2d(img.float(), 2))
+                x = torch.lerp(low, x, self.alpha)
+        if self.mbstd is not None:
+            x = self.mbstd(x)
+        x = self.fc(self.conv(x).flatten(1))
+        out = self.out(x)
+        if self.embed is not None:
+            out = out + (self.embed(c.float()) * x).sum(dim=1, keepdim=True) / math.sqrt(x.shape[1])
+        return out
+
+    def stage_resolutions(self) -> list[int]:
+        return sorted(self.block_resolutions + [4])
+
+    def active_modules(self) -> list[nn.Module]:
+        R = self.stage_res
+        mods = [self.fromrgb[f"b{R}"], self.conv, self.fc, self.out]
+        mods += [m for m in (self.embed,) if m is not None]
+        mods += [self.blocks[f"b{r}"] for r in self.block_resolutions if r <= R]
+        if self.alpha < 1:
+            mods.append(self.fromrgb[f"b{R // 2}"])
+        return mods
