@@ -54,20 +54,34 @@ def cmd_pack(args) -> int:
 
 def cmd_generate(args) -> int:
     from bigtrain.distributed import print0
-    from bigtrain.generate import generate_images, load_generator_from_checkpoint, write_outputs
+    import torch
+
+    from bigtrain.generate import generate_images, load_generator_from_checkpoint, standing_stats, write_outputs
     from bigtrain.models.sampling import parse_seeds
 
     if not args.out and not args.outdir:
         raise ValueError("give --out GRID.png and/or --outdir DIR")
     seeds = parse_seeds(args.seeds)
     G, _ = load_generator_from_checkpoint(args.checkpoint, args.device)
-    img = generate_images(G, seeds, trunc=args.trunc, class_idx=args.class_idx, batch=args.batch, device=args.device)
-    # Conditional models without --class cycle through the classes: one column per class.
-    grid_w = G.c_dim if (G.c_dim and args.class_idx is None) else None
-    for p in write_outputs(img, seeds, args.out, args.outdir, grid_w)[:3]:
+    if args.standing_stats:
+        standing_stats(G, args.standing_stats, args.batch, args.device)
+    if args.all_classes:
+        if not G.c_dim or args.class_idx is not None:
+            raise ValueError("--all-classes is for conditional models, without --class")
+        img = torch.cat([generate_images(G, seeds, trunc=args.trunc, class_idx=k, batch=args.batch, device=args.device)
+                         for k in range(G.c_dim)])
+        names = [f"class{k}-seed{s:04d}" for k in range(G.c_dim) for s in seeds]
+        grid_w = len(seeds)
+    else:
+        img = generate_images(G, seeds, trunc=args.trunc, class_idx=args.class_idx, batch=args.batch,
+                              device=args.device)
+        names = [f"seed{s:04d}" for s in seeds]
+        # Conditional models without --class cycle through the classes: one column per class.
+        grid_w = G.c_dim if (G.c_dim and args.class_idx is None) else None
+    for p in write_outputs(img, names, args.out, args.outdir, grid_w)[:3]:
         print0(f"wrote {p}")
     if args.outdir:
-        print0(f"wrote {len(seeds)} images to {args.outdir}")
+        print0(f"wrote {len(names)} images to {args.outdir}")
     return 0
 
 
@@ -168,8 +182,14 @@ def make_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="write images from a checkpoint's G_ema")
     g.add_argument("checkpoint", help="training checkpoint (ckpt-*.pt) or run directory")
     g.add_argument("--seeds", default="0-63", help="e.g. 0-63 or 1,5,9 (default 0-63)")
-    g.add_argument("--trunc", type=float, default=1.0, help="truncation psi (1 = none; 0.7 trades variety for quality)")
+    g.add_argument("--trunc", type=float, default=None,
+                   help="truncation trick (default none): StyleGAN2 psi in [0, 1], 0.7 trades variety for quality; "
+                        "BigGAN threshold t, z truncated to [-t, t] (e.g. 0.5); ProGAN has none")
     g.add_argument("--class", dest="class_idx", type=int, default=None, help="class index for conditional models (default: seed i gets class i mod classes, a column per class)")
+    g.add_argument("--all-classes", action="store_true",
+                   help="conditional models: every seed in every class, one row per class (the seeds as columns)")
+    g.add_argument("--standing-stats", type=int, default=0, metavar="N",
+                   help="batch-norm generators (BigGAN): re-estimate BN statistics over N batches first")
     g.add_argument("--out", help="PNG grid path")
     g.add_argument("--outdir", help="folder for one PNG per seed")
     g.add_argument("--batch", type=int, default=32)

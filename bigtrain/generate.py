@@ -34,10 +34,16 @@ def load_generator_from_checkpoint(path: str, device: str | torch.device = "cpu"
 
 
 @torch.no_grad()
-def generate_images(G: torch.nn.Module, seeds: list[int], trunc: float = 1.0, class_idx: int | None = None,
+def generate_images(G: torch.nn.Module, seeds: list[int], trunc: float | None = None, class_idx: int | None = None,
                     batch: int = 32, device: str | torch.device = "cpu", noise_mode: str = "const") -> torch.Tensor:
-    """Images [len(seeds), C, H, W] in [-1, 1]; one seed -> the same image on every run."""
+    """Images [len(seeds), C, H, W] in [-1, 1]; one seed -> the same image on every run.
+    ``trunc``: the family's truncation trick (G.truncation_arg names its keyword), None = off."""
     c_dim = G.c_dim
+    kwargs = {}
+    if trunc is not None:
+        if G.truncation_arg is None:
+            raise ValueError(f"{type(G).__name__} has no truncation trick; leave --trunc out")
+        kwargs[G.truncation_arg] = trunc
     if class_idx is not None and not c_dim:
         raise ValueError(f"--class {class_idx} given, but this generator is unconditional")
     if class_idx is not None and not 0 <= class_idx < c_dim:
@@ -51,23 +57,52 @@ def generate_images(G: torch.nn.Module, seeds: list[int], trunc: float = 1.0, cl
         elif class_idx is None:  # cycle through the classes: seed i gets class i mod c_dim
             labels = torch.arange(i, i + len(chunk)) % c_dim
         else:
-            labels = torch.full((len(chunk),), class_idx)
+            labels = torch.full((len(chunk),), class_idx, dtype=torch.long)
         c = one_hot(labels, c_dim, len(chunk), device)
-        img = G(z, c, truncation_psi=trunc, noise_mode=noise_mode)
+        img = G(z, c, noise_mode=noise_mode, **kwargs)
         out.append(F.interpolate(img, size=G.img_resolution, mode="nearest").cpu())
     return torch.cat(out)
 
 
-def write_outputs(img: torch.Tensor, seeds: list[int], out: str | None, outdir: str | None,
+@torch.no_grad()
+def standing_stats(G: torch.nn.Module, batches: int, batch: int = 32, device: str | torch.device = "cpu",
+                   seed: int = 2 ** 31) -> bool:
+    """BigGAN's "standing statistics": reset every batch-norm layer's running statistics and
+    re-estimate them as a plain average over ``batches`` batches of G's own samples (latents from
+    fixed seeds, classes uniform), then return to eval mode. False (and nothing done) when G has
+    no batch norm."""
+    bns = [m for m in G.modules() if hasattr(m, "reset_running_stats") and hasattr(m, "momentum")]
+    if not bns:
+        return False
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    G.train()
+    try:
+        for i in range(batches):
+            seeds = list(range(seed + i * batch, seed + (i + 1) * batch))
+            z = latents_from_seeds(seeds, G.z_dim, device)
+            labels = torch.tensor(seeds) % G.c_dim if G.c_dim else None
+            G(z, one_hot(labels, G.c_dim, batch, device))
+    finally:
+        G.eval()
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+    return True
+
+
+def write_outputs(img: torch.Tensor, names: list[str], out: str | None, outdir: str | None,
                   grid_w: int | None = None) -> list[str]:
+    """The grid (``out``) and/or one PNG per image named ``names[i]``.png in ``outdir``."""
     written = []
     if out:
         save_png(image_grid(img, grid_w), out)
         written.append(out)
     if outdir:
         os.makedirs(outdir, exist_ok=True)
-        for s, im in zip(seeds, img):
-            p = os.path.join(outdir, f"seed{s:04d}.png")
+        for name, im in zip(names, img):
+            p = os.path.join(outdir, f"{name}.png")
             save_png(image_grid(im[None], 1), p)
             written.append(p)
     return written

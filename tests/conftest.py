@@ -34,6 +34,22 @@ def tiny_config(run_dir: str, **sections) -> dict:
     return cfg
 
 
+def biggan_config(run_dir, **train) -> dict:
+    """A tiny class-conditional BigGAN on 16x16 Fashion-MNIST; 2 D steps per G step. Nothing is
+    drawn per rank (no augmentation), so ranks are exact."""
+    cfg = tiny_config(run_dir, model="biggan",
+                      loss={"type": "hinge", "r1_gamma": 0.0, "pl_weight": 0.0, "style_mixing_prob": 0.0,
+                            "augment": [], "ortho_weight": 1e-4},
+                      train={"total_kimg": 0.032, "batch_size": 8, "num_d_steps": 2, "g_lr": 1e-4, "d_lr": 4e-4,
+                             "betas": [0.0, 0.999], "eps": 1e-6, "ema_halflife_kimg": 0.01, **train},
+                      log={"tick_kimg": 0.016, "image_ticks": 0, "grid_size": 4, "progress_bar": False},
+                      checkpoint={"interval_ticks": 1, "keep": 2})
+    cfg["data"]["use_labels"] = True
+    cfg["generator"] = {"z_dim": 15, "ch": 4, "ch_mult": [4, 4, 2], "attn_res": [8], "shared_dim": 8}
+    cfg["discriminator"] = {"ch": 4, "ch_mult": [2, 4, 4], "attn_res": [8]}
+    return cfg
+
+
 def write_config(path, cfg: dict) -> str:
     with open(path, "w") as f:
         yaml.safe_dump(cfg, f)

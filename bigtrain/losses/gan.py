@@ -17,7 +17,7 @@ from bigtrain.config import require
 
 from .adversarial import d_loss, g_loss
 from .augment import AUGMENTATIONS, diff_augment
-from .regularizers import gradient_penalty, path_lengths, r1_penalty
+from .regularizers import gradient_penalty, orthogonal_penalty, path_lengths, r1_penalty
 
 
 @dataclasses.dataclass
@@ -50,10 +50,11 @@ class GANLoss(nn.Module):
         pl_decay: float = 0.01  # Decay of the running mean path length.
         pl_batch_shrink: int = 2  # Path-length batch = batch_gpu / this, to save compute.
         style_mixing_prob: float = 0.9  # Probability of mixing two latents at a random layer (StyleGAN2); 0 = off.
+        ortho_weight: float = 0.0  # BigGAN's orthogonal regularization of G's weights (beta ||W W^T * (1 - I)||_F^2), every G step; 0 = off.
         augment: list[str] = dataclasses.field(default_factory=list)  # Differentiable augmentation of every D input (DiffAugment): any of translation, cutout, brightness, contrast; [] = off.
 
         def __post_init__(self):
-            for k in ("r1_gamma", "gp_weight", "drift", "pl_weight"):
+            for k in ("r1_gamma", "gp_weight", "drift", "pl_weight", "ortho_weight"):
                 require(getattr(self, k) >= 0, k, getattr(self, k), "must be >= 0")
             for k in ("r1_interval", "pl_interval", "pl_batch_shrink"):
                 require(getattr(self, k) >= 1, k, getattr(self, k), "must be >= 1")
@@ -100,6 +101,11 @@ class GANLoss(nn.Module):
                 terms["Loss/scores/fake"] = fake_logits.detach().mean()
                 terms["Loss/G/main"] = loss.detach()
                 total = total + loss
+                if c.ortho_weight > 0:
+                    G = getattr(nets.G, "module", nets.G)  # the model itself under a DDP wrapper
+                    ortho = orthogonal_penalty(G.ortho_parameters())
+                    terms["Loss/G/ortho"] = ortho.detach()
+                    total = total + c.ortho_weight * ortho
             if do_reg and c.pl_weight > 0:
                 n = max(1, batch["gen_z"].shape[0] // c.pl_batch_shrink)
                 img, ws = nets.G(batch["gen_z"][:n], batch["gen_c"][:n], return_ws=True, **self._g_kwargs())

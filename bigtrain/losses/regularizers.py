@@ -38,3 +38,17 @@ def path_lengths(img: torch.Tensor, ws: torch.Tensor, noise: torch.Tensor | None
     noise = noise / math.sqrt(img.shape[2] * img.shape[3])
     (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True, only_inputs=True)
     return _at_least_fp32(grad).square().sum(dim=2).mean(dim=1).sqrt()
+
+
+def orthogonal_penalty(weights) -> torch.Tensor:
+    """BigGAN's orthogonal regularization (Brock et al. 2019, eq. 3) without the weight:
+    sum over matrices W (rows = output units, conv kernels flattened) of
+    ||W W^T * (1 - I)||_F^2, which pushes filters towards orthogonality without fixing their norms."""
+    total = None
+    for p in weights:
+        w = p.flatten(1).float()
+        gram = w @ w.t()
+        off = gram - torch.diag_embed(torch.diagonal(gram))
+        term = off.square().sum()
+        total = term if total is None else total + term
+    return total if total is not None else torch.zeros([])

@@ -44,7 +44,7 @@ def register(spec: FamilySpec) -> FamilySpec:
 
 def _load_builtin() -> None:
     # Importing a family's package registers it.
-    from bigtrain.models import progan, stylegan2  # noqa: F401
+    from bigtrain.models import biggan, progan, stylegan2  # noqa: F401
 
 
 def get_family(name: str) -> FamilySpec:

@@ -37,6 +37,7 @@ class LoopConfig:
     eps: float = 1.0e-8  # Adam epsilon.
     ema_halflife_kimg: float = 10.0  # Half-life of the G_ema weight average, in thousands of images.
     ema_rampup: float | None = 0.05  # EMA ramp-up: half-life capped at nimg * this early on; null = no ramp-up.
+    ema_start_kimg: float = 0.0  # G_ema copies G until this many thousand images, then averages (BigGAN starts it late).
     max_nonfinite_steps: int = 10  # Stop with an error after this many iterations in a row with a NaN/Inf loss.
     num_d_steps: int = 1  # D steps per G step, each on fresh reals (BigGAN uses 2); nimg counts every real image D sees.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # Forward/backward precision: bf16 autocast; fp16 autocast with a gradient scaler per net. Weights, optimizer state and regularizer sums stay fp32.
@@ -50,6 +51,7 @@ class LoopConfig:
             require(getattr(self, k) > 0, k, getattr(self, k), "must be > 0")
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", self.betas,
                 "must be two numbers in [0, 1)")
+        require(self.ema_start_kimg >= 0, "ema_start_kimg", self.ema_start_kimg, "must be >= 0")
         require(self.ema_halflife_kimg >= 0, "ema_halflife_kimg", self.ema_halflife_kimg, "must be >= 0")
         require(self.max_nonfinite_steps >= 1, "max_nonfinite_steps", self.max_nonfinite_steps, "must be >= 1")
         require(self.num_d_steps >= 1, "num_d_steps", self.num_d_steps, "must be >= 1")
@@ -76,11 +78,13 @@ class LogConfig:
     image_ticks: int = 1  # Save a G_ema sample grid every this many ticks; 0 = never.
     grid_size: int = 64  # Images in the sample grid (fixed seeds 0..grid_size-1).
     progress_bar: bool = True  # tqdm bar with ETA on rank 0 when the console is a terminal.
+    standing_stats: int = 0  # Batch-norm generators (BigGAN): re-estimate G_ema's BN statistics over this many batches before each sample grid; 0 = use the running ones.
 
     def __post_init__(self):
         require(self.tick_kimg > 0, "tick_kimg", self.tick_kimg, "must be > 0")
         require(self.image_ticks >= 0, "image_ticks", self.image_ticks, "must be >= 0")
         require(self.grid_size >= 1, "grid_size", self.grid_size, "must be >= 1")
+        require(self.standing_stats >= 0, "standing_stats", self.standing_stats, "must be >= 0")
 
 
 @dataclasses.dataclass

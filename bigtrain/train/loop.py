@@ -23,6 +23,7 @@ from bigtrain.checkpoint import CheckpointManager, capture_rng, checkpoint_dir, 
 from bigtrain.config import ConfigError, dump_yaml, to_dict
 from bigtrain.data import open_data
 from bigtrain.distributed import DistEnv, build_strategy, print0
+from bigtrain.generate import standing_stats
 from bigtrain.losses import GANLoss
 from bigtrain.models import get_family
 from bigtrain.models.common.growing import active_parameters, area_downsample, fade_reals, set_stage
@@ -82,9 +83,12 @@ class Trainer:
 
         # Networks, loss, phases, optimizers.
         family = get_family(cfg.model)
-        G = family.build_generator(cfg.generator, R, C, self.data.num_classes).to(self.device)
-        D = family.build_discriminator(cfg.discriminator, R, C, self.data.num_classes,
-                                       growing=cfg.grow.enabled).to(self.device)
+        try:  # shape checks that need the data's resolution and classes
+            G = family.build_generator(cfg.generator, R, C, self.data.num_classes).to(self.device)
+            D = family.build_discriminator(cfg.discriminator, R, C, self.data.num_classes,
+                                           growing=cfg.grow.enabled).to(self.device)
+        except ValueError as e:
+            raise ConfigError(f"config error in {config_source}: {e}") from None
         self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         self._check_schedule(G, D, config_source)
         self.stage = self._stage_at(0)
@@ -92,6 +96,9 @@ class Trainer:
         if cfg.loss.pl_weight > 0 and not hasattr(G, "num_ws"):
             raise ConfigError(f"config error in {config_source}: key 'loss.pl_weight': path-length "
                               f"regularization needs a style-based generator; {cfg.model} has none; set it to 0")
+        if cfg.loss.ortho_weight > 0 and not hasattr(G, "ortho_parameters"):
+            raise ConfigError(f"config error in {config_source}: key 'loss.ortho_weight': orthogonal regularization "
+                              f"is defined for BigGAN's generator; {cfg.model} has none; set it to 0")
         self.phases = build_phases(self.loss.reg_intervals(), d_repeat=cfg.train.num_d_steps)
         self.strategy.validate(cfg, config_source)
         self.strategy.set_precision(cfg.train.precision, cfg.train.reduced_precision_res)
@@ -247,7 +254,7 @@ class Trainer:
         # Update EMA.
         t = self.cfg.train
         batch = self.stage.batch_size * t.num_d_steps
-        beta = ema_beta(batch, p.nimg, t.ema_halflife_kimg, t.ema_rampup)
+        beta = ema_beta(batch, p.nimg, t.ema_halflife_kimg, t.ema_rampup) if p.nimg >= t.ema_start_kimg * 1000 else 0.0
         with self.strategy.gathered(self.wrapped["G"]):
             update_ema(self.G_ema, self.wrapped["G"].raw, beta)
         p.nimg += batch
@@ -354,6 +361,8 @@ class Trainer:
     def _samples(self, obs: Observer) -> None:
         if not self.strategy.is_main:
             return
+        if self.cfg.log.standing_stats:
+            standing_stats(self.G_ema, self.cfg.log.standing_stats, self.batch_gpu, self.device)
         imgs = [self.G_ema(z, c, noise_mode="const")
                 for z, c in zip(self.grid_z.split(self.batch_gpu), self.grid_c.split(self.batch_gpu))]
         imgs = torch.cat(imgs)

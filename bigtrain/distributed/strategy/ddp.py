@@ -49,6 +49,16 @@ def init_process_group(env, device: torch.device, timeout_s: float = 1800) -> No
                             timeout=datetime.timedelta(seconds=timeout_s))
 
 
+def sync_batchnorm(net: torch.nn.Module) -> None:
+    """Cross-replica batch norm: modules with an ``all_reduce`` slot (bigtrain's BatchNorm) get a
+    differentiable sum over the process group, so their statistics are the global batch's.
+    (torch's SyncBatchNorm refuses CPU tensors; this works with gloo and NCCL alike.)"""
+    from torch.distributed.nn.functional import all_reduce
+    for m in net.modules():
+        if hasattr(m, "all_reduce"):
+            m.all_reduce = all_reduce
+
+
 class DDPStrategy(Strategy):
     name = "ddp"
 
@@ -61,6 +71,7 @@ class DDPStrategy(Strategy):
 
     def wrap(self, name, net, make_optimizer, params=None):
         net.to(self.device)
+        sync_batchnorm(net)
         params = list(net.parameters() if params is None else params)
         w = Wrapped(name=name, module=net, raw=net, optimizer=make_optimizer(net.parameters()), params=params,
                     make_optimizer=make_optimizer)

@@ -25,7 +25,7 @@ import os
 import torch
 
 from .base import Wrapped, _nbytes
-from .ddp import DDPStrategy, init_process_group
+from .ddp import DDPStrategy, init_process_group, sync_batchnorm
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -53,6 +53,11 @@ class DeepSpeedStrategy(DDPStrategy):
 
     def validate(self, cfg, source: str) -> None:
         from bigtrain.config import ConfigError
+        if self.zero_stage == 3 and cfg.grow.enabled:
+            raise ConfigError(
+                f"config error in {source}: key 'distributed.zero_stage': progressive growing rebuilds the engines "
+                "at each stage, which ZeRO-3's parameter partitioning (hooks on the module) does not survive; use "
+                "zero_stage 1 or 2, or set grow.start_res to null")
         penalties = [k for k in ("r1_gamma", "pl_weight", "gp_weight") if getattr(cfg.loss, k) > 0]
         if self.zero_stage == 3 and penalties:
             raise ConfigError(
@@ -81,6 +86,7 @@ class DeepSpeedStrategy(DDPStrategy):
     def wrap(self, name, net, make_optimizer, params=None):
         import deepspeed
         net.to(self.device)
+        sync_batchnorm(net)
         params = list(net.parameters() if params is None else params)
         # ZeRO flattens and partitions exactly the parameters it is given that require grad.
         w = Wrapped(name=name, module=net, raw=net, optimizer=None, params=params, make_optimizer=make_optimizer)

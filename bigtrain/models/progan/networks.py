@@ -95,12 +95,11 @@ class ProGANGenerator(Growable):
             self.blocks[f"b{res}"] = GeneratorBlock(in_dim if res == 4 else ch(res // 2), ch(res), res, cfg.pixel_norm)
             self.torgb[f"b{res}"] = EqualConv2d(ch(res), img_channels, 1)
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
-                update_emas: bool = False, noise_mode: str = "random", **unused) -> torch.Tensor:
-        """z [N, z_dim], c [N, c_dim] one-hot or None -> images [N, C, R, R] at the current stage.
-        ProGAN has no truncation trick (z is normalized, so scaling it changes nothing)."""
-        if truncation_psi != 1:
-            raise ValueError("ProGAN has no truncation trick (its z is pixel-normalized); use --trunc 1")
+    truncation_arg = None  # no truncation trick: z is pixel-normalized, so scaling it changes nothing
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, update_emas: bool = False,
+                noise_mode: str = "random", **unused) -> torch.Tensor:
+        """z [N, z_dim], c [N, c_dim] one-hot or None -> images [N, C, R, R] at the current stage."""
         x = normalize_2nd_moment(z.float()) if self.cfg.pixel_norm else z.float()
         if self.embed is not None:
             x = torch.cat([x, normalize_2nd_moment(self.embed(c.float()))], dim=1)

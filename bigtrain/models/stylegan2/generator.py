@@ -192,6 +192,8 @@ class SynthesisNetwork(nn.Module):
 
 
 class StyleGAN2Generator(Growable):
+    truncation_arg = "truncation_psi"  # what `bigtrain generate --trunc` sets
+
     @dataclasses.dataclass
     class Config:
         z_dim: int = 512  # Latent z dimensionality.

@@ -53,3 +53,11 @@ def test_deepspeed_grows_and_resumes_at_the_new_resolution(tmp_path):
     r = run_torchrun(2, ["train", path, "train.total_kimg=0.040"], timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "resumed from" in r.stdout and _final_state(tmp_path / "ds")["progress"]["nimg"] == 40
+
+
+def test_zero3_with_growing_is_refused_before_training(tmp_path):
+    cfg = _grow_config(tmp_path / "run")
+    cfg["loss"].update(r1_gamma=0.0, pl_weight=0.0)
+    cfg["distributed"] = {"strategy": "deepspeed", "zero_stage": 3}
+    r = run_cli(["train", write_config(tmp_path / "c.yaml", cfg)])
+    assert r.returncode == 2 and "distributed.zero_stage" in r.stderr and "progressive growing" in r.stderr

@@ -1,0 +1,181 @@
+"""BigGAN's layers: spectrally normalized linear and conv layers, batch norm whose statistics
+can be synchronized across ranks (cross-replica BN), class-conditional BN and self-attention.
+
+Spectral normalization (Miyato et al. 2018) divides a weight by an estimate of its largest
+singular value, kept in a buffer ``u`` and refined by power iteration in training mode. The
+iteration runs once per *change of the weight* (an optimizer step), not per forward call as in
+the paper's code: the estimate then does not depend on how many times a step calls the network,
+which keeps accumulation rounds and world sizes exactly equivalent.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SpectralNorm:
+    """Mixin for nn.Linear / nn.Conv2d: ``sn_weight()`` is the weight over its spectral norm."""
+
+    def _init_sn(self, num_iters: int = 1, eps: float = 1e-8) -> None:
+        self.sn_iters, self.sn_eps = num_iters, eps
+        out = self.weight.shape[0]
+        self.register_buffer("sn_u", F.normalize(torch.randn(out), dim=0, eps=eps))
+        self.register_buffer("sn_sigma", torch.ones([1]))  # the last estimate, for logging and tests
+        self._sn_seen_version = -1  # the weight's in-place version at the last power iteration
+        # Whether u is already refined for the current weight travels with the state dict
+        # (sn_fresh), so a resumed run iterates exactly when the uninterrupted one would have.
+        self.register_buffer("sn_fresh", torch.zeros([1]))
+        register = getattr(self, "register_state_dict_post_hook", None) or self._register_state_dict_hook
+        register(_sn_save_fresh)
+        self.register_load_state_dict_post_hook(_sn_load_fresh)
+
+    def sn_weight(self) -> torch.Tensor:
+        W = self.weight.flatten(1)
+        with torch.no_grad():
+            u = self.sn_u
+            if self.training and self.weight._version != self._sn_seen_version:
+                for _ in range(self.sn_iters):
+                    v = F.normalize(W.t() @ u, dim=0, eps=self.sn_eps)
+                    u = F.normalize(W @ v, dim=0, eps=self.sn_eps)
+                self.sn_u.copy_(u)
+                self._sn_seen_version = self.weight._version
+            v = F.normalize(W.t() @ u, dim=0, eps=self.sn_eps)
+        sigma = torch.dot(u, W @ v)  # differentiable in W, as in the paper
+        self.sn_sigma.copy_(sigma.detach().reshape(1))
+        return self.weight / sigma
+
+
+def _sn_save_fresh(module, state_dict, prefix, local_metadata) -> None:
+    fresh = module.weight._version == module._sn_seen_version
+    state_dict[prefix + "sn_fresh"] = torch.full([1], float(fresh), device=module.sn_fresh.device)
+
+
+def _sn_load_fresh(module, incompatible_keys) -> None:
+    module._sn_seen_version = module.weight._version if module.sn_fresh.item() == 1 else -1
+
+
+class SNLinear(nn.Linear, SpectralNorm):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, sn_iters: int = 1):
+        super().__init__(in_features, out_features, bias)
+        self._init_sn(sn_iters)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.sn_weight(), self.bias)
+
+
+class SNConv2d(nn.Conv2d, SpectralNorm):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True, sn_iters: int = 1):
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+        self._init_sn(sn_iters)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.sn_weight(), self.bias)
+
+
+class SNEmbedding(nn.Linear, SpectralNorm):
+    """Class embedding from a one-hot c (a bias-free linear map, spectrally normalized in D)."""
+
+    def __init__(self, num_classes: int, dim: int, sn: bool = True):
+        super().__init__(num_classes, dim, bias=False)
+        self.sn = sn
+        nn.init.normal_(self.weight, std=1.0)  # the rows are the embeddings
+        self._init_sn()
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        return F.linear(c, self.sn_weight() if self.sn else self.weight)
+
+
+class BatchNorm(nn.Module):
+    """Batch norm over [N, C, H, W] without affine parameters of its own (the conditional
+    gains and biases come from outside), with statistics that a distributed strategy can
+    synchronize over ranks: it sets ``all_reduce`` to a differentiable sum over the process
+    group, so every rank normalizes by the statistics of the global batch (cross-replica BN).
+
+    ``momentum=None`` accumulates a plain average over batches (used for standing statistics).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = False):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.zeros([], dtype=torch.long))
+        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
+        self.all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.enabled = True  # False: no normalization (affine parameters still apply)
+
+    def reset_running_stats(self) -> None:
+        self.running_mean.zero_()
+        self.running_var.fill_(1)
+        self.num_batches_tracked.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            y = x
+        else:
+            y = self._normalize(x)
+        if self.weight is not None:
+            y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return y
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            xf = x.float()
+            C = x.shape[1]
+            count = torch.full([1], xf.numel() / C, device=x.device)
+            stats = torch.cat([xf.sum(dim=[0, 2, 3]), xf.square().sum(dim=[0, 2, 3]), count])
+            if self.all_reduce is not None:
+                stats = self.all_reduce(stats)
+            n = stats[-1]
+            mean = stats[:C] / n
+            var = (stats[C:2 * C] / n - mean.square()).clamp(min=0)
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = 1 / self.num_batches_tracked.item() if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / (n - 1).clamp(min=1), m)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean.view(1, -1, 1, 1).to(x.dtype)) * torch.rsqrt(var + self.eps).view(1, -1, 1, 1).to(x.dtype)
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BN whose per-channel gain (1 + .) and bias are linear projections of a conditioning vector
+    (the shared class embedding and this block's latent chunk)."""
+
+    def __init__(self, num_features: int, cond_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.bn = BatchNorm(num_features, eps=eps)
+        self.gain = SNLinear(cond_dim, num_features, bias=False)
+        self.bias = SNLinear(cond_dim, num_features, bias=False)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gain = (1 + self.gain(cond)).view(x.shape[0], -1, 1, 1)
+        bias = self.bias(cond).view(x.shape[0], -1, 1, 1)
+        return self.bn(x) * gain + bias
+
+
+class SelfAttention(nn.Module):
+    """SAGAN self-attention: keys and values on a 2x max-pooled map, added with a learned gain
+    that starts at 0 (so the block starts as the identity)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.theta = SNConv2d(channels, channels // 8, 1, bias=False)
+        self.phi = SNConv2d(channels, channels // 8, 1, bias=False)
+        self.g = SNConv2d(channels, channels // 2, 1, bias=False)
+        self.o = SNConv2d(channels // 2, channels, 1, bias=False)
+        self.gamma = nn.Parameter(torch.zeros([1]))  # 1-d: DeepSpeed cannot broadcast 0-d parameters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        N, C, H, W = x.shape
+        theta = self.theta(x).flatten(2)                       # [N, C/8, HW]
+        phi = F.max_pool2d(self.phi(x), 2).flatten(2)          # [N, C/8, HW/4]
+        g = F.max_pool2d(self.g(x), 2).flatten(2)              # [N, C/2, HW/4]
+        attn = torch.softmax(theta.transpose(1, 2) @ phi, dim=-1)  # [N, HW, HW/4]
+        o = self.o((g @ attn.transpose(1, 2)).view(N, C // 2, H, W))
+        return x + self.gamma * o
