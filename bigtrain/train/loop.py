@@ -33,7 +33,7 @@ from bigtrain.train.config import TrainConfig
 from bigtrain.train.ema import ema_beta, update_ema
 from bigtrain.train.observe import Observer, TickStats, image_grid, peak_memory_gb
 from bigtrain.train.phases import build_phases, lazy_ratio
-from bigtrain.train.schedule import Stage, check_grow, resolutions, stage_at
+from bigtrain.train.schedule import Stage, check_grow, stage_at
 
 # Config sections that fix the networks' shapes: a checkpoint must agree on these.
 MODEL_KEYS = ("model", "generator", "discriminator")
@@ -90,7 +90,7 @@ class Trainer:
         except ValueError as e:
             raise ConfigError(f"config error in {config_source}: {e}") from None
         self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-        self._check_schedule(G, D, config_source)
+        check_grow(cfg.grow, cfg.train, R, G, D, cfg.model, self.env.world_size, config_source)
         self.stage = self._stage_at(0)
         self.loss = GANLoss(cfg.loss).to(self.device)
         if cfg.loss.pl_weight > 0 and not hasattr(G, "num_ws"):
@@ -139,22 +139,6 @@ class Trainer:
             for net in self.wrapped}
 
     # ---------------------------------------------------------------- progressive growing
-    def _check_schedule(self, G, D, source: str) -> None:
-        cfg = self.cfg
-        R = self.model_info["resolution"]
-        growable = getattr(G, "growable", False) and getattr(D, "growable", False)
-        check_grow(cfg.grow, R, growable, cfg.model, source)
-        if cfg.grow.enabled:
-            for name, net in (("generator", G), ("discriminator", D)):
-                if cfg.grow.start_res not in net.stage_resolutions():
-                    raise ConfigError(f"config error in {source}: key 'grow.start_res': the {cfg.model} {name} "
-                                      f"can start at {net.stage_resolutions()[0]} at the lowest, not "
-                                      f"{cfg.grow.start_res}")
-        for res in resolutions(cfg.grow, R):  # every stage's batch must split over the ranks
-            batch = cfg.grow.batch_size.get(str(res), cfg.train.batch_size)
-            key = f"grow.batch_size.{res}" if str(res) in cfg.grow.batch_size else "train.batch_size"
-            cfg.train.rounds(self.env.world_size, source, batch, key)
-
     def _stage_at(self, nimg: int) -> Stage:
         t = self.cfg.train
         return stage_at(nimg, self.cfg.grow, self.model_info["resolution"], t.batch_size, t.g_lr, t.d_lr)

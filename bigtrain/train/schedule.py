@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from bigtrain.config import require
+from bigtrain.config import ConfigError, require
 
 
 def _is_pow2(r: int) -> bool:
@@ -93,19 +93,26 @@ def stage_at(nimg: int, grow: GrowConfig, final_res: int, batch_size: int, g_lr:
                  grow.g_lr.get(key, g_lr), grow.d_lr.get(key, d_lr))
 
 
-def check_grow(grow: GrowConfig, final_res: int, growable: bool, family: str, source: str) -> None:
-    """Refuse, naming the key, a growing schedule that cannot run on this data and model."""
-    from bigtrain.config import ConfigError
-    if not grow.enabled:
-        return
-    if not growable:
-        raise ConfigError(f"config error in {source}: key 'grow.start_res': model family {family} does not "
-                          "support progressive growing; set it to null")
-    if grow.start_res >= final_res:
-        raise ConfigError(f"config error in {source}: key 'grow.start_res': {grow.start_res} must be below the "
-                          f"data resolution {final_res}")
-    for name in ("batch_size", "g_lr", "d_lr"):
-        for k in getattr(grow, name):
-            if not grow.start_res <= int(k) <= final_res:
-                raise ConfigError(f"config error in {source}: key 'grow.{name}.{k}': resolution {k} is outside "
-                                  f"the schedule {grow.start_res}..{final_res}")
+def check_grow(grow: GrowConfig, train, final_res: int, G, D, family: str, world_size: int, source: str) -> None:
+    """Refuse, naming the key, a schedule that cannot run on this data, model and world size:
+    growing a family that cannot grow, a start the networks do not have, tables outside the
+    schedule, a stage's batch that does not split over the ranks (``train`` is the LoopConfig)."""
+    def fail(key: str, msg: str):
+        raise ConfigError(f"config error in {source}: key '{key}': {msg}")
+
+    if grow.enabled:
+        if not (getattr(G, "growable", False) and getattr(D, "growable", False)):
+            fail("grow.start_res", f"model family {family} does not support progressive growing; set it to null")
+        if grow.start_res >= final_res:
+            fail("grow.start_res", f"{grow.start_res} must be below the data resolution {final_res}")
+        for name, net in (("generator", G), ("discriminator", D)):
+            if grow.start_res not in net.stage_resolutions():
+                fail("grow.start_res", f"the {family} {name} can start at {net.stage_resolutions()[0]} at the "
+                                       f"lowest, not {grow.start_res}")
+        for name in ("batch_size", "g_lr", "d_lr"):
+            for k in getattr(grow, name):
+                if not grow.start_res <= int(k) <= final_res:
+                    fail(f"grow.{name}.{k}", f"resolution {k} is outside the schedule {grow.start_res}..{final_res}")
+    for res in resolutions(grow, final_res):
+        key = f"grow.batch_size.{res}" if str(res) in grow.batch_size else "train.batch_size"
+        train.rounds(world_size, source, grow.batch_size.get(str(res), train.batch_size), key)

@@ -60,3 +60,10 @@ def test_accumulation_rounds_versus_one_batch(tmp_path, norm, exact):
         states.append(_final_state(tmp_path / name))
     d = max(_max_diff(states[0]["strategy"][n]["module"], states[1]["strategy"][n]["module"]) for n in ("G", "D"))
     assert (d < TOL) == exact, d
+
+
+def test_zero3_with_orthogonal_regularization_is_refused(tmp_path):
+    cfg = biggan_config(tmp_path / "run")
+    cfg["distributed"] = {"strategy": "deepspeed", "zero_stage": 3}
+    r = run_cli(["train", write_config(tmp_path / "c.yaml", cfg)])
+    assert r.returncode == 2 and "loss.ortho_weight" in r.stderr and "ZeRO-3" in r.stderr

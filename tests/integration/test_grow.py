@@ -19,7 +19,8 @@ def progan_config(run_dir, **sections) -> dict:
     cfg = tiny_config(run_dir, loss={"type": "wgan", "gp_weight": 10.0, "drift": 0.001, "r1_gamma": 0.0,
                                      "pl_weight": 0.0, "style_mixing_prob": 0.0, "augment": []},
                       train={"total_kimg": 0.072, "batch_size": 8, "ema_halflife_kimg": 0.01},
-                      grow={"start_res": 4, "fade_kimg": 0.016, "stable_kimg": 0.016, "batch_size": {"4": 16}},
+                      grow={"start_res": 4, "fade_kimg": 0.016, "stable_kimg": 0.016, "batch_size": {"4": 16},
+                            "g_lr": {"16": 0.0005}},
                       log={"tick_kimg": 0.008, "grid_size": 4, "progress_bar": False})
     cfg.update(PROGAN)
     for section, values in sections.items():
@@ -83,6 +84,8 @@ def test_cli_growing_run_logs_stages_and_keeps_grid_size(tmp_path):
     assert res == [4, 8, 8, 8, 8, 16, 16, 16]
     assert alpha == [1, 0, 0.5, 1, 1, 0, 0.5, 1]
     assert batch == [16, 8, 8, 8, 8, 8, 8, 8]
+    assert [e.value for e in acc.Scalars("LR/G")] == pytest.approx([0.001] * 5 + [0.0005] * 3)
+    assert [e.value for e in acc.Scalars("LR/D")] == pytest.approx([0.001] * 8)
     # Every grid has the full size: 2x2 images of 16x16 (+ 2px padding), whatever the stage.
     sizes = {Image.open(p).size for p in sorted((tmp_path / "run" / "samples").iterdir())}
     assert len(sizes) == 1

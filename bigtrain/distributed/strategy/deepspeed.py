@@ -58,6 +58,11 @@ class DeepSpeedStrategy(DDPStrategy):
                 f"config error in {source}: key 'distributed.zero_stage': progressive growing rebuilds the engines "
                 "at each stage, which ZeRO-3's parameter partitioning (hooks on the module) does not survive; use "
                 "zero_stage 1 or 2, or set grow.start_res to null")
+        if self.zero_stage == 3 and cfg.loss.ortho_weight > 0:
+            raise ConfigError(
+                f"config error in {source}: key 'distributed.zero_stage': orthogonal regularization "
+                "(loss.ortho_weight) reads G's weights outside its forward pass, where ZeRO-3 keeps them "
+                "partitioned; use zero_stage 1 or 2, or set loss.ortho_weight to 0")
         penalties = [k for k in ("r1_gamma", "pl_weight", "gp_weight") if getattr(cfg.loss, k) > 0]
         if self.zero_stage == 3 and penalties:
             raise ConfigError(

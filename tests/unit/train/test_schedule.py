@@ -57,10 +57,22 @@ def test_bad_values_name_the_key(data, key):
 
 
 def test_schedule_checks_against_the_data_and_model():
+    import types
+
+    from bigtrain.train.config import LoopConfig
+    net = types.SimpleNamespace(growable=True, stage_resolutions=lambda: [4, 8, 16])
+    still = types.SimpleNamespace(growable=False)
+    train = LoopConfig(batch_size=8)
+
+    def check(grow, G=net, D=net, world=1, train=train):
+        check_grow(grow, train, 16, G, D, "progan", world, "run.yaml")
+
     with pytest.raises(ConfigError, match="start_res.*below the data resolution 16"):
-        check_grow(GrowConfig(start_res=16), 16, True, "progan", "run.yaml")
+        check(GrowConfig(start_res=16))
     with pytest.raises(ConfigError, match="does not support progressive growing"):
-        check_grow(GrowConfig(start_res=4), 16, False, "biggan", "run.yaml")
+        check(GrowConfig(start_res=4), D=still)
     with pytest.raises(ConfigError, match=r"grow\.batch_size\.32.*outside the schedule 4\.\.16"):
-        check_grow(GrowConfig(start_res=4, batch_size={"32": 8}), 16, True, "progan", "run.yaml")
-    check_grow(GrowConfig(), 16, False, "biggan", "run.yaml")  # off: anything goes
+        check(GrowConfig(start_res=4, batch_size={"32": 8}))
+    with pytest.raises(ValueError, match=r"grow\.batch_size\.8=7 must equal world_size=2"):
+        check(GrowConfig(start_res=4, batch_size={"8": 7}), world=2)
+    check(GrowConfig(), G=still, D=still)  # off: anything goes
