@@ -82,7 +82,8 @@ class GANLoss(nn.Module):
 
     def compute(self, phase: Any, nets: Any, batch: dict[str, torch.Tensor], progress: Any = None) -> LossOutput:
         """``phase`` has .net ('G'|'D'), .terms ('main'|'reg'|'both') and .interval;
-        ``nets`` has callables .G and .D; ``batch`` has real_img (float, [-1, 1]), real_c,
+        ``nets`` has callables .G and .D (and .G_raw, the generator module itself, not its
+        distributed wrapper, for orthogonal regularization); ``batch`` has real_img (float, [-1, 1]), real_c,
         gen_z and gen_c."""
         c = self.cfg
         D = self._augmented(nets.D)
@@ -102,8 +103,7 @@ class GANLoss(nn.Module):
                 terms["Loss/G/main"] = loss.detach()
                 total = total + loss
                 if c.ortho_weight > 0:
-                    G = getattr(nets.G, "module", nets.G)  # the model itself under a DDP wrapper
-                    ortho = orthogonal_penalty(G.ortho_parameters())
+                    ortho = orthogonal_penalty(nets.G_raw.ortho_parameters())
                     terms["Loss/G/ortho"] = ortho.detach()
                     total = total + c.ortho_weight * ortho
             if do_reg and c.pl_weight > 0:

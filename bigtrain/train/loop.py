@@ -114,6 +114,9 @@ class Trainer:
             "D": self.strategy.wrap("D", D, self._make_optimizer("D"), active_parameters(D)),
         }
         self._build_phase_nets()
+        # Layers that track their weights across steps (spectral norm's power iteration) hear of each step.
+        self.step_hooks = {k: [m.weights_changed for m in w.raw.modules() if hasattr(m, "weights_changed")]
+                           for k, w in self.wrapped.items()}
         self.loss.reduce_mean = lambda t: self.strategy.all_reduce(t, "mean")
         self.progress = Progress()
         self.run_dir = cfg.run.dir
@@ -135,7 +138,8 @@ class Trainer:
         # Per phase: the trained net through its strategy wrapper, the other one plain (frozen,
         # or a sampler under no_grad), so a DDP/DeepSpeed wrapper only ever sees its own backward.
         self.phase_nets = {
-            net: types.SimpleNamespace(**{k: (w.module if k == net else w.raw) for k, w in self.wrapped.items()})
+            net: types.SimpleNamespace(**{k: (w.module if k == net else w.raw) for k, w in self.wrapped.items()},
+                                       G_raw=self.wrapped["G"].raw)
             for net in self.wrapped}
 
     # ---------------------------------------------------------------- progressive growing
@@ -230,6 +234,8 @@ class Trainer:
                 # .item() syncs with the device; it is the price of keeping NaNs out of the weights.
                 if self.strategy.all_reduce(finite, "min").item() == 1:
                     self.strategy.step(w)
+                    for notify in self.step_hooks[phase.net]:
+                        notify()
                 else:
                     self.strategy.zero_grad(w)
                     skipped.append(phase.name)

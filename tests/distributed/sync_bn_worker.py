@@ -1,7 +1,6 @@
 """Run by torchrun from test_biggan.py: cross-replica BN over 2 ranks x 4 samples, compared
 with one process's BN over the same 8 samples (outputs, input gradients, running statistics)."""
 import json
-import os
 import sys
 
 import torch

@@ -28,22 +28,38 @@ def test_cross_replica_bn_equals_single_process_bn(tmp_path):
     assert res["local_vs_global"] > 0.01  # a rank's own 4 samples would have given other outputs
 
 
-def test_ddp_biggan_two_ranks_equal_one(tmp_path):
-    one = biggan_config(tmp_path / "one")
-    r = run_cli(["train", write_config(tmp_path / "one.yaml", one)])
+@pytest.fixture(scope="module")
+def one_rank(tmp_path_factory):
+    d = tmp_path_factory.mktemp("biggan1")
+    r = run_cli(["train", write_config(d / "one.yaml", biggan_config(d / "one"))])
     assert r.returncode == 0, r.stderr
+    return d / "one"
+
+
+def test_ddp_biggan_two_ranks_equal_one(tmp_path, one_rank):
     two = biggan_config(tmp_path / "two", batch_gpu=4)
     two["distributed"] = {"strategy": "ddp"}
     r = run_torchrun(2, ["train", write_config(tmp_path / "two.yaml", two)], timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    s1, s2 = _final_state(tmp_path / "one"), _final_state(tmp_path / "two")
+    s1, s2 = _final_state(one_rank), _final_state(tmp_path / "two")
     assert s1["progress"]["nimg"] == s2["progress"]["nimg"] == 32
     for net in ("G", "D"):  # weights, BN running statistics and spectral-norm vectors alike
         d = _max_diff(s1["strategy"][net]["module"], s2["strategy"][net]["module"])
         assert d < TOL, f"{net} differs by {d}"
     # The tolerance is meaningful: training moved G well beyond it.
-    earlier = _final_state(tmp_path / "one", back=2)
+    earlier = _final_state(one_rank, back=2)
     assert _max_diff(s1["strategy"]["G"]["module"], earlier["strategy"]["G"]["module"]) > 50 * TOL
+
+
+def test_deepspeed_biggan_two_ranks_equal_one(tmp_path, one_rank):
+    """Cross-replica BN under ZeRO-2 engines: G_ema (bigtrain's, from the engines' weights) agrees."""
+    two = biggan_config(tmp_path / "ds", batch_gpu=4)
+    two["distributed"] = {"strategy": "deepspeed", "zero_stage": 2}
+    r = run_torchrun(2, ["train", write_config(tmp_path / "ds.yaml", two)], timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s1, s2 = _final_state(one_rank), _final_state(tmp_path / "ds")
+    assert s2["progress"]["nimg"] == 32
+    assert _max_diff(s1["nets"]["G_ema"], s2["nets"]["G_ema"]) < TOL
 
 
 @pytest.mark.parametrize("norm, exact", [("none", True), ("batch", False)])

@@ -3,9 +3,10 @@ can be synchronized across ranks (cross-replica BN), class-conditional BN and se
 
 Spectral normalization (Miyato et al. 2018) divides a weight by an estimate of its largest
 singular value, kept in a buffer ``u`` and refined by power iteration in training mode. The
-iteration runs once per *change of the weight* (an optimizer step), not per forward call as in
-the paper's code: the estimate then does not depend on how many times a step calls the network,
-which keeps accumulation rounds and world sizes exactly equivalent.
+iteration runs once per *optimizer step* (the trainer calls ``weights_changed()`` after each step
+of the net; the next training forward iterates), not per forward call as in the paper's code: the
+estimate then does not depend on how many times a step calls the network, which keeps accumulation
+rounds and world sizes exactly equivalent under every strategy.
 """
 from __future__ import annotations
 
@@ -24,37 +25,28 @@ class SpectralNorm:
         out = self.weight.shape[0]
         self.register_buffer("sn_u", F.normalize(torch.randn(out), dim=0, eps=eps))
         self.register_buffer("sn_sigma", torch.ones([1]))  # the last estimate, for logging and tests
-        self._sn_seen_version = -1  # the weight's in-place version at the last power iteration
-        # Whether u is already refined for the current weight travels with the state dict
-        # (sn_fresh), so a resumed run iterates exactly when the uninterrupted one would have.
+        # 1 when u is refined for the current weights; a buffer, so resume iterates exactly when
+        # the uninterrupted run would have.
         self.register_buffer("sn_fresh", torch.zeros([1]))
-        register = getattr(self, "register_state_dict_post_hook", None) or self._register_state_dict_hook
-        register(_sn_save_fresh)
-        self.register_load_state_dict_post_hook(_sn_load_fresh)
+
+    def weights_changed(self) -> None:
+        """Called after an optimizer step: the next training forward refines u."""
+        self.sn_fresh.zero_()
 
     def sn_weight(self) -> torch.Tensor:
         W = self.weight.flatten(1)
         with torch.no_grad():
             u = self.sn_u
-            if self.training and self.weight._version != self._sn_seen_version:
+            if self.training and self.sn_fresh.item() == 0:
                 for _ in range(self.sn_iters):
                     v = F.normalize(W.t() @ u, dim=0, eps=self.sn_eps)
                     u = F.normalize(W @ v, dim=0, eps=self.sn_eps)
                 self.sn_u.copy_(u)
-                self._sn_seen_version = self.weight._version
+                self.sn_fresh.fill_(1)
             v = F.normalize(W.t() @ u, dim=0, eps=self.sn_eps)
         sigma = torch.dot(u, W @ v)  # differentiable in W, as in the paper
         self.sn_sigma.copy_(sigma.detach().reshape(1))
         return self.weight / sigma
-
-
-def _sn_save_fresh(module, state_dict, prefix, local_metadata) -> None:
-    fresh = module.weight._version == module._sn_seen_version
-    state_dict[prefix + "sn_fresh"] = torch.full([1], float(fresh), device=module.sn_fresh.device)
-
-
-def _sn_load_fresh(module, incompatible_keys) -> None:
-    module._sn_seen_version = module.weight._version if module.sn_fresh.item() == 1 else -1
 
 
 class SNLinear(nn.Linear, SpectralNorm):

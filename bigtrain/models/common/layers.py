@@ -16,6 +16,11 @@ from torch import nn
 from bigtrain.ops import ACTIVATIONS, bias_act, conv2d_resample, setup_filter
 
 
+def channels_at(res: int, channel_base: int, channel_max: int) -> int:
+    """Channels of a layer at resolution ``res``: min(channel_base / res, channel_max)."""
+    return min(channel_base // res, channel_max)
+
+
 class EqualLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  activation: str = "linear", lr_multiplier: float = 1.0, bias_init: float = 0.0):

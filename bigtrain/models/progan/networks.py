@@ -24,11 +24,7 @@ from torch import nn
 
 from bigtrain.config import require
 from bigtrain.models.common.growing import Growable
-from bigtrain.models.common.layers import EqualConv2d, EqualLinear, MinibatchStd, normalize_2nd_moment
-
-
-def channels_at(res: int, channel_base: int, channel_max: int) -> int:
-    return min(channel_base // res, channel_max)
+from bigtrain.models.common.layers import EqualConv2d, EqualLinear, MinibatchStd, channels_at, normalize_2nd_moment
 
 
 def upsample_nearest(x: torch.Tensor) -> torch.Tensor:

@@ -12,12 +12,8 @@ from torch import nn
 
 from bigtrain.config import require
 from bigtrain.models.common.growing import Growable
-from bigtrain.models.common.layers import EqualLinear, block_precision, normalize_2nd_moment
+from bigtrain.models.common.layers import EqualLinear, block_precision, channels_at, normalize_2nd_moment
 from bigtrain.ops import ACTIVATIONS, bias_act, modulated_conv2d, setup_filter, upsample2d
-
-
-def channels_at(res: int, channel_base: int, channel_max: int) -> int:
-    return min(channel_base // res, channel_max)
 
 
 class MappingNetwork(nn.Module):

@@ -33,4 +33,4 @@ def test_config_command_prints_the_resolved_config(tmp_path):
     r = run_cli(["config", "configs/demo/fashion32.yaml", "train.total_kimg=3"],
                 cwd=os.path.join(os.path.dirname(DOC), ".."))
     assert r.returncode == 0, r.stderr
-    assert re.search(r"total_kimg: 3(\.0)?\n", r.stdout) and "channel_base: 1024" in r.stdout
+    assert re.search(r"total_kimg: 3(\.0)?\n", r.stdout) and "channel_base: 256" in r.stdout
