@@ -37,7 +37,7 @@ def _ortho_init(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def _check_arch(cfg, res_count: int) -> None:
+def _check_arch(cfg) -> None:
     require(cfg.ch >= 1, "ch", cfg.ch, "must be >= 1")
     require(all(m >= 1 for m in cfg.ch_mult), "ch_mult", cfg.ch_mult, "must be positive")
     require(all(r >= 4 and r & (r - 1) == 0 for r in cfg.attn_res), "attn_res", cfg.attn_res,
@@ -100,7 +100,7 @@ class BigGANGenerator(nn.Module):
         def __post_init__(self):
             require(self.z_dim >= 1, "z_dim", self.z_dim, "must be >= 1")
             require(self.shared_dim >= 1, "shared_dim", self.shared_dim, "must be >= 1")
-            _check_arch(self, len(self.ch_mult))
+            _check_arch(self)
 
     def __init__(self, cfg: "BigGANGenerator.Config", img_resolution: int, img_channels: int, c_dim: int = 0):
         super().__init__()
@@ -239,7 +239,7 @@ class BigGANDiscriminator(nn.Module):
         deep: bool = False  # BigGAN-deep: bottleneck blocks, two per resolution.
 
         def __post_init__(self):
-            _check_arch(self, len(self.ch_mult))
+            _check_arch(self)
 
     def __init__(self, cfg: "BigGANDiscriminator.Config", img_resolution: int, img_channels: int, c_dim: int = 0):
         super().__init__()
