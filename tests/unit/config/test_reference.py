@@ -1,8 +1,11 @@
 """docs/configuration.md is the generated reference, and every key in it is documented."""
 from __future__ import annotations
 
+import glob
 import os
 import re
+
+import pytest
 
 from bigtrain.cli import config_reference
 from bigtrain.config import iter_fields
@@ -34,3 +37,12 @@ def test_config_command_prints_the_resolved_config(tmp_path):
                 cwd=os.path.join(os.path.dirname(DOC), ".."))
     assert r.returncode == 0, r.stderr
     assert re.search(r"total_kimg: 3(\.0)?\n", r.stdout) and "channel_base: 256" in r.stdout
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(os.path.dirname(DOC), "..", "configs", "**", "*.yaml"),
+                                                  recursive=True)), ids=os.path.basename)
+def test_every_shipped_config_resolves(path):
+    from bigtrain.config import load_config
+    from bigtrain.train.config import TrainConfig
+    cfg = load_config(path, [], TrainConfig)
+    assert cfg.train.total_kimg > 0
