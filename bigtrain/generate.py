@@ -75,10 +75,11 @@ def standing_stats(G: torch.nn.Module, batches: int, batch: int = 32, device: st
     if not bns:
         return False
     saved = [m.momentum for m in bns]
+    G.eval()  # only the BN layers train: spectral norm and the rest stay as they are
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
-    G.train()
+        m.train()
     try:
         for i in range(batches):
             seeds = list(range(seed + i * batch, seed + (i + 1) * batch))

@@ -161,7 +161,7 @@ class Trainer:
             self._build_phase_nets()
             print0(f"stage: {stage.resolution}x{stage.resolution}"
                    f"{' fading in' if stage.fading else ''}, batch {stage.batch_size} from kimg {self.progress.kimg:g}")
-        if (stage.g_lr, stage.d_lr) != (previous.g_lr, previous.d_lr) or stage.key != previous.key:
+        if (stage.g_lr, stage.d_lr) != (previous.g_lr, previous.d_lr):
             for net, w in self.wrapped.items():
                 for group in w.optimizer.param_groups:
                     group.update(self._hparams(net))
@@ -370,6 +370,7 @@ class Trainer:
             "strategy": {k: self.strategy.state_dict(w, shard_folder) for k, w in self.wrapped.items()},
             "loss": self.loss.state_dict(),
             "progress": dataclasses.asdict(self.progress),
+            "stage": dataclasses.asdict(self.stage),  # of the last step: what the nets are wrapped for
             "rng": capture_rng(),
             "data": self.data.state_dict(),
         }
@@ -385,9 +386,10 @@ class Trainer:
     def load(self, path: str, config_source: str) -> None:
         state = load_state(path)
         check_model_config(state, to_dict(self.cfg), self.model_info, path, config_source)
-        # The stage (and so the wrapped parameter set) of the checkpoint's step, before loading.
+        # The stage (and so the wrapped parameter set) the checkpoint's last step ran at, before
+        # loading: the next step moves on to the stage of nimg, as the uninterrupted run would.
         self.progress = Progress(**state["progress"])
-        self._enter_stage(self._stage_at(self.progress.nimg))
+        self._enter_stage(Stage(**state["stage"]) if "stage" in state else self._stage_at(self.progress.nimg))
         try:
             self.G_ema.load_state_dict(state["nets"]["G_ema"])
             for k, w in self.wrapped.items():

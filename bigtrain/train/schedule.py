@@ -75,7 +75,7 @@ def stage_at(nimg: int, grow: GrowConfig, final_res: int, batch_size: int, g_lr:
     """The stage in force for an iteration starting after ``nimg`` images. Without growing,
     the full resolution at alpha 1 with the train section's batch and lrs."""
     res_list = resolutions(grow, final_res)
-    fade, stable = grow.fade_kimg * 1000, grow.stable_kimg * 1000
+    fade, stable = round(grow.fade_kimg * 1000), round(grow.stable_kimg * 1000)  # whole images
     if not grow.enabled:
         res, alpha = final_res, 1.0
     else:

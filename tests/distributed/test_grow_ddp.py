@@ -48,11 +48,14 @@ def test_deepspeed_grows_and_resumes_at_the_new_resolution(tmp_path):
     r = run_torchrun(2, ["train", path], timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "stage: 16x16 fading in" in r.stdout and "stage: 16x16, batch 8" in r.stdout
-    # The engines were rebuilt at each stage; the last checkpoint holds the 16x16 engine and
-    # resumes into it (a mismatched parameter set would fail to load).
-    r = run_torchrun(2, ["train", path, "train.total_kimg=0.040"], timeout=300)
+    # The engines were rebuilt at each stage. The checkpoint at 24 images sits on a boundary: its
+    # last step ran fading (16x16, alpha 0.5) and the next one is stable, with another parameter
+    # set. It resumes into the engine it was saved from, then moves on to the next stage.
+    ckpt = tmp_path / "ds" / "checkpoints" / "ckpt-000000000024.pt"
+    r = run_torchrun(2, ["train", path, "--resume", str(ckpt), "train.total_kimg=0.040"], timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "resumed from" in r.stdout and _final_state(tmp_path / "ds")["progress"]["nimg"] == 40
+    assert "resumed from" in r.stdout and "stage: 16x16, batch 8 from kimg 0.024" in r.stdout
+    assert _final_state(tmp_path / "ds")["progress"]["nimg"] == 40
 
 
 def test_zero3_with_growing_is_refused_before_training(tmp_path):

@@ -41,9 +41,11 @@ def test_resume_in_the_middle_of_a_fade_in_is_exact(tmp_path, make):
     first = _trainer(make(tmp_path / "split", train={"total_kimg": 0.024}), tmp_path, "first")
     ckpt = first.run()
     second = _trainer(make(tmp_path / "split"), tmp_path, "second", resume=ckpt)
-    # The resumed run continues at the same stage and alpha.
-    assert second.stage == straight._stage_at(24) and second.stage.alpha == 0.5
-    assert second.wrapped["D"].raw.alpha == second.G_ema.alpha == 0.5
+    # The resumed run is wrapped for the stage its checkpoint's last step ran at (alpha 0 at 16
+    # images); its first step continues at alpha 0.5, half way through the fade-in.
+    assert second.stage == first.stage and second.stage.alpha == 0.0
+    assert second.wrapped["D"].raw.alpha == second.G_ema.alpha == 0.0
+    assert second._stage_at(second.progress.nimg).alpha == 0.5
     second.run()
     a, b = straight.state_dict(), second.state_dict()
     assert a["progress"] == b["progress"] and straight.stage.resolution == 16

@@ -37,10 +37,13 @@ class SpectralNorm:
         W = self.weight.flatten(1)
         with torch.no_grad():
             u = self.sn_u
-            if self.training and self.sn_fresh.item() == 0:
+            if self.training:
+                # Iterate, and keep the result only if u is stale: no host sync on the flag.
+                new = u
                 for _ in range(self.sn_iters):
-                    v = F.normalize(W.t() @ u, dim=0, eps=self.sn_eps)
-                    u = F.normalize(W @ v, dim=0, eps=self.sn_eps)
+                    v = F.normalize(W.t() @ new, dim=0, eps=self.sn_eps)
+                    new = F.normalize(W @ v, dim=0, eps=self.sn_eps)
+                u = torch.where(self.sn_fresh.bool(), u, new)
                 self.sn_u.copy_(u)
                 self.sn_fresh.fill_(1)
             v = F.normalize(W.t() @ u, dim=0, eps=self.sn_eps)

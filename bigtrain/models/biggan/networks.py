@@ -149,6 +149,8 @@ class BigGANGenerator(nn.Module):
         ``truncation`` t is the truncation trick: z mapped onto a normal truncated to [-t, t]."""
         z = z.float()
         if truncation is not None:
+            if truncation <= 0:
+                raise ValueError(f"BigGAN's truncation threshold must be > 0, got {truncation}")
             z = truncate_z(z, truncation)
         y = self.shared(c.float()) if self.shared is not None else None
         if self.cfg.deep:

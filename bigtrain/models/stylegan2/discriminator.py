@@ -11,9 +11,9 @@ from torch import nn
 
 from bigtrain.config import require
 from bigtrain.models.common.growing import Growable
-from bigtrain.models.common.layers import EqualConv2d, EqualLinear, MinibatchStd, block_precision
+from bigtrain.models.common.layers import EqualConv2d, EqualLinear, MinibatchStd, block_precision, channels_at
 from bigtrain.ops import downsample2d
-from bigtrain.models.stylegan2.generator import MappingNetwork, channels_at
+from bigtrain.models.stylegan2.generator import MappingNetwork
 
 
 class DiscriminatorBlock(nn.Module):
