@@ -118,8 +118,9 @@ def cmd_bench_data(args) -> int:
 
 def cmd_bench_crops(args) -> int:
     from bigtrain.bench import make_crops
+    from bigtrain.distributed import print0
     n = make_crops(args.src, args.out, args.count, args.resolution, args.seed)
-    print(f"wrote {n} {args.resolution}x{args.resolution} crops to {args.out}")
+    print0(f"wrote {n} {args.resolution}x{args.resolution} crops to {args.out}")
     return 0
 
 

@@ -12,7 +12,7 @@ from bigtrain.config import build
 from bigtrain.models import get_family
 from bigtrain.models.common.growing import set_stage
 from bigtrain.models.sampling import latents_from_seeds, one_hot
-from bigtrain.train.schedule import stage_at
+from bigtrain.train.schedule import checkpoint_stage
 from bigtrain.train.observe import image_grid, save_png
 
 
@@ -27,8 +27,7 @@ def load_generator_from_checkpoint(path: str, device: str | torch.device = "cpu"
     G = get_family(info["family"]).build_generator(cfg.generator, info["resolution"], info["channels"], info["c_dim"])
     G.load_state_dict(state["nets"]["G_ema"])
     # A checkpoint taken while growing makes images at its stage (upsampled to full size here).
-    stage = stage_at(state["progress"]["nimg"], cfg.grow, info["resolution"], cfg.train.batch_size,
-                     cfg.train.g_lr, cfg.train.d_lr)
+    stage = checkpoint_stage(state, cfg, info["resolution"])
     set_stage(G, stage.resolution, stage.alpha)
     return G.eval().requires_grad_(False).to(device), info
 

@@ -33,7 +33,7 @@ from bigtrain.train.config import TrainConfig
 from bigtrain.train.ema import ema_beta, update_ema
 from bigtrain.train.observe import Observer, TickStats, image_grid, peak_memory_gb
 from bigtrain.train.phases import build_phases, lazy_ratio
-from bigtrain.train.schedule import Stage, check_grow, stage_at
+from bigtrain.train.schedule import Stage, check_grow, checkpoint_stage, stage_at
 
 # Config sections that fix the networks' shapes: a checkpoint must agree on these.
 MODEL_KEYS = ("model", "generator", "discriminator")
@@ -389,7 +389,7 @@ class Trainer:
         # The stage (and so the wrapped parameter set) the checkpoint's last step ran at, before
         # loading: the next step moves on to the stage of nimg, as the uninterrupted run would.
         self.progress = Progress(**state["progress"])
-        self._enter_stage(Stage(**state["stage"]) if "stage" in state else self._stage_at(self.progress.nimg))
+        self._enter_stage(checkpoint_stage(state, self.cfg, self.model_info["resolution"]))
         try:
             self.G_ema.load_state_dict(state["nets"]["G_ema"])
             for k, w in self.wrapped.items():

@@ -93,6 +93,16 @@ def stage_at(nimg: int, grow: GrowConfig, final_res: int, batch_size: int, g_lr:
                  grow.g_lr.get(key, g_lr), grow.d_lr.get(key, d_lr))
 
 
+def checkpoint_stage(state: dict, cfg, final_res: int) -> Stage:
+    """The stage a checkpoint's last step ran at (what its nets were wrapped and set for); older
+    checkpoints that did not record it get the schedule's stage for their nimg. ``cfg`` is the
+    TrainConfig."""
+    if "stage" in state:
+        return Stage(**state["stage"])
+    t = cfg.train
+    return stage_at(state["progress"]["nimg"], cfg.grow, final_res, t.batch_size, t.g_lr, t.d_lr)
+
+
 def check_grow(grow: GrowConfig, train, final_res: int, G, D, family: str, world_size: int, source: str) -> None:
     """Refuse, naming the key, a schedule that cannot run on this data, model and world size:
     growing a family that cannot grow, a start the networks do not have, tables outside the

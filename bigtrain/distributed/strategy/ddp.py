@@ -49,14 +49,30 @@ def init_process_group(env, device: torch.device, timeout_s: float = 1800) -> No
                             timeout=datetime.timedelta(seconds=timeout_s))
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """Differentiable all-reduce (sum): the gradient of a sum over ranks is the sum of the ranks'
+    gradients."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        out = t.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 def sync_batchnorm(net: torch.nn.Module) -> None:
     """Cross-replica batch norm: modules with an ``all_reduce`` slot (bigtrain's BatchNorm) get a
     differentiable sum over the process group, so their statistics are the global batch's.
     (torch's SyncBatchNorm refuses CPU tensors; this works with gloo and NCCL alike.)"""
-    from torch.distributed.nn.functional import all_reduce
     for m in net.modules():
         if hasattr(m, "all_reduce"):
-            m.all_reduce = all_reduce
+            m.all_reduce = _SumOverRanks.apply
 
 
 class DDPStrategy(Strategy):

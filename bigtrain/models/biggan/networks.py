@@ -22,11 +22,9 @@ from torch import nn
 
 from bigtrain.config import require
 
+from bigtrain.models.common.layers import upsample_nearest as _up
+
 from .layers import BatchNorm, ConditionalBatchNorm, SelfAttention, SNConv2d, SNEmbedding, SNLinear
-
-
-def _up(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=2, mode="nearest")
 
 
 def _ortho_init(module: nn.Module) -> None:

@@ -16,6 +16,11 @@ from torch import nn
 from bigtrain.ops import ACTIVATIONS, bias_act, conv2d_resample, setup_filter
 
 
+def upsample_nearest(x: torch.Tensor) -> torch.Tensor:
+    """2x nearest-neighbour upsampling (ProGAN's and BigGAN's)."""
+    return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+
 def channels_at(res: int, channel_base: int, channel_max: int) -> int:
     """Channels of a layer at resolution ``res``: min(channel_base / res, channel_max)."""
     return min(channel_base // res, channel_max)

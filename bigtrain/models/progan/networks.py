@@ -24,11 +24,8 @@ from torch import nn
 
 from bigtrain.config import require
 from bigtrain.models.common.growing import Growable
-from bigtrain.models.common.layers import EqualConv2d, EqualLinear, MinibatchStd, channels_at, normalize_2nd_moment
-
-
-def upsample_nearest(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=2, mode="nearest")
+from bigtrain.models.common.layers import (EqualConv2d, EqualLinear, MinibatchStd, channels_at, normalize_2nd_moment,
+                                           upsample_nearest)
 
 
 def _check_channels(cfg) -> None:

@@ -93,7 +93,7 @@ class StyleGAN2Discriminator(Growable):
         super().__init__(img_resolution)
         self.growable = growing
         self.cfg, self.c_dim = cfg, c_dim
-        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.img_channels = img_channels
         log2 = int(np.log2(img_resolution))
         self.block_resolutions = [2 ** i for i in range(log2, 2, -1)]
         ch = lambda r: channels_at(r, cfg.channel_base, cfg.channel_max)  # noqa: E731

@@ -214,7 +214,7 @@ class StyleGAN2Generator(Growable):
         super().__init__(img_resolution)
         self.cfg = cfg
         self.z_dim, self.c_dim, self.w_dim = cfg.z_dim, c_dim, cfg.w_dim
-        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.img_channels = img_channels
         self.synthesis = SynthesisNetwork(cfg.w_dim, img_resolution, img_channels, cfg.channel_base,
                                           cfg.channel_max, cfg.resample_filter, cfg.conv_clamp, cfg.use_noise)
         self.num_ws = self.synthesis.num_ws
