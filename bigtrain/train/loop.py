@@ -44,9 +44,17 @@ class TrainingDiverged(RuntimeError):
 
 
 class Interrupted(Exception):
-    def __init__(self, signum: int, checkpoint: str):
+    """Training stopped on a signal after writing a checkpoint. ``requeue``: some rank got
+    SIGUSR2, the signal Slurm sends before a time limit (and submitit on preemption), which
+    asks the job to put itself back in the queue."""
+
+    def __init__(self, signum: int, checkpoint: str | None, requeue: bool = False):
         super().__init__(f"stopped by signal {signum}; checkpoint {checkpoint}")
-        self.signum, self.checkpoint = signum, checkpoint
+        self.signum, self.checkpoint, self.requeue = signum, checkpoint, requeue
+
+
+# Signals that stop training cleanly: Ctrl+C, a scheduler's kill, Slurm's time-limit warning.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 @dataclasses.dataclass
@@ -128,7 +136,7 @@ class Trainer:
         self.grid_w = per_class
         self.grid_z = latents_from_seeds(list(range(n_grid)), G.z_dim, self.device)
         self.grid_c = one_hot(torch.arange(n_grid) // per_class if nc else None, nc, n_grid, self.device)
-        self._stop_signal: int | None = None
+        self._signals: set[int] = set()  # stop signals received, not yet acted on
         # Rank-local randomness (augmentation, noise inputs, style mixing) differs per rank.
         torch.manual_seed(cfg.run.seed * 1_000_003 + self.env.rank)
         if resume:
@@ -285,7 +293,7 @@ class Trainer:
             real = self.data.preview(cfg.log.grid_size).float() / 127.5 - 1
             obs.image("Samples/reals", image_grid(real), 0, os.path.join(self.run_dir, "reals.png"))
             self._samples(obs)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         stats = TickStats()
         tick_start, tick_start_nimg, t0 = time.time(), p.nimg, time.time()
         last_ckpt = None
@@ -294,13 +302,13 @@ class Trainer:
                 self.train_step(stats)
                 obs.advance(p.nimg)
                 done = p.nimg >= total_nimg
-                # Every rank stops after the same step, whichever rank the signal reached.
-                sig = self.strategy.all_reduce(torch.tensor(float(self._stop_signal or 0)), "max").item()
-                self._stop_signal = int(sig) or None
-                if self._stop_signal is not None:
+                # Every rank stops after the same step, whichever ranks the signal reached.
+                flags = torch.tensor([float(max(self._signals, default=0)), float(signal.SIGUSR2 in self._signals)])
+                signum, requeue = (int(v) for v in self.strategy.all_reduce(flags, "max").tolist())
+                if signum:
                     path = self.save()
-                    obs.line(f"signal {self._stop_signal}: checkpoint written to {path}; exiting")
-                    raise Interrupted(self._stop_signal, path)
+                    obs.line(f"signal {signum}: checkpoint written to {path}; exiting")
+                    raise Interrupted(signum, path, requeue=bool(requeue))
                 if not done and p.nimg < tick_start_nimg + tick_nimg:
                     continue
                 # Maintenance tick.
@@ -342,10 +350,12 @@ class Trainer:
         return last_ckpt
 
     def _on_signal(self, signum, frame) -> None:
-        if self._stop_signal is not None:
-            raise KeyboardInterrupt  # a second signal: stop now
-        self._stop_signal = signum
-        print0(f"received signal {signum}: finishing this step, then writing a checkpoint (send again to abort)")
+        if signum == signal.SIGINT and signum in self._signals:
+            raise KeyboardInterrupt  # Ctrl+C twice: stop now
+        # A repeated SIGTERM/SIGUSR2 changes nothing: Slurm and torchrun may both deliver one.
+        if not self._signals:
+            print0(f"received signal {signum}: finishing this step, then writing a checkpoint (Ctrl+C twice aborts)")
+        self._signals.add(signum)
 
     @torch.no_grad()
     def _samples(self, obs: Observer) -> None:
@@ -371,7 +381,8 @@ class Trainer:
             "loss": self.loss.state_dict(),
             "progress": dataclasses.asdict(self.progress),
             "stage": dataclasses.asdict(self.stage),  # of the last step: what the nets are wrapped for
-            "rng": capture_rng(),
+            # Every rank's generators: augmentation, noise and style mixing draw per rank.
+            "rng": self.strategy.all_gather_object(capture_rng()),
             "data": self.data.state_dict(),
         }
 
@@ -402,7 +413,15 @@ class Trainer:
             for group in w.optimizer.param_groups:
                 group.update(self._hparams(net))
         self.loss.load_state_dict(state["loss"])
-        restore_rng(state["rng"])
+        rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # older: rank 0's only
+        if len(rng) == self.env.world_size:
+            restore_rng(rng[self.env.rank])  # exact: each rank carries on with its own stream
+        else:
+            # Another world size: rank 0's state, and fresh per-rank streams so ranks do not repeat
+            # each other's augmentation and noise.
+            restore_rng(rng[0])
+            if self.env.rank:
+                torch.manual_seed(self.cfg.run.seed * 1_000_003 + self.env.rank + 7919 * self.progress.step)
         self.data.load_state_dict(state["data"])
         print0(f"resumed from {path} at kimg {self.progress.kimg:.3f}")
 

@@ -183,3 +183,7 @@ class Strategy(abc.ABC):
 
     def barrier(self) -> None:
         """Wait for every rank."""
+
+    def all_gather_object(self, obj: Any) -> list:
+        """Every rank's ``obj``, in rank order, on every rank (picklable objects)."""
+        return [obj]

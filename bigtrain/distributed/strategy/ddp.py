@@ -121,3 +121,8 @@ class DDPStrategy(Strategy):
 
     def barrier(self) -> None:
         dist.barrier()
+
+    def all_gather_object(self, obj) -> list:
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
