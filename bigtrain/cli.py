@@ -1,4 +1,4 @@
-"""`bigtrain train | pack | generate | bench | config`: one entry point under python, torchrun,
+"""`bigtrain train | submit | pack | generate | bench | config`: one entry point under python, torchrun,
 srun or submitit."""
 from __future__ import annotations
 
@@ -15,30 +15,31 @@ def _load_train_config(path: str, overrides: list[str]):
 
 
 def cmd_train(args) -> int:
-    from bigtrain.checkpoint import resolve_resume
-    from bigtrain.distributed import print0
-    from bigtrain.train.loop import Trainer
+    from bigtrain.train.run import train
 
     cfg = _load_train_config(args.config, args.overrides)
     source = args.config + (f" + overrides {' '.join(args.overrides)}" if args.overrides else "")
-    newest = resolve_resume("auto", cfg.run.dir)
-    resume = None
-    if args.resume != "none":
-        resume = newest if args.resume == "auto" else resolve_resume(args.resume, cfg.run.dir)
-    elif newest:
-        raise ValueError(f"run dir {cfg.run.dir} already holds checkpoints; resume with --resume auto "
-                         f"or choose a new run.dir=...")
-    trainer = Trainer(cfg, resume=resume, config_source=source)
-    if trainer.progress.nimg >= cfg.train.total_kimg * 1000:
-        print0(f"training already complete: kimg {trainer.progress.kimg:.1f} >= train.total_kimg="
-               f"{cfg.train.total_kimg}; newest checkpoint {newest}")
+    train(cfg, args.resume, source)
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from bigtrain.slurm import Resources, status, submit
+
+    if args.status:
+        if args.config:
+            raise ValueError("--status RUN_DIR takes no CONFIG")
+        status(args.status)
         return 0
-    try:
-        path = trainer.run()
-    finally:
-        trainer.strategy.teardown()
-    if path:
-        print0(f"done: final checkpoint {path}; samples in {os.path.join(cfg.run.dir, 'samples')}")
+    if not args.config:
+        raise ValueError("give a CONFIG.yaml to submit, or --status RUN_DIR")
+    cfg = _load_train_config(args.config, args.overrides)
+    source = args.config + (f" + overrides {' '.join(args.overrides)}" if args.overrides else "")
+    res = Resources(nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
+                    partition=args.partition, time=args.time, account=args.account, qos=args.qos,
+                    constraint=args.constraint, mem=args.mem, cpus_per_task=args.cpus_per_task,
+                    max_requeues=args.max_requeues, signal_delay_s=args.signal_delay, job_name=args.job_name)
+    submit(cfg, source, res, dry_run=args.dry_run)
     return 0
 
 
@@ -157,6 +158,30 @@ def make_parser() -> argparse.ArgumentParser:
                    help="auto (newest checkpoint in run.dir, if any; the default), none, or a checkpoint file/folder")
     t.set_defaults(fn=cmd_train)
 
+    s = sub.add_parser("submit", help="submit a training run to Slurm (submitit): one task per GPU, checkpoint "
+                                      "and requeue before the time limit; or --status RUN_DIR")
+    s.add_argument("config", nargs="?", help="YAML run config; run.dir must be on storage every node sees")
+    s.add_argument("overrides", nargs="*", help="key.sub=value overrides, as for train")
+    s.add_argument("--status", metavar="RUN_DIR", help="show the run's newest job: Slurm state, attempts, checkpoint, logs")
+    s.add_argument("--nodes", type=int, default=1)
+    s.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per node, one task each (default 1); "
+                   "0 for CPU nodes, with --tasks-per-node")
+    s.add_argument("--tasks-per-node", type=int, default=None, help="default: --gpus-per-node")
+    s.add_argument("--partition")
+    s.add_argument("--time", default="24:00:00", help="time limit: minutes, H:MM:SS or D-HH:MM:SS (default 24:00:00)")
+    s.add_argument("--account")
+    s.add_argument("--qos")
+    s.add_argument("--constraint")
+    s.add_argument("--mem", help="memory per node as sbatch takes it: 64G, 500M, 0 = all")
+    s.add_argument("--cpus-per-task", type=int, help="also the torch threads per rank unless run.num_threads is set")
+    s.add_argument("--max-requeues", type=int, default=10,
+                   help="requeue after a time-limit signal at most this many times (default 10)")
+    s.add_argument("--signal-delay", type=int, default=120, metavar="SECONDS",
+                   help="Slurm sends SIGUSR2 this long before the time limit (default 120)")
+    s.add_argument("--job-name", help="default: bigtrain-<run dir name>")
+    s.add_argument("--dry-run", action="store_true", help="print the sbatch script instead of submitting it")
+    s.set_defaults(fn=cmd_submit)
+
     k = sub.add_parser("pack", help="pack images into WebDataset tar shards + dataset.json")
     k.add_argument("src", help="folder of images (recursive), .zip, .npz (uint8 'x', 'y'), or IDX folder/file")
     k.add_argument("out_dir", help="output folder for NAME-000000.tar ... and dataset.json")
@@ -258,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as e:
         from bigtrain.data import DataError
+        from bigtrain.slurm import SubmitError
         from bigtrain.train.loop import Interrupted, TrainingDiverged
         if isinstance(e, DataError):
             print(f"bigtrain: data error: {e}", file=sys.stderr)
@@ -267,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
             return 3
         if isinstance(e, Interrupted):
             return 128 + e.signum
+        if isinstance(e, SubmitError):
+            print(f"bigtrain: {e}", file=sys.stderr)
+            return 5
         raise
 
 

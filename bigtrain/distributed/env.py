@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,8 +22,10 @@ class DistEnv:
 
     @classmethod
     def from_environ(cls, environ: dict | None = None) -> "DistEnv":
-        """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; srun without torchrun sets SLURM_PROCID,
-        SLURM_NTASKS and SLURM_LOCALID. Anything else is a single process."""
+        """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; srun without torchrun (and so a job from
+        `bigtrain submit`) sets SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID, and the rendezvous
+        is the allocation's first host at a port derived from the job id unless MASTER_ADDR /
+        MASTER_PORT say otherwise. Anything else is a single process."""
         e = os.environ if environ is None else environ
         if "RANK" in e and "WORLD_SIZE" in e:
             return cls(rank=int(e["RANK"]), local_rank=int(e.get("LOCAL_RANK", 0)),
@@ -34,6 +37,23 @@ class DistEnv:
             return cls(rank=int(e["SLURM_PROCID"]), local_rank=int(e.get("SLURM_LOCALID", 0)),
                        world_size=int(e["SLURM_NTASKS"]),
                        local_world_size=int(e.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0]),
-                       master_addr=e.get("MASTER_ADDR", "127.0.0.1"),
-                       master_port=int(e.get("MASTER_PORT", 29500)), launcher="slurm")
+                       master_addr=e.get("MASTER_ADDR") or first_host(e.get("SLURM_JOB_NODELIST", "127.0.0.1")),
+                       master_port=int(e.get("MASTER_PORT") or slurm_port(e)), launcher="slurm")
         return cls()
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a Slurm node list: "gpu[03-05,7],cpu1" -> "gpu03"."""
+    m = re.match(r"([^,\[]+)(?:\[([^,\]-]+))?", nodelist.strip())
+    if not m:
+        raise ValueError(f"cannot read a host from the Slurm node list {nodelist!r}")
+    return m.group(1) + (m.group(2) or "")
+
+
+def slurm_port(environ) -> int:
+    """A rendezvous port every task of a job derives alike: from the job id, in 20000-29999
+    (below Linux's ephemeral range), moved on each requeue so that a restart never meets the
+    previous attempt's socket."""
+    job = int(environ.get("SLURM_JOB_ID", 0))
+    restart = int(environ.get("SLURM_RESTART_COUNT", 0))
+    return 20000 + (job * 16 + restart) % 10000
