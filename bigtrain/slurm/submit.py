@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -109,7 +110,11 @@ def _jobs(run_dir: str) -> list[dict]:
 
 def _queued_state(job_id: str) -> str | None:
     """"PENDING (Priority)", "RUNNING (None)", ... while Slurm still has the job in its queue, else None."""
-    out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T (%r)"], capture_output=True, text=True)
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T (%r)"], capture_output=True, text=True,
+                             timeout=60)
+    except FileNotFoundError:
+        return None
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
@@ -139,6 +144,8 @@ def submit(cfg: TrainConfig, source: str, res: Resources, dry_run: bool = False,
         out(f"# dry run: not submitted. {world} rank(s); run dir {run_dir}; logs in {folder}")
         out(_make_sbatch_string(command=command, folder=folder, **params))
         return None
+    if not shutil.which("sbatch") or not shutil.which("srun"):
+        raise SubmitError("no Slurm client here: sbatch/srun are not on PATH (--dry-run works without them)")
     for job in _jobs(run_dir)[-1:]:
         state = _queued_state(job["job_id"])
         if state:

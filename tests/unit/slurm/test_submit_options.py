@@ -2,6 +2,10 @@
 sbatch script of a dry run, and what is refused before anything is queued."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from bigtrain.distributed import DistEnv
@@ -87,3 +91,12 @@ def test_resources_default_to_one_task_per_gpu():
 def test_status_of_a_run_dir_without_a_job_says_so(tmp_path):
     r = run_cli(["submit", "--status", str(tmp_path)])
     assert r.returncode == 2 and "no job was submitted" in r.stderr
+
+
+def test_submit_without_a_slurm_client_says_so(tmp_path):
+    cfg = tiny_config(tmp_path / "run", distributed={"strategy": "ddp"})
+    path = write_config(tmp_path / "c.yaml", cfg)
+    # PATH holds only the interpreter's folder: no sbatch, no srun.
+    r = subprocess.run([sys.executable, "-m", "bigtrain", "submit", path, "--gpus-per-node", "2"], capture_output=True,
+                       text=True, env=dict(os.environ, PATH=os.path.dirname(sys.executable)), timeout=300)
+    assert r.returncode == 5 and "no Slurm client here" in r.stderr, r.stderr
