@@ -1,10 +1,29 @@
 """bigtrain: distributed training for large GANs (StyleGAN2, ProGAN, BigGAN)."""
+import glob
+import os
 import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 version = re.search(r'__version__ = "([^"]+)"', Path("bigtrain/__init__.py").read_text()).group(1)
+
+# Ahead-of-time CUDA kernels: BIGTRAIN_BUILD_KERNELS=1 pip install --no-build-isolation -e .
+# (needs a CUDA build of torch and nvcc; TORCH_CUDA_ARCH_LIST picks the GPUs). Without it the
+# kernels are compiled on first use into a cache (docs/kernels.md).
+ext_modules, cmdclass = [], {}
+if os.environ.get("BIGTRAIN_BUILD_KERNELS") == "1":
+    from torch.utils.cpp_extension import BuildExtension, CUDAExtension
+
+    # CUDA 13 torch wheels carry the CUDA headers in nvidia/cu*/include.
+    includes = sorted(glob.glob(os.path.join(os.path.dirname(__import__("torch").__file__), "..", "nvidia", "cu*",
+                                             "include")))
+    flags = [f for inc in includes for f in ("-isystem", inc)]
+    ext_modules = [CUDAExtension(f"bigtrain._kernel_{name}", [f"kernels/{name}.cu"],
+                                 extra_compile_args={"cxx": ["-O3", *flags],
+                                                     "nvcc": ["-O3", "--expt-relaxed-constexpr", *flags]})
+                   for name in ("upfirdn2d", "bias_act", "modconv")]
+    cmdclass = {"build_ext": BuildExtension}
 
 setup(
     name="bigtrain",
@@ -32,4 +51,6 @@ setup(
         "test": ["pytest>=8.0,<10", "pytest-timeout>=2.3,<3", "scipy>=1.11,<2", "deepspeed>=0.19,<0.20"],
     },
     entry_points={"console_scripts": ["bigtrain=bigtrain.cli:main"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
 )

@@ -1,4 +1,4 @@
-"""`bigtrain train | submit | pack | generate | bench | config`: one entry point under python, torchrun,
+"""`bigtrain train | submit | pack | generate | bench | kernels | config`: one entry point under python, torchrun,
 srun or submitit."""
 from __future__ import annotations
 
@@ -122,6 +122,44 @@ def cmd_bench_crops(args) -> int:
     from bigtrain.distributed import print0
     n = make_crops(args.src, args.out, args.count, args.resolution, args.seed)
     print0(f"wrote {n} {args.resolution}x{args.resolution} crops to {args.out}")
+    return 0
+
+
+def cmd_kernels(args) -> int:
+    """Build the CUDA kernels (into the cache, or only compile-check them), then check parity."""
+    import time
+
+    from bigtrain.ops._build import SOURCES, build
+
+    if args.arch:
+        os.environ["TORCH_CUDA_ARCH_LIST"] = args.arch
+    names = args.only or list(SOURCES)
+    for name in names:
+        t0 = time.time()
+        module = build(name, verbose=args.verbose)  # KernelBuildError carries the compiler log
+        how = "loaded from the cache" if module.bigtrain_cached else "compiled"
+        print(f"{name}: {how} in {time.time() - t0:.0f} s: {module.__file__}")
+    if args.build_only:
+        return 0
+    import torch
+    if not torch.cuda.is_available():
+        print("no GPU visible: built, but the parity check needs one (use --build-only to only build)")
+        return 6
+    from bigtrain.ops.kernel_check import check, format_rows
+    rows = check("cuda", kernels=set(names))
+    print(format_rows(rows))
+    failed = [r for r in rows if not r.ok]
+    print(f"{len(rows) - len(failed)} of {len(rows)} checks within their limits")
+    return 1 if failed else 0
+
+
+def cmd_bench_kernels(args) -> int:
+    from bigtrain.bench import bench_kernels, format_kernel_table
+    result = bench_kernels(tuple(args.resolutions), iters=args.iters)
+    print(format_kernel_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
     return 0
 
 
@@ -252,6 +290,19 @@ def make_parser() -> argparse.ArgumentParser:
     bc.add_argument("--resolution", type=int, default=256)
     bc.add_argument("--seed", type=int, default=0)
     bc.set_defaults(fn=cmd_bench_crops)
+    kn = sub.add_parser("kernels", help="build the CUDA kernels and check them against the PyTorch reference")
+    kn.add_argument("--check", action="store_true", help="build, then run the parity table (the default action)")
+    kn.add_argument("--build-only", action="store_true", help="only compile (no GPU needed with --arch)")
+    kn.add_argument("--arch", help="TORCH_CUDA_ARCH_LIST to build for, e.g. 9.0 (default: the visible GPUs)")
+    kn.add_argument("--only", nargs="+", choices=["upfirdn2d", "bias_act", "modconv"], help="a subset of the kernels")
+    kn.add_argument("--verbose", action="store_true", help="show the compiler commands")
+    kn.set_defaults(fn=cmd_kernels)
+
+    bk = bsub.add_parser("kernels", help="GPU: each CUDA kernel vs the reference and the copy-bandwidth floor")
+    bk.add_argument("--resolutions", type=int, nargs="+", default=[256, 1024], help="StyleGAN2 sizes (default 256 1024)")
+    bk.add_argument("--iters", type=int, default=20)
+    bk.add_argument("--json", help="also write the result as JSON here")
+    bk.set_defaults(fn=cmd_bench_kernels)
     c = sub.add_parser("config", help="print a config as resolved (defaults, preset, file, overrides)")
     c.add_argument("config", nargs="?")
     c.add_argument("overrides", nargs="*")
@@ -282,21 +333,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bigtrain: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
-        from bigtrain.data import DataError
-        from bigtrain.slurm import SubmitError
-        from bigtrain.train.loop import Interrupted, TrainingDiverged
-        if isinstance(e, DataError):
-            print(f"bigtrain: data error: {e}", file=sys.stderr)
-            return 4
-        if isinstance(e, TrainingDiverged):
-            print(f"bigtrain: {e}", file=sys.stderr)
-            return 3
-        if isinstance(e, Interrupted):
-            return 128 + e.signum
-        if isinstance(e, SubmitError):
-            print(f"bigtrain: {e}", file=sys.stderr)
-            return 5
+        for cls in type(e).__mro__:
+            if cls.__module__.startswith("bigtrain.") and cls.__name__ in _ERRORS:
+                if cls.__name__ == "Interrupted":
+                    return 128 + e.signum  # a checkpoint was written; nothing more to say
+                code, prefix = _ERRORS[cls.__name__]
+                print(f"bigtrain: {prefix}{e}", file=sys.stderr)
+                return code
         raise
+
+
+# bigtrain's own errors: exit code and message prefix. Matched by name along the exception's
+# classes, so handling one never imports the others' modules (whose dependencies, e.g. submitit
+# or pillow, a kernels-only environment may lack).
+_ERRORS = {"DataError": (4, "data error: "), "TrainingDiverged": (3, ""), "SubmitError": (5, ""),
+           "KernelBuildError": (6, ""), "Interrupted": (None, "")}
 
 
 if __name__ == "__main__":

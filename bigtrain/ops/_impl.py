@@ -1,22 +1,45 @@
-"""Choice between the plain-PyTorch reference ops and the (future) CUDA kernels.
+"""Choice between the plain-PyTorch reference ops and the CUDA kernels.
 
-Every public op takes ``impl="auto" | "ref" | "cuda"`` and calls
-:func:`resolve_impl` once. The CUDA kernels (``kernels/`` plus a loader in
-``bigtrain/ops/_build.py``) do not exist yet, so this module is deliberately
-tiny: the loader only has to replace :func:`_cuda_available`.
+Every public op takes ``impl="auto" | "ref" | "cuda"`` and calls :func:`resolve_impl` once:
+
+* ``ref``: the plain-PyTorch reference (any device).
+* ``cuda``: the kernel; an error when the input is not on a GPU or the kernel does not build
+  (the error carries the compiler log).
+* ``auto``: the kernel for CUDA inputs once it has built and passed a quick parity check
+  against the reference in this process; otherwise the reference, with one warning on rank 0
+  saying why. CPU inputs always take the reference, silently.
+
+``BIGTRAIN_KERNELS=off`` makes ``auto`` use the reference everywhere.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 IMPLS = ("auto", "ref", "cuda")
+KERNEL_OF = {"upfirdn2d": "upfirdn2d", "bias_act": "bias_act", "modulated_conv2d": "modconv"}
+
+_auto_ok: dict[str, bool] = {}
 
 
-def _cuda_available(x: torch.Tensor, op: str) -> bool:
-    # Placeholder for the kernel loader; no compiled kernels ship in this build.
-    del x, op
-    return False
+def _auto_kernel_ok(kernel: str) -> bool:
+    """Build, then check on small random inputs, once per process; warn once if not usable."""
+    if kernel not in _auto_ok:
+        from bigtrain.distributed import print0
+        from bigtrain.ops._build import KernelBuildError, load
+        from bigtrain.ops.kernel_check import quick_parity
+
+        try:
+            load(kernel)
+            problem = quick_parity(kernel)
+        except KernelBuildError as e:
+            problem = f"it did not build ({str(e).splitlines()[0]}; impl='cuda' shows the full log)"
+        _auto_ok[kernel] = problem is None
+        if problem:
+            print0(f"warning: CUDA kernel '{kernel}' is not used, the PyTorch reference runs instead: {problem}")
+    return _auto_ok[kernel]
 
 
 def resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:
@@ -25,7 +48,7 @@ def resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:
     Args:
         impl: ``"auto"`` (fastest available), ``"ref"`` (plain PyTorch) or
             ``"cuda"`` (custom kernels; error if they cannot be used).
-        x: The op's main input; lets a kernel loader check device and dtype.
+        x: The op's main input; its device decides.
         op: Name of the calling op, used in error messages.
 
     Returns:
@@ -35,10 +58,12 @@ def resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:
         raise ValueError(f"{op}: unknown impl={impl!r}; expected one of {', '.join(map(repr, IMPLS))}")
     if impl == "ref":
         return "ref"
-    available = _cuda_available(x, op)
-    if impl == "cuda" and not available:
-        raise RuntimeError(
-            f"{op}: impl='cuda' requested but bigtrain's CUDA kernels are not available in this build; "
-            "use impl='auto' or 'ref'"
-        )
-    return "cuda" if available else "ref"
+    if impl == "cuda":
+        if not x.is_cuda:
+            raise RuntimeError(f"{op}: impl='cuda' needs CUDA tensors, got one on {x.device}; use impl='auto' or 'ref'")
+        from bigtrain.ops._build import load
+        load(KERNEL_OF[op])  # raises KernelBuildError with the compiler log
+        return "cuda"
+    if not x.is_cuda or os.environ.get("BIGTRAIN_KERNELS") == "off":
+        return "ref"
+    return "cuda" if _auto_kernel_ok(KERNEL_OF[op]) else "ref"

@@ -89,8 +89,9 @@ def bias_act(
     alpha = spec.def_alpha if alpha is None else float(alpha)
     gain = spec.def_gain if gain is None else float(gain)
     clamp = -1.0 if clamp is None else float(clamp)
-    resolved = resolve_impl(impl, x, "bias_act")
-    assert resolved == "ref", resolved
+    if resolve_impl(impl, x, "bias_act") == "cuda":
+        from bigtrain.ops._cuda import bias_act_cuda
+        return bias_act_cuda(x, b, dim, act, alpha, gain, clamp)
     return _bias_act_ref(x, b, dim, spec, alpha, gain, clamp)
 
 

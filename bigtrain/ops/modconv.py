@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from bigtrain.ops._impl import resolve_impl
 from bigtrain.ops.conv2d_resample import _conv2d_resample_ref, conv2d_resample
 from bigtrain.ops.upfirdn2d import IntPair, Padding
 
@@ -47,6 +48,7 @@ def modulated_conv2d(
     demodulate: bool = True,
     flip_weight: bool = True,
     fused_modconv: bool = True,
+    impl: str = "auto",
 ) -> torch.Tensor:
     """StyleGAN2-style modulated convolution.
 
@@ -81,6 +83,9 @@ def modulated_conv2d(
         demodulate: Normalise each output channel's per-sample weight.
         flip_weight: As in :func:`conv2d_resample`.
         fused_modconv: Choose the grouped-conv path (see above).
+        impl: ``"auto"``, ``"ref"`` or ``"cuda"``: the CUDA kernel builds the fused path's
+            per-sample weights (modulation and demodulation in one pass); the convolution
+            itself is cuDNN's either way.
 
     Returns:
         ``[N, O, H_out, W_out]`` tensor in ``x``'s dtype.
@@ -99,8 +104,9 @@ def modulated_conv2d(
         weight = (w32 / w_scale).to(x.dtype)
         styles = (s32 / s_scale).to(x.dtype)
 
+    use_kernel = fused_modconv and resolve_impl(impl, x, "modulated_conv2d") == "cuda"
     dcoefs: torch.Tensor | None = None
-    if demodulate:
+    if demodulate and not use_kernel:
         # Squared sums in float32 at least; float16 sums of I*k*k terms lose too much.
         acc = torch.promote_types(x.dtype, torch.float32)
         dcoefs = _demod_coefs(weight.to(acc), styles.to(acc)).to(x.dtype)  # [N, O]
@@ -114,9 +120,13 @@ def modulated_conv2d(
             x = x + noise.to(x.dtype)
         return x
 
-    w = weight[None] * styles[:, None, :, None, None]  # [N, O, I, kh, kw]
-    if dcoefs is not None:
-        w = w * dcoefs[:, :, None, None, None]
+    if use_kernel:
+        from bigtrain.ops._cuda import modulate_weight_cuda
+        w = modulate_weight_cuda(weight, styles, demodulate, _DEMOD_EPS)  # [N, O, I, kh, kw]
+    else:
+        w = weight[None] * styles[:, None, :, None, None]  # [N, O, I, kh, kw]
+        if dcoefs is not None:
+            w = w * dcoefs[:, :, None, None, None]
     x = x.reshape(1, N * I, H, W)
     w = w.reshape(N * O, I, kh, kw)
     x = conv2d_resample(x, w, f=resample_filter, up=up, down=down, padding=padding, groups=N, flip_weight=flip_weight)

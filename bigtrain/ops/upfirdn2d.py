@@ -195,8 +195,9 @@ def upfirdn2d(
             f"upfirdn2d: input {tuple(x.shape)} with up={up!r}, down={down!r}, padding={padding!r} and "
             f"filter taps ({tx}, {ty}) gives an empty output ({out_h}x{out_w})"
         )
-    resolved = resolve_impl(impl, x, "upfirdn2d")
-    assert resolved == "ref", resolved
+    if resolve_impl(impl, x, "upfirdn2d") == "cuda":
+        from bigtrain.ops._cuda import upfirdn2d_cuda
+        return upfirdn2d_cuda(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain)
     return _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain)
 
 

@@ -230,7 +230,7 @@ def test_resolve_impl():
     x = torch.zeros(1)
     assert resolve_impl("auto", x, "myop") == "ref"
     assert resolve_impl("ref", x, "myop") == "ref"
-    with pytest.raises(RuntimeError, match=r"myop: impl='cuda' requested but .*not available.*impl='auto' or 'ref'"):
+    with pytest.raises(RuntimeError, match=r"myop: impl='cuda' needs CUDA tensors, got one on cpu; use impl='auto' or 'ref'"):
         resolve_impl("cuda", x, "myop")
     with pytest.raises(ValueError, match="myop") as e:
         resolve_impl("bogus", x, "myop")

@@ -169,7 +169,7 @@ def test_bad_filter_and_input_raise():
 
 
 def test_cuda_impl_unavailable():
-    with pytest.raises(RuntimeError, match="upfirdn2d: impl='cuda' requested"):
+    with pytest.raises(RuntimeError, match="upfirdn2d: impl='cuda' needs CUDA tensors"):
         upfirdn2d(_rand(1, 1, 4, 4), None, impl="cuda")
 
 

@@ -1,0 +1,148 @@
+"""Build and load bigtrain's CUDA kernels (``kernels/*.cu``) on first use.
+
+A kernel is compiled with torch.utils.cpp_extension (ninja) into a cache folder named by a hash
+of its source, the torch and CUDA versions, the GPU architectures and the flags, so a changed
+source or another GPU never loads a stale build. The build runs under an exclusive ``flock`` on
+``<folder>.lock``: when several ranks on a node start at once, one builds and the others wait,
+then load the result. An flock dies with its process, so a build killed half-way (Ctrl+C, OOM,
+a preempted job) leaves no lock behind; the stale lock file torch's own builder may leave in
+the folder is removed before building, which is where other GAN repos hang forever.
+
+Ahead-of-time builds (``BIGTRAIN_BUILD_KERNELS=1 pip install -e .``) install the same sources
+as ``bigtrain._kernel_<name>``; they are used when present.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+import torch
+
+KERNEL_DIR = Path(os.environ.get("BIGTRAIN_KERNEL_SOURCES", Path(__file__).resolve().parents[2] / "kernels"))
+SOURCES = {"upfirdn2d": "upfirdn2d.cu", "bias_act": "bias_act.cu", "modconv": "modconv.cu"}
+CUDA_FLAGS = ["-O3", "--expt-relaxed-constexpr"]
+
+_loaded: dict[str, object] = {}
+_failed: dict[str, "KernelBuildError"] = {}
+
+
+class KernelBuildError(RuntimeError):
+    """A kernel could not be built or loaded; the message carries the compiler's log."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("BIGTRAIN_KERNEL_CACHE", Path.home() / ".cache" / "bigtrain" / "kernels"))
+
+
+def arch_list() -> str:
+    """TORCH_CUDA_ARCH_LIST if set, else the visible GPUs' compute capabilities (e.g. "9.0")."""
+    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        return os.environ["TORCH_CUDA_ARCH_LIST"]
+    if torch.cuda.is_available():
+        caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+        return ";".join(f"{a}.{b}" for a, b in caps)
+    raise KernelBuildError("no GPU visible and TORCH_CUDA_ARCH_LIST is not set: cannot tell which GPU to build for")
+
+
+def _include_flags() -> list[str]:
+    # CUDA 13 torch wheels ship the CUDA headers (cuda_runtime_api.h, ...) in nvidia/cu13/include.
+    flags = []
+    spec = importlib.util.find_spec("nvidia")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        for sub in sorted(Path(root).glob("cu*/include")):
+            flags += ["-isystem", str(sub)]
+    return flags
+
+
+def _cuda_home(detected: str | None) -> str | None:
+    """torch's guess at the CUDA toolkit, unless CUDA_HOME is unset and the guess has no libcudart
+    to link: an nvcc on PATH in /usr/local/bin makes torch guess /usr/local while the toolkit
+    is in /usr/local/cuda."""
+    if os.environ.get("CUDA_HOME") or detected is None:
+        return detected
+    if not list(Path(detected).glob("lib*/libcudart.so*")) and Path("/usr/local/cuda/bin/nvcc").exists():
+        return "/usr/local/cuda"
+    return detected
+
+
+def build_key(name: str) -> str:
+    h = hashlib.sha256()
+    h.update((KERNEL_DIR / SOURCES[name]).read_bytes())
+    for part in (torch.__version__, str(torch.version.cuda), arch_list(), " ".join(CUDA_FLAGS)):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _wait_note(name: str, lock_path: Path) -> None:
+    from bigtrain.distributed import print0
+    print0(f"kernels: waiting for another process to finish building '{name}' ({lock_path})")
+
+
+def build(name: str, verbose: bool = False):
+    """Compile (or find in the cache) and import kernel ``name``; raises KernelBuildError."""
+    from torch.utils import cpp_extension
+
+    if torch.version.cuda is None:
+        raise KernelBuildError(f"this torch ({torch.__version__}) is a CPU build: it cannot compile CUDA kernels")
+    cpp_extension.CUDA_HOME = _cuda_home(cpp_extension.CUDA_HOME)
+    if cpp_extension.CUDA_HOME is None:
+        raise KernelBuildError("no CUDA toolkit found: set CUDA_HOME to the folder with bin/nvcc")
+    key = build_key(name)
+    folder = cache_root() / f"{name}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder.with_suffix(".lock")
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _wait_note(name, lock_path)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        # We hold the only lock; a 'lock' baton in the folder is a killed build's leftover.
+        with contextlib.suppress(FileNotFoundError):
+            (folder / "lock").unlink()
+        includes = _include_flags()
+        cached = any(folder.glob("*.so"))
+        t0 = time.time()
+        env_arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
+        os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list()
+        try:
+            module = cpp_extension.load(
+                name=f"bigtrain_{name}_{key}", sources=[str(KERNEL_DIR / SOURCES[name])], build_directory=str(folder),
+                extra_cflags=["-O3", *includes], extra_cuda_cflags=[*CUDA_FLAGS, *includes], verbose=verbose)
+        except Exception as e:  # ninja / nvcc / import errors: keep the whole log
+            raise KernelBuildError(f"building kernel '{name}' in {folder} failed:\n{e}") from None
+        finally:
+            if env_arch is None:
+                del os.environ["TORCH_CUDA_ARCH_LIST"]
+            else:
+                os.environ["TORCH_CUDA_ARCH_LIST"] = env_arch
+        if not cached:
+            with open(folder / "builds.log", "a") as f:  # one line per compilation of this key
+                f.write(f"pid {os.getpid()} compiled in {time.time() - t0:.1f} s\n")
+    module.bigtrain_cached = cached
+    return module
+
+
+def load(name: str):
+    """The kernel module for ``name``: ahead-of-time build, else cache, else a fresh build. A
+    failure is remembered for the process and raised again on every call."""
+    if name in _loaded:
+        return _loaded[name]
+    if name in _failed:
+        raise _failed[name]
+    try:
+        try:
+            module = importlib.import_module(f"bigtrain._kernel_{name}")
+        except ImportError:
+            module = build(name)
+    except KernelBuildError as e:
+        _failed[name] = e
+        raise
+    _loaded[name] = module
+    return module

@@ -1,0 +1,164 @@
+"""Autograd around the CUDA kernels: each op's backward is built from the kernels again (or from
+plain differentiable torch ops), so second-order gradients (R1, path length) work.
+
+Functions are created once per static configuration (up/down/padding/filter flags, activation,
+gain, clamp) and cached, so a training step does not rebuild them.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from bigtrain.ops import _build
+
+# Activation ids shared with kernels/bias_act.cu.
+CUDA_ACT_IDS = {"linear": 0, "relu": 1, "lrelu": 2, "tanh": 3, "sigmoid": 4, "elu": 5, "selu": 6, "softplus": 7,
+                "swish": 8}
+# Activations whose second derivative is zero everywhere: their double backward needs no kernel.
+_PIECEWISE_LINEAR = {"linear", "relu", "lrelu"}
+
+
+def kernel(name: str):
+    """The compiled module for ``name`` (tests put an emulator here to check the autograd on CPU)."""
+    return _build.load(name)
+
+
+# ---------------------------------------------------------------------------------------- upfirdn2d
+
+
+def adjoint_padding(f_shape, in_hw, out_hw, up, down, pad) -> tuple[int, int, int, int]:
+    """Padding of the adjoint upfirdn2d: per axis, the first output sample of the forward pass
+    took taps from input position -p0, so the adjoint starts ``taps - 1 - p0`` earlier, and
+    the end is chosen so that the adjoint's output has exactly the forward input's size."""
+    (fh, fw), (in_h, in_w), (out_h, out_w) = f_shape, in_hw, out_hw
+    return (fw - pad[0] - 1, in_w * up[0] - out_w * down[0] + pad[0] - up[0] + 1,
+            fh - pad[2] - 1, in_h * up[1] - out_h * down[1] + pad[2] - up[1] + 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _upfirdn2d_function(up: tuple, down: tuple, pad: tuple, flip_filter: bool, gain: float):
+    """Function for one (up=(ux, uy), down, pad=(x0, x1, y0, y1), flip, gain); f is a 2-D float32 input."""
+
+    class UpFirDn2d(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, f):
+            ctx.save_for_backward(f)
+            ctx.in_hw = x.shape[2:]
+            return kernel("upfirdn2d").upfirdn2d(x, f, up[0], up[1], down[0], down[1], *pad, flip_filter, gain)
+
+        @staticmethod
+        def backward(ctx, dy):
+            # The adjoint of upfirdn2d is upfirdn2d with up and down swapped, the filter flipped and
+            # the padding mirrored so that the output has the input's size.
+            (f,) = ctx.saved_tensors
+            gpad = adjoint_padding(tuple(f.shape), tuple(ctx.in_hw), tuple(dy.shape[2:]), up, down, pad)
+            dx = _upfirdn2d_function(down, up, gpad, not flip_filter, gain).apply(dy, f)
+            return dx, None
+
+    return UpFirDn2d
+
+
+def upfirdn2d_cuda(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):
+    if f is None:
+        f = torch.ones([1, 1], device=x.device)
+    f = f.to(device=x.device, dtype=torch.float32)
+    if f.ndim == 2:
+        return _upfirdn2d_function((upx, upy), (downx, downy), (padx0, padx1, pady0, pady1), flip_filter,
+                                   float(gain)).apply(x, f)
+    # Separable: along x (with the whole gain, so negative gains work), then along y.
+    x = _upfirdn2d_function((upx, 1), (downx, 1), (padx0, padx1, 0, 0), flip_filter, float(gain)).apply(x, f[None, :])
+    return _upfirdn2d_function((1, upy), (1, downy), (0, 0, pady0, pady1), flip_filter, 1.0).apply(x, f[:, None])
+
+
+# ----------------------------------------------------------------------------------------- bias_act
+
+
+def _reduce_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
+    return t.sum(dim=[d for d in range(t.ndim) if d != dim])
+
+
+@functools.lru_cache(maxsize=None)
+def _bias_act_functions(dim: int, act: str, alpha: float, gain: float, clamp: float):
+    act_id = CUDA_ACT_IDS[act]
+
+    def run(x, b, dy, ddx, mode):
+        return kernel("bias_act").bias_act(x, b, dy, ddx, dim, act_id, mode, alpha, gain, clamp)
+
+    class BiasActGrad(torch.autograd.Function):
+        """dx = dy * y'(x): the backward of BiasAct, itself differentiable."""
+
+        @staticmethod
+        def forward(ctx, dy, x, b):
+            ctx.save_for_backward(dy, x, b)
+            return run(x, b, dy, None, 1)
+
+        @staticmethod
+        def backward(ctx, ddx):
+            dy, x, b = ctx.saved_tensors
+            d_dy = BiasActGrad.apply(ddx, x, b) if ctx.needs_input_grad[0] else None
+            d_x = d_b = None
+            if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+                # ddx * dy * y''(x); zero for piecewise-linear activations. Third order is not supported.
+                d_x = torch.zeros_like(x) if act in _PIECEWISE_LINEAR else run(x, b, dy, ddx, 2)
+                d_b = _reduce_to_bias(d_x, dim) if b is not None and ctx.needs_input_grad[2] else None
+            return d_dy, d_x, d_b
+
+    class BiasAct(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, b):
+            ctx.save_for_backward(x, b)
+            return run(x, b, None, None, 0)
+
+        @staticmethod
+        def backward(ctx, dy):
+            x, b = ctx.saved_tensors
+            dx = BiasActGrad.apply(dy, x, b)
+            db = _reduce_to_bias(dx, dim) if b is not None and ctx.needs_input_grad[1] else None
+            return dx, db
+
+    return BiasAct
+
+
+def bias_act_cuda(x, b, dim, act, alpha, gain, clamp):
+    if b is not None:
+        b = b.to(x.dtype)
+    return _bias_act_functions(dim, act, float(alpha or 0.0), float(gain), float(clamp)).apply(x, b)
+
+
+# ------------------------------------------------------------------------------------------ modconv
+
+
+class _ModulateWeight(torch.autograd.Function):
+    """w[n,o,i,k] = weight[o,i,k] * styles[n,i] * d[n,o], d = rsqrt(sum_{i,k} (weight*styles)^2 + eps)
+    (d = 1 without demodulation) in one kernel; the backward is plain torch ops, so it is
+    differentiable again (path-length regularization differentiates through G twice)."""
+
+    @staticmethod
+    def forward(ctx, weight, styles, demodulate, eps):
+        w, _ = kernel("modconv").modulate_weight(weight, styles, demodulate, eps)
+        ctx.save_for_backward(weight, styles)
+        ctx.demodulate, ctx.eps = demodulate, eps
+        return w
+
+    @staticmethod
+    def backward(ctx, gw):
+        # Recomputed with torch ops (not the kernel's d), so that this backward is itself
+        # differentiable in weight and styles.
+        weight, styles = ctx.saved_tensors
+        s = styles[:, None, :, None, None].float()
+        a = weight[None].float() * s  # [N, O, I, kh, kw]
+        gw = gw.float()
+        if ctx.demodulate:
+            d = (a.square().sum(dim=[2, 3, 4], keepdim=True) + ctx.eps).rsqrt()
+            # w = a * d, d = (sum a^2 + eps)^-1/2  =>  dL/da = d * g - d^3 * a * sum(g * a)
+            ga = gw * d - d.pow(3) * a * (gw * a).sum(dim=[2, 3, 4], keepdim=True)
+        else:
+            ga = gw
+        g_weight = (ga * s).sum(0).to(weight.dtype)
+        g_styles = (ga * weight[None].float()).sum(dim=[1, 3, 4]).to(styles.dtype)
+        return g_weight, g_styles, None, None
+
+
+def modulate_weight_cuda(weight, styles, demodulate: bool, eps: float):
+    return _ModulateWeight.apply(weight, styles, demodulate, eps)

@@ -1,0 +1,111 @@
+"""Parity of the CUDA kernels with the PyTorch reference: forward, backward and double backward
+on fresh random inputs, per dtype. `bigtrain kernels --check` prints the table; ``impl="auto"``
+runs :func:`quick_parity` once per kernel before trusting it."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+# Relative error allowed (max |kernel - ref| / max |ref|): float32 differs by summation order only.
+THRESHOLDS = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+@dataclasses.dataclass
+class Row:
+    kernel: str
+    case: str
+    dtype: str
+    order: str  # forward | backward | double backward
+    rel_err: float
+    threshold: float
+
+    @property
+    def ok(self) -> bool:
+        return self.rel_err <= self.threshold
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+def _orders(fn_kernel, fn_ref, inputs: list[torch.Tensor], seed: int):
+    """(forward, backward, double backward) outputs of fn(*inputs) for both implementations: the
+    gradient of sum(y * r1) w.r.t. the inputs, then of sum(grads * r2) again."""
+    results = []
+    for fn in (fn_kernel, fn_ref):
+        xs = [t.detach().clone().requires_grad_(True) for t in inputs]
+        y = fn(*xs)
+        g = torch.Generator(device=y.device).manual_seed(seed)
+        r1 = torch.randn(y.shape, generator=g, device=y.device, dtype=torch.float32).to(y.dtype)
+        grads = torch.autograd.grad((y * r1).sum(), xs, create_graph=True)
+        r2 = [torch.randn(t.shape, generator=g, device=t.device, dtype=torch.float32).to(t.dtype) for t in grads]
+        total = sum((a * b).sum() for a, b in zip(grads, r2))
+        # A linear op's gradient does not depend on its input: its second derivative is zero.
+        second = torch.autograd.grad(total, xs, allow_unused=True) if total.requires_grad else [None] * len(xs)
+        results.append((y, grads, [s if s is not None else torch.zeros_like(x) for s, x in zip(second, xs)]))
+    return results
+
+
+def _cases(device: torch.device, dtype: torch.dtype):
+    """(kernel, case name, fn(impl) -> callable, inputs)."""
+    from bigtrain.ops.bias_act import bias_act
+    from bigtrain.ops.modconv import modulated_conv2d
+    from bigtrain.ops.upfirdn2d import setup_filter, upfirdn2d
+
+    g = torch.Generator(device="cpu").manual_seed(0)
+
+    def rnd(*shape):
+        return torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+
+    f1 = setup_filter([1, 3, 3, 1], device=device)
+    f2 = setup_filter(torch.rand(3, 5, generator=g) + 0.1, device=device)
+    for name, kw in (("up2 1-D", dict(f=f1, up=2, padding=[2, 1, 2, 1], gain=4)),
+                     ("down2 1-D", dict(f=f1, down=2, padding=[1, 1, 1, 1])),
+                     ("2-D 3x5 pad/crop", dict(f=f2, padding=[2, -1, 1, 0], flip_filter=True)),
+                     ("up(2,1) down(1,2) 2-D", dict(f=f2, up=(2, 1), down=(1, 2), padding=[4, 3, 2, 1]))):
+        yield "upfirdn2d", name, (lambda impl, kw=kw: lambda x: upfirdn2d(x, impl=impl, **kw)), [rnd(2, 3, 13, 11)]
+    for act, clamp in (("lrelu", None), ("lrelu", 0.5), ("linear", None), ("tanh", None), ("sigmoid", None),
+                       ("relu", None), ("elu", None), ("selu", None), ("softplus", None), ("swish", 1.0)):
+        yield ("bias_act", f"{act}{' clamp' if clamp else ''}",
+               (lambda impl, act=act, clamp=clamp: lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl=impl)),
+               [rnd(4, 6, 5, 5), rnd(6)])
+    for demod in (True, False):
+        yield ("modconv", f"3x3 demod={demod}",
+               (lambda impl, demod=demod: lambda x, w, s: modulated_conv2d(x, w, s, padding=1, demodulate=demod,
+                                                                          impl=impl)),
+               [rnd(2, 8, 6, 6), rnd(5, 8, 3, 3), rnd(2, 8).abs() + 0.5])
+
+
+def check(device: str = "cuda", dtypes=(torch.float32, torch.float16, torch.bfloat16), kernels=None) -> list[Row]:
+    rows = []
+    dev = torch.device(device)
+    for dtype in dtypes:
+        for i, (kernel, case, make, inputs) in enumerate(_cases(dev, dtype)):
+            if kernels and kernel not in kernels:
+                continue
+            (yk, gk, sk), (yr, gr, sr) = _orders(make("cuda"), make("ref"), inputs, seed=i)
+            t = THRESHOLDS[dtype]
+            name = str(dtype).replace("torch.", "")
+            rows.append(Row(kernel, case, name, "forward", _rel(yk, yr), t))
+            rows.append(Row(kernel, case, name, "backward", max(_rel(a, b) for a, b in zip(gk, gr)), t))
+            rows.append(Row(kernel, case, name, "double backward", max(_rel(a, b) for a, b in zip(sk, sr)), 10 * t))
+    return rows
+
+
+def quick_parity(kernel: str) -> str | None:
+    """float32 parity of one kernel on the current GPU; None if it holds, else what failed."""
+    bad = [r for r in check("cuda", (torch.float32,), kernels={kernel}) if not r.ok]
+    if not bad:
+        return None
+    r = bad[0]
+    return f"parity check failed ({r.case}, {r.order}: relative error {r.rel_err:.2e} > {r.threshold:.0e})"
+
+
+def format_rows(rows: list[Row]) -> str:
+    lines = [f"{'kernel':<10} {'case':<24} {'dtype':<9} {'order':<16} {'rel err':>9}  {'limit':>7}  ok"]
+    for r in rows:
+        lines.append(f"{r.kernel:<10} {r.case:<24} {r.dtype:<9} {r.order:<16} {r.rel_err:9.2e}  {r.threshold:7.0e}  "
+                     f"{'yes' if r.ok else 'NO'}")
+    return "\n".join(lines)
