@@ -43,7 +43,8 @@ setup(
         "tensorboard>=2.15,<3",
         "tqdm>=4.66,<5",
         "webdataset>=1.0,<2",
-        "submitit>=1.5.4,<1.6",  # `bigtrain submit`; private helpers it uses are pinned with it
+        "submitit>=1.5.4,<1.6",
+        "scipy>=1.11,<2",  # FID's matrix square root  # `bigtrain submit`; private helpers it uses are pinned with it
     ],
     extras_require={
         "deepspeed": ["deepspeed>=0.19,<0.20"],

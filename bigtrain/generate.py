@@ -17,13 +17,14 @@ from bigtrain.train.observe import image_grid, save_png
 
 
 def load_generator_from_checkpoint(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """-> (G_ema in eval mode, model_info). ``path`` may be a checkpoint file or a run dir."""
+    """-> (G_ema in eval mode, info): the checkpoint's model_info plus "checkpoint" (the file) and
+    "config" (its TrainConfig). ``path`` may be a checkpoint file or a run dir."""
     if os.path.isdir(path):
         path = resolve_resume(path, path)
     state = load_state(path)
     from bigtrain.train.config import TrainConfig
     cfg = build(TrainConfig, state["config"], sources=f"the config stored in {path}")
-    info = state["model_info"]
+    info = dict(state["model_info"], checkpoint=path, config=cfg)
     G = get_family(info["family"]).build_generator(cfg.generator, info["resolution"], info["channels"], info["c_dim"])
     G.load_state_dict(state["nets"]["G_ema"])
     # A checkpoint taken while growing makes images at its stage (upsampled to full size here).

@@ -1,0 +1,70 @@
+"""Metric math on feature matrices [n, d] (float64)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def mean_cov(feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    f = feats.double().cpu().numpy()
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), the square root by scipy.linalg.sqrtm; tiny
+    imaginary parts from numerical error are dropped, as every FID implementation does."""
+    from scipy import linalg
+
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():  # singular product: nudge the diagonals
+        eps = np.eye(sigma1.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((sigma1 + eps) @ (sigma2 + eps))
+    covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> float:
+    """Kernel Inception Distance: the unbiased MMD^2 with the cubic polynomial kernel
+    k(x, y) = (x.y / d + 1)^3, averaged over random subsets (Binkowski et al. 2018)."""
+    n = min(len(real), len(fake), subset_size)
+    d = real.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    real, fake = real.double().cpu(), fake.double().cpu()
+    total = 0.0
+    for _ in range(subsets):
+        x = real[torch.randperm(len(real), generator=g)[:n]]
+        y = fake[torch.randperm(len(fake), generator=g)[:n]]
+        kxx = (x @ x.T / d + 1) ** 3
+        kyy = (y @ y.T / d + 1) ** 3
+        kxy = (x @ y.T / d + 1) ** 3
+        total += float((kxx.sum() - kxx.diagonal().sum() + kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
+                       - 2 * kxy.mean())
+    return total / subsets
+
+
+def _kth_neighbour_radii(feats: torch.Tensor, k: int, batch: int) -> torch.Tensor:
+    radii = []
+    for i in range(0, len(feats), batch):
+        dist = torch.cdist(feats[i:i + batch], feats)
+        radii.append(dist.kthvalue(k + 1, dim=1).values)  # +1: each point is its own nearest neighbour
+    return torch.cat(radii)
+
+
+def _coverage(manifold: torch.Tensor, radii: torch.Tensor, probes: torch.Tensor, batch: int) -> float:
+    """Fraction of probes inside at least one hypersphere (centre in manifold, radius radii)."""
+    inside = 0
+    for i in range(0, len(probes), batch):
+        dist = torch.cdist(probes[i:i + batch], manifold)
+        inside += int((dist <= radii[None]).any(dim=1).sum())
+    return inside / len(probes)
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, batch: int = 1000) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019): precision is the share of fakes
+    inside the real manifold (each real's k-NN ball among reals), recall the share of reals inside
+    the fake manifold."""
+    real, fake = real.double().cpu(), fake.double().cpu()
+    precision = _coverage(real, _kth_neighbour_radii(real, k, batch), fake, batch)
+    recall = _coverage(fake, _kth_neighbour_radii(fake, k, batch), real, batch)
+    return precision, recall
