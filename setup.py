@@ -43,13 +43,13 @@ setup(
         "tensorboard>=2.15,<3",
         "tqdm>=4.66,<5",
         "webdataset>=1.0,<2",
-        "submitit>=1.5.4,<1.6",
-        "scipy>=1.11,<2",  # FID's matrix square root  # `bigtrain submit`; private helpers it uses are pinned with it
+        "submitit>=1.5.4,<1.6",  # `bigtrain submit`; private helpers it uses are pinned with it
+        "scipy>=1.11,<2",  # FID's matrix square root
     ],
     extras_require={
         "deepspeed": ["deepspeed>=0.19,<0.20"],
         # The suite runs real DeepSpeed (CPU, gloo), so the test extra carries it.
-        "test": ["pytest>=8.0,<10", "pytest-timeout>=2.3,<3", "scipy>=1.11,<2", "deepspeed>=0.19,<0.20"],
+        "test": ["pytest>=8.0,<10", "pytest-timeout>=2.3,<3", "deepspeed>=0.19,<0.20"],
     },
     entry_points={"console_scripts": ["bigtrain=bigtrain.cli:main"]},
     ext_modules=ext_modules,

@@ -180,6 +180,8 @@ def cmd_kernels(args) -> int:
 
     from bigtrain.ops._build import SOURCES, build
 
+    if args.check and args.build_only:
+        raise ValueError("--check builds and checks; --build-only only builds: give one")
     if args.arch:
         os.environ["TORCH_CUDA_ARCH_LIST"] = args.arch
     names = args.only or list(SOURCES)

@@ -13,16 +13,16 @@ struct ActDerivs { float f, d1, d2; };
 
 __device__ __forceinline__ ActDerivs activate(int act, float u, float alpha) {
   switch (act) {
-    case 1: return u > 0.f ? ActDerivs{u, 1.f, 0.f} : ActDerivs{0.f, 0.f, 0.f};  // relu
+    case 1: return u > 0.f || isnan(u) ? ActDerivs{u, 1.f, 0.f} : ActDerivs{0.f, 0.f, 0.f};  // relu; NaN stays NaN
     case 2: return u > 0.f ? ActDerivs{u, 1.f, 0.f} : ActDerivs{alpha * u, alpha, 0.f};  // lrelu
     case 3: { const float t = tanhf(u); return {t, 1.f - t * t, -2.f * t * (1.f - t * t)}; }  // tanh
     case 4: { const float s = 1.f / (1.f + expf(-u)); return {s, s * (1.f - s), s * (1.f - s) * (1.f - 2.f * s)}; }
-    case 5: { if (u > 0.f) return {u, 1.f, 0.f}; const float e = expf(u); return {e - 1.f, e, e}; }  // elu
+    case 5: { if (u > 0.f) return {u, 1.f, 0.f}; const float e = expf(u); return {expm1f(u), e, e}; }  // elu
     case 6: {  // selu
       const float scale = 1.0507009873554805f, a = 1.6732632423543772f;
       if (u > 0.f) return {scale * u, scale, 0.f};
       const float e = expf(u);
-      return {scale * a * (e - 1.f), scale * a * e, scale * a * e};
+      return {scale * a * expm1f(u), scale * a * e, scale * a * e};
     }
     case 7: {  // softplus, beta 1, threshold 20 (as torch)
       if (u > 20.f) return {u, 1.f, 0.f};
@@ -50,7 +50,8 @@ __global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* 
     // clamp passes the gradient where -clamp <= z <= clamp, as torch.clamp does.
     const bool inside = clamp < 0.f || (z >= -clamp && z <= clamp);
     float r;
-    if (mode == 0) r = clamp < 0.f ? z : fminf(fmaxf(z, -clamp), clamp);
+    // Written with comparisons, not fminf/fmaxf, so that NaN passes through as torch.clamp does.
+    if (mode == 0) r = clamp < 0.f ? z : (z < -clamp ? -clamp : (z > clamp ? clamp : z));
     else if (mode == 1) r = inside ? static_cast<float>(dy[i]) * a.d1 * gain : 0.f;
     else r = inside ? static_cast<float>(ddx[i]) * static_cast<float>(dy[i]) * a.d2 * gain : 0.f;
     out[i] = static_cast<scalar_t>(r);

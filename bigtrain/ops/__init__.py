@@ -1,7 +1,7 @@
 """Low-level ops: FIR resampling, fused bias/activation, resampling and modulated convs.
 
-Each op takes (or passes through) ``impl="auto" | "ref" | "cuda"``; today only
-the plain-PyTorch reference exists and ``"auto"`` selects it.
+Each op takes (or passes through) ``impl="auto" | "ref" | "cuda"``: the plain-PyTorch
+reference or the CUDA kernels in kernels/ (see bigtrain/ops/_impl.py and docs/kernels.md).
 """
 
 from bigtrain.ops.bias_act import ACTIVATIONS, ActSpec, bias_act

@@ -75,7 +75,8 @@ def upfirdn2d_cuda(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fli
 
 
 def _reduce_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
-    return t.sum(dim=[d for d in range(t.ndim) if d != dim])
+    dims = [d for d in range(t.ndim) if d != dim]
+    return t.sum(dim=dims) if dims else t  # sum(dim=[]) would reduce everything
 
 
 @functools.lru_cache(maxsize=None)

@@ -33,9 +33,13 @@ def _auto_kernel_ok(kernel: str) -> bool:
 
         try:
             load(kernel)
-            problem = quick_parity(kernel)
+            # The first call may come under no_grad or autocast; the check needs neither.
+            with torch.enable_grad(), torch.autocast("cuda", enabled=False):
+                problem = quick_parity(kernel)
         except KernelBuildError as e:
             problem = f"it did not build ({str(e).splitlines()[0]}; impl='cuda' shows the full log)"
+        except Exception as e:  # a kernel that crashes is not used either
+            problem = f"its parity check raised {type(e).__name__}: {e}"
         _auto_ok[kernel] = problem is None
         if problem:
             print0(f"warning: CUDA kernel '{kernel}' is not used, the PyTorch reference runs instead: {problem}")

@@ -104,7 +104,7 @@ def modulated_conv2d(
         weight = (w32 / w_scale).to(x.dtype)
         styles = (s32 / s_scale).to(x.dtype)
 
-    use_kernel = fused_modconv and resolve_impl(impl, x, "modulated_conv2d") == "cuda"
+    use_kernel = resolve_impl(impl, x, "modulated_conv2d") == "cuda" and fused_modconv
     dcoefs: torch.Tensor | None = None
     if demodulate and not use_kernel:
         # Squared sums in float32 at least; float16 sums of I*k*k terms lose too much.

@@ -24,6 +24,13 @@ def attempts_path(run_dir: str) -> str:
     return os.path.join(run_dir, "slurm", "attempts.jsonl")
 
 
+def read_attempts(run_dir: str) -> list[dict]:
+    if not os.path.exists(attempts_path(run_dir)):
+        return []
+    with open(attempts_path(run_dir)) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def record_attempt(run_dir: str, event: str, **fields) -> None:
     """One line per event of the job's life (start, completed, requeued, stopped, limit), written by
     rank 0 into the run directory: what `bigtrain submit --status` reads."""
@@ -60,15 +67,19 @@ class TrainJob(submitit.helpers.Checkpointable):
             path = train(self.cfg, "auto", self.config_source)
         except Interrupted as e:
             if env.is_main:
-                self._after_interrupt(e, attempt - 1)
-            # Not a result: submitit writes none, and the requeued attempt runs the job again.
-            raise SystemExit(128 + e.signum)
+                self._after_interrupt(e)
+            # Not a result: submitit writes none, and the requeued attempt runs the job again. The
+            # other ranks leave with 0 on a requeue so that a cluster with KillOnBadExit does not
+            # stop rank 0 before it has requeued.
+            raise SystemExit(0 if e.requeue and not env.is_main else 128 + e.signum)
         if env.is_main:
             record_attempt(run_dir, "completed", checkpoint=path)
         return path
 
-    def _after_interrupt(self, e, requeues_done: int) -> None:
+    def _after_interrupt(self, e) -> None:
         run_dir, job = self.cfg.run.dir, os.environ.get("SLURM_JOB_ID")
+        # Our own requeues of this job, not SLURM_RESTART_COUNT: Slurm's preemption requeues count there too.
+        requeues_done = sum(1 for ev in read_attempts(run_dir) if ev.get("job") == job and ev["event"] == "requeued")
         if not e.requeue:
             # SIGTERM alone: scancel, or Slurm preempting/requeueing the job itself.
             record_attempt(run_dir, "stopped", signal=e.signum, checkpoint=e.checkpoint)
@@ -81,7 +92,14 @@ class TrainJob(submitit.helpers.Checkpointable):
                 f"job {job} was requeued {requeues_done} time(s), the limit (--max-requeues "
                 f"{self.max_requeues}): not requeueing again. The checkpoint {e.checkpoint} is safe; submit the "
                 f"same run.dir again to continue, with a larger --time or --max-requeues if this is expected")
-        record_attempt(run_dir, "requeued", signal=e.signum, checkpoint=e.checkpoint)
         print0(f"requeueing job {job} (requeue {requeues_done + 1} of at most {self.max_requeues}); it resumes "
                f"from {e.checkpoint}")
-        subprocess.run(["scontrol", "requeue", str(job)], check=True, timeout=60)
+        try:
+            subprocess.run(["scontrol", "requeue", str(job)], check=True, timeout=60, capture_output=True, text=True)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, FileNotFoundError) as err:
+            record_attempt(run_dir, "stopped", signal=e.signum, checkpoint=e.checkpoint)
+            detail = getattr(err, "stderr", None) or err
+            raise RuntimeError(f"scontrol requeue {job} failed ({str(detail).strip()}); the checkpoint "
+                               f"{e.checkpoint} is safe: submit the same run.dir again to continue") from None
+        # Written after Slurm accepted it (the job may be killed any moment now).
+        record_attempt(run_dir, "requeued", signal=e.signum, checkpoint=e.checkpoint)

@@ -18,7 +18,7 @@ import sys
 from bigtrain.config import ConfigError
 from bigtrain.train.config import TrainConfig
 
-from .job import TrainJob, attempts_path
+from .job import TrainJob, read_attempts
 
 
 class SubmitError(RuntimeError):
@@ -57,7 +57,9 @@ class Resources:
             raise ValueError("--gpus-per-node 0 (CPU nodes) needs --tasks-per-node N")
         if self.max_requeues < 0:
             raise ValueError(f"--max-requeues {self.max_requeues}: must be >= 0")
-        parse_time(self.time)
+        if self.signal_delay_s >= parse_time(self.time) * 60:
+            raise ValueError(f"--signal-delay {self.signal_delay_s} s is not shorter than --time {self.time}: the "
+                             f"time-limit signal would come at the start")
 
 
 def parse_time(text: str) -> int:
@@ -113,7 +115,7 @@ def _queued_state(job_id: str) -> str | None:
     try:
         out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T (%r)"], capture_output=True, text=True,
                              timeout=60)
-    except FileNotFoundError:
+    except (FileNotFoundError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
 
@@ -194,14 +196,11 @@ def status(run_dir: str, out=print) -> str:
     state = queued or submitit.SlurmJob(folder=slurm_folder(run_dir), job_id=job["job_id"]).state
     out(f"job {job['job_id']}: {state} ({job['nodes']} node(s) x {job['tasks_per_node']} task(s), submitted "
         f"{job['submitted']}, at most {job['max_requeues']} requeue(s))")
-    if os.path.exists(attempts_path(run_dir)):
-        with open(attempts_path(run_dir)) as f:
-            events = [json.loads(line) for line in f if line.strip()]
-        for e in events:
-            if e.get("job") == job["job_id"]:
-                extra = {k: v for k, v in e.items() if k not in ("event", "time", "job", "attempt")}
-                out(f"  attempt {e['attempt']}  {e['time']}  {e['event']:<9s} "
-                    + " ".join(f"{k}={v}" for k, v in extra.items()))
+    for e in read_attempts(run_dir):
+        if e.get("job") == job["job_id"]:
+            extra = {k: v for k, v in e.items() if k not in ("event", "time", "job", "attempt")}
+            out(f"  attempt {e['attempt']}  {e['time']}  {e['event']:<9s} "
+                + " ".join(f"{k}={v}" for k, v in extra.items()))
     newest = resolve_resume("auto", run_dir)
     out(f"newest checkpoint: {newest or '(none yet)'}")
     out(f"logs: {job['stdout']}  {job['stderr']}")

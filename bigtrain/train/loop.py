@@ -305,7 +305,7 @@ class Trainer:
                 # Every rank stops after the same step, whichever ranks the signal reached.
                 flags = torch.tensor([float(max(self._signals, default=0)), float(signal.SIGUSR2 in self._signals)])
                 signum, requeue = (int(v) for v in self.strategy.all_reduce(flags, "max").tolist())
-                if signum:
+                if signum and not done:  # on the last step the run simply finishes
                     path = self.save()
                     obs.line(f"signal {signum}: checkpoint written to {path}; exiting")
                     raise Interrupted(signum, path, requeue=bool(requeue))

@@ -65,9 +65,9 @@ class Observer:
         if not enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
-        # purge_step: on resume, TensorBoard hides what an earlier attempt logged past the
-        # checkpoint (a crash after it), so the curves continue without overlap.
-        self.writer = SummaryWriter(log_dir=run_dir, purge_step=start_nimg or None)
+        # purge_step: on resume, TensorBoard hides what an earlier attempt logged after the
+        # checkpoint's step (a crash after it), so the curves continue without overlap.
+        self.writer = SummaryWriter(log_dir=run_dir, purge_step=start_nimg + 1 if start_nimg else None)
         self.stats_file = open(os.path.join(run_dir, "stats.jsonl"), "a")
         if progress_bar and sys.stderr.isatty():
             from tqdm import tqdm

@@ -187,3 +187,16 @@ def test_overrides_may_follow_options(tiny, tmp_path):
     assert (tmp_path / "r2" / "checkpoints" / "ckpt-000000000016.pt").exists()
     r = run_cli(["train", path, "--resume", "none", "--bogus"])
     assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr
+
+
+def test_tensorboard_curve_continues_across_a_resume_without_losing_the_checkpoint_tick(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    cfg = tiny_config(tmp_path / "run")
+    cfg["train"]["total_kimg"] = 0.032
+    path = write_config(tmp_path / "c.yaml", cfg)
+    assert run_cli(["train", path]).returncode == 0
+    r = run_cli(["train", path, "train.total_kimg=0.064"])
+    assert r.returncode == 0 and "resumed from" in r.stdout, r.stderr
+    acc = EventAccumulator(str(tmp_path / "run"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("Progress/kimg")] == [16, 32, 48, 64]

@@ -74,8 +74,6 @@ def test_parity_table_holds_through_the_kernel_autograd(emulated):
     assert len(rows) == 3 * (4 + 10 + 2)
     bad = [r for r in rows if not r.ok]
     assert not bad, kernel_check.format_rows(bad)
-    # The double-backward rows compare something real: nonlinear activations have one.
-    assert any(r.order == "double backward" and r.kernel == "bias_act" for r in rows)
 
 
 def _sabotage_upfirdn2d(monkeypatch):

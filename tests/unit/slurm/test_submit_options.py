@@ -73,6 +73,7 @@ def test_dry_run_prints_the_sbatch_script(tmp_path):
     ({"distributed": {"strategy": "ddp"}}, ["--gpus-per-node", "0"], "--gpus-per-node 0 (CPU nodes) needs --tasks-per-node"),
     ({"distributed": {"strategy": "ddp"}}, ["--gpus-per-node", "2", "--tasks-per-node", "4"], "one task per GPU"),
     ({"distributed": {"strategy": "ddp"}}, ["--time", "soon"], "--time 'soon'"),
+    ({"distributed": {"strategy": "ddp"}}, ["--time", "2", "--signal-delay", "120"], "is not shorter than --time 2"),
 ])
 def test_what_cannot_run_is_refused_before_queueing(tmp_path, cfg_train, args, message):
     cfg = tiny_config(tmp_path / "run", **cfg_train)
