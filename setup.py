@@ -45,6 +45,8 @@ setup(
         "webdataset>=1.0,<2",
         "submitit>=1.5.4,<1.6",  # `bigtrain submit`; private helpers it uses are pinned with it
         "scipy>=1.11,<2",  # FID's matrix square root
+        "torchmetrics>=1.4,<2",  # MS-SSIM
+        "matplotlib>=3.8,<4",  # bigtrain plot
     ],
     extras_require={
         "deepspeed": ["deepspeed>=0.19,<0.20"],

@@ -109,13 +109,13 @@ def cmd_eval(args) -> int:
         if args.data:
             data_cfg = dataclasses.replace(data_cfg, source=args.data, manifest=None)
         data = open_data(data_cfg, seed=0, printer=print0)
-        net = InceptionFeatures(args.inception, args.device)
+        net = InceptionFeatures(args.inception, args.device) if any(s.uses_inception for s in specs) else None
         cache = None if args.no_cache else args.cache
         result = evaluate(G, data, specs, net, strategy, args.batch, args.device, cache, args.trunc, printer=print0)
     finally:
         if strategy:
             strategy.teardown()
-    result.update(checkpoint=info["checkpoint"], data=data_cfg.source, inception=str(net.path), trunc=args.trunc,
+    result.update(checkpoint=info["checkpoint"], data=data_cfg.source, inception=str(net.path) if net else None, trunc=args.trunc,
                   world_size=env.world_size)
     print0(format_metrics(result))
     if env.is_main:
@@ -130,9 +130,26 @@ def format_metrics(r: dict) -> str:
     lines = [f"{'metric':<22} {'value':>12}"]
     lines += [f"{k:<22} {v:>12.4f}" for k, v in r["metrics"].items()]
     s = r["seconds"]
-    lines.append(f"{r['generated']} generated vs {r['real']} real images ({r['real_features']} real features); "
-                 f"{s['total']:.0f} s: real {s['real']:.0f}, generated {s['generated']:.0f}, math {s['metrics']:.0f}")
+    if r["generated"]:
+        lines.append(f"{r['generated']} generated vs {r['real']} real images ({r['real_features']} real features); "
+                     f"{s['total']:.0f} s: real {s['real']:.0f}, generated {s['generated']:.0f}, "
+                     f"math {s['metrics']:.0f}")
+    else:
+        lines.append(f"{s['total']:.0f} s")
     return "\n".join(lines)
+
+
+def cmd_plot(args) -> int:
+    from bigtrain.metrics.plot import plot_runs
+
+    drawn = plot_runs(args.runs, args.key, args.out, args.label, args.title, args.logy)
+    for label, series in drawn.items():
+        last = series[-1]
+        best = min(series, key=lambda p: p[1])
+        print(f"{label}: {len(series)} points, last {last[1]:.4g} at kimg {last[0]:g}, lowest {best[1]:.4g} "
+              f"at kimg {best[0]:g}")
+    print(f"wrote {args.out}")
+    return 0
 
 
 def cmd_bench(args) -> int:
@@ -313,7 +330,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="FID / KID / precision-recall of a checkpoint's G_ema against real data")
     e.add_argument("checkpoint", help="training checkpoint (ckpt-*.pt) or run directory")
-    e.add_argument("--metrics", default="fid10k", help="comma-separated: fidN, kidN, prN (N images, e.g. fid10k, kid1k)")
+    e.add_argument("--metrics", default="fid10k", help="comma-separated: fidN, kidN, prN (N images, e.g. fid10k, kid1k), msssimN (N pairs)")
     e.add_argument("--data", help="real data (data.source syntax); default: the checkpoint's training data")
     e.add_argument("--batch", type=int, default=64)
     e.add_argument("--device", default="cpu")
@@ -325,6 +342,15 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-cache", action="store_true", help="always compute the real features")
     e.add_argument("--json", help="where to write the results (default: beside the checkpoint, .metrics.json)")
     e.set_defaults(fn=cmd_eval)
+
+    pl = sub.add_parser("plot", help="plot a logged value (default the FID) against kimg from runs' stats.jsonl")
+    pl.add_argument("runs", nargs="+", help="run directories (one line each)")
+    pl.add_argument("--key", help="the stats.jsonl key, e.g. Metrics/fid10k, Loss/G/main (default: the run's FID)")
+    pl.add_argument("--out", required=True, help="PNG path")
+    pl.add_argument("--label", action="append", help="legend label per run, in order (default: folder names)")
+    pl.add_argument("--title")
+    pl.add_argument("--logy", action="store_true", help="logarithmic y axis")
+    pl.set_defaults(fn=cmd_plot)
 
     b = sub.add_parser("bench", help="measure throughput: training (img/s, sec/kimg, memory) or data loading")
     bsub = b.add_subparsers(dest="what", required=True)

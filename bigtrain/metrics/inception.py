@@ -33,6 +33,8 @@ def candidates(explicit: str | None = None) -> list[Path]:
 
 
 def find_inception(explicit: str | None = None) -> Path:
+    if explicit and not Path(explicit).is_file():  # a path the user named is not silently replaced
+        raise FileNotFoundError(f"InceptionV3 weights {explicit}: no such file")
     places = candidates(explicit)
     for p in places:
         if p.is_file():

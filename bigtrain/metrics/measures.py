@@ -68,3 +68,36 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, batch: 
     precision = _coverage(real, _kth_neighbour_radii(real, k, batch), fake, batch)
     recall = _coverage(fake, _kth_neighbour_radii(fake, k, batch), real, batch)
     return precision, recall
+
+
+# MS-SSIM's per-scale weights (Wang et al. 2003), finest scale first.
+MSSSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+MSSSIM_KERNEL = 11
+
+
+def msssim_scales(resolution: int) -> int:
+    """How many of MS-SSIM's five scales fit an image: each halves it, and the coarsest must
+    still be wider than the 11-tap Gaussian window (all five from 161 px up; two at 32 px)."""
+    scales = 5
+    while scales > 1 and resolution <= (MSSSIM_KERNEL - 1) * 2 ** (scales - 1):
+        scales -= 1
+    if resolution <= MSSSIM_KERNEL - 1:
+        raise ValueError(f"MS-SSIM needs images larger than {MSSSIM_KERNEL - 1} px; these are {resolution} px")
+    return scales
+
+
+def msssim_pairs(a: torch.Tensor, b: torch.Tensor, batch: int = 256) -> float:
+    """Mean MS-SSIM between images a[i] and b[i] (float, [-1, 1], [n, C, H, W]): the diversity
+    measure of Odena et al. 2017, lower = more varied. torchmetrics does the math; images smaller
+    than 161 px use the first scales that fit (msssim_scales), their weights renormalised."""
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
+    scales = msssim_scales(a.shape[-1])
+    betas = MSSSIM_BETAS[:scales]
+    betas = tuple(v / sum(betas) for v in betas)
+    values = []
+    for i in range(0, len(a), batch):
+        x, y = ((t[i:i + batch].double().cpu() + 1) / 2 for t in (a, b))
+        values.append(multiscale_structural_similarity_index_measure(
+            x, y, data_range=1.0, kernel_size=MSSSIM_KERNEL, betas=betas, reduction="none"))
+    return float(torch.cat(values).mean())

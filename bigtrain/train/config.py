@@ -15,6 +15,7 @@ from bigtrain.config import deep_merge, require
 from bigtrain.data import DataConfig
 from bigtrain.distributed.strategy import StrategyConfig
 from bigtrain.losses import GANLoss
+from bigtrain.metrics.training import MetricsConfig
 from bigtrain.models import family_names, get_family
 from bigtrain.train.schedule import GrowConfig
 
@@ -100,6 +101,7 @@ class TrainConfig:
     grow: GrowConfig = dataclasses.field(default_factory=GrowConfig)
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
     distributed: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
 
     @classmethod

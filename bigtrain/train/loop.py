@@ -20,11 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from bigtrain.checkpoint import CheckpointManager, capture_rng, checkpoint_dir, load_state, restore_rng
+from bigtrain.checkpoint.state import FORMAT, FORMAT_VERSION, save_atomic
 from bigtrain.config import ConfigError, dump_yaml, to_dict
 from bigtrain.data import open_data
 from bigtrain.distributed import DistEnv, build_strategy, print0
 from bigtrain.generate import standing_stats
 from bigtrain.losses import GANLoss
+from bigtrain.metrics.training import TrainingMetrics
 from bigtrain.models import get_family
 from bigtrain.models.common.growing import active_parameters, area_downsample, fade_reals, set_stage
 from bigtrain.models.common.layers import set_reduced_precision
@@ -137,6 +139,7 @@ class Trainer:
         self.grid_z = latents_from_seeds(list(range(n_grid)), G.z_dim, self.device)
         self.grid_c = one_hot(torch.arange(n_grid) // per_class if nc else None, nc, n_grid, self.device)
         self._signals: set[int] = set()  # stop signals received, not yet acted on
+        self.metrics = TrainingMetrics(cfg.metrics, self.data, self.strategy, self.device, self.run_dir, print0)
         # Rank-local randomness (augmentation, noise inputs, style mixing) differs per rank.
         torch.manual_seed(cfg.run.seed * 1_000_003 + self.env.rank)
         if resume:
@@ -338,6 +341,8 @@ class Trainer:
                          f"D {values.get('Loss/D/main', float('nan')):<7.3f} ETA {eta / 60:.1f} min")
                 if cfg.log.image_ticks and (p.tick % cfg.log.image_ticks == 0 or done):
                     self._samples(obs)
+                if self.metrics.due(tick_start_nimg, p.nimg, done):
+                    self._evaluate(obs, t0)
                 if (p.tick % cfg.checkpoint.interval_ticks == 0 or done) and p.nonfinite_run == 0:
                     # Never during a non-finite streak: it would rotate the last good checkpoint out.
                     last_ckpt = self.save()
@@ -356,6 +361,36 @@ class Trainer:
         if not self._signals:
             print0(f"received signal {signum}: finishing this step, then writing a checkpoint (Ctrl+C twice aborts)")
         self._signals.add(signum)
+
+    def _evaluate(self, obs: Observer, t0: float) -> None:
+        """Training-time metrics of G_ema (every rank takes a share), logged at this nimg; a new
+        best value of metrics.best writes checkpoints/best.pt."""
+        p, m = self.progress, self.metrics
+        if self.cfg.log.standing_stats:  # on every rank, so every rank evaluates the same G_ema
+            standing_stats(self.G_ema, self.cfg.log.standing_stats, self.batch_gpu, self.device)
+        values, sec = m.evaluate(self.G_ema)
+        share = m.seconds / max(time.time() - t0, 1e-9)
+        obs.scalars({**{f"Metrics/{k}": v for k, v in values.items()}, "Timing/metrics_sec": sec,
+                     "Timing/metrics_share": share}, p.kimg, p.nimg)
+        line = (f"metrics at kimg {p.kimg:.3f}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+                + f" ({sec:.0f} s; evaluation is {100 * share:.0f}% of this run's time so far)")
+        if self.strategy.is_main and m.improves(values):
+            self.save_best(values)
+            line += f"; new best {m.best.name}: {m.best_path}"
+        obs.line(line)
+
+    def save_best(self, values: dict) -> str:
+        """checkpoints/best.pt: G_ema with its config and scores, for generate, eval and export
+        (it holds no optimizer or D state, so it cannot be resumed from). Rank 0 only."""
+        m = self.metrics
+        save_atomic({"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "best",
+                     "config": to_dict(self.cfg), "model_info": self.model_info,
+                     "nets": {"G_ema": self.G_ema.state_dict()}, "progress": dataclasses.asdict(self.progress),
+                     "stage": dataclasses.asdict(self.stage),
+                     "best": {"metric": m.best.name, "value": values[m.best.name]}, "metrics": values},
+                    m.best_path)
+        m.write_summary(values, self.progress.kimg)
+        return m.best_path
 
     @torch.no_grad()
     def _samples(self, obs: Observer) -> None:
@@ -396,6 +431,9 @@ class Trainer:
 
     def load(self, path: str, config_source: str) -> None:
         state = load_state(path)
+        if state.get("kind") == "best":
+            raise ValueError(f"{path} is a best-metric snapshot: it holds G_ema only (no D, no optimizer state), "
+                             f"for generate, eval and export; resume from a ckpt-*.pt in the same folder")
         check_model_config(state, to_dict(self.cfg), self.model_info, path, config_source)
         # The stage (and so the wrapped parameter set) the checkpoint's last step ran at, before
         # loading: the next step moves on to the stage of nimg, as the uninterrupted run would.
