@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
+import types
+import typing
 from typing import Any, Mapping, Sequence
 
 import yaml
@@ -36,8 +39,26 @@ def deep_merge(base: Mapping, over: Mapping) -> dict:
     return out
 
 
-def apply_overrides(data: dict, overrides: Sequence[str], sources: Sources) -> dict:
-    """Apply ``a.b=value`` strings; the value is parsed as YAML (``1e-3``, ``[1, 2]``, ``null``)."""
+def _field_type(cls: Any, parts: Sequence[str]) -> Any:
+    """The dataclass field type at ``parts`` under ``cls`` (None where the path leaves the schema)."""
+    tp = cls
+    for p in parts:
+        if not dataclasses.is_dataclass(tp):
+            return None
+        hints = typing.get_type_hints(tp)
+        if p not in hints:
+            return None
+        tp = hints[p]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+            tp = args[0]
+    return tp
+
+
+def apply_overrides(data: dict, overrides: Sequence[str], sources: Sources, cls: Any = None) -> dict:
+    """Apply ``a.b=value`` strings; the value is parsed as YAML (``1e-3``, ``[1, 2]``, ``null``).
+    A section written in its shorthand (``metrics: [fid10k]``) is expanded before a dotted
+    override goes into it; any other non-mapping in the way is an error, not silently replaced."""
     data = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
@@ -52,9 +73,18 @@ def apply_overrides(data: dict, overrides: Sequence[str], sources: Sources) -> d
             value = raw
         node = data
         parts = key.split(".")
-        for p in parts[:-1]:
-            if not isinstance(node.get(p), dict):
+        for i, p in enumerate(parts[:-1]):
+            existing = node.get(p)
+            if existing is None:
                 node[p] = {}
+            elif not isinstance(existing, dict):
+                tp = _field_type(cls, parts[:i + 1]) if cls is not None else None
+                short = tp._shorthand(existing) if hasattr(tp, "_shorthand") else existing
+                if not isinstance(short, Mapping):
+                    where = ".".join(parts[:i + 1])
+                    raise ConfigError(f"config error in command-line override '{item}': '{where}' is {existing!r} "
+                                      f"(from {sources.of(where)}), not a mapping of keys")
+                node[p] = dict(short)
             node = node[p]
         node[parts[-1]] = value
         sources.by_key[key] = f"command-line override '{item}'"
@@ -67,7 +97,7 @@ def load_config(path: str | None, overrides: Sequence[str], cls: type) -> Any:
     value with ``require`` like any field check."""
     sources = Sources(path or "<defaults>")
     data = read_yaml(path) if path else {}
-    data = apply_overrides(data, overrides, sources)
+    data = apply_overrides(data, overrides, sources, cls)
     if hasattr(cls, "_preset_data"):
         try:
             preset = cls._preset_data(data)

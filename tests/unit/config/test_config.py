@@ -100,6 +100,21 @@ def test_override_wins_over_file_and_is_parsed_as_yaml(tmp_path):
     assert cfg.train.g_lr == 0.1  # untouched sibling from the file survives
 
 
+def test_dotted_override_into_shorthand_section_keeps_its_values(tmp_path):
+    # `metrics: [fid500]` is shorthand for {names: [fid500]}; a later metrics.x=... must not drop the names.
+    path = write(tmp_path, "metrics: [fid500]\n")
+    cfg = load(path, ["metrics.interval_kimg=10"])
+    assert cfg.metrics.names == ["fid500"] and cfg.metrics.interval_kimg == 10
+    cfg = load(write(tmp_path, "{}\n", "empty.yaml"), ["metrics=[kid1k]", "metrics.batch=8"])
+    assert cfg.metrics.names == ["kid1k"] and cfg.metrics.batch == 8
+
+
+def test_dotted_override_into_a_scalar_is_an_error(tmp_path):
+    path = write(tmp_path, "train: {batch_size: 8}\n")
+    msg = error_of(path, ["train.batch_size.x=3"])
+    assert "'train.batch_size' is 8" in msg and path in msg and "not a mapping" in msg
+
+
 def test_override_of_unknown_key_is_rejected(tmp_path):
     path = write(tmp_path, "train: {batch_size: 8}\n")
     msg = error_of(path, ["train.batch_sise=8"])
