@@ -47,6 +47,9 @@ setup(
         "scipy>=1.11,<2",  # FID's matrix square root
         "torchmetrics>=1.4,<2",  # MS-SSIM
         "matplotlib>=3.8,<4",  # bigtrain plot
+        "safetensors>=0.4,<1",  # export snapshots, loaded without pickle
+        "onnx>=1.16,<2",  # bigtrain export --format onnx (torch's exporter writes through it)
+        "onnxruntime>=1.18,<2",  # ... and checks the ONNX graph against PyTorch
     ],
     extras_require={
         "deepspeed": ["deepspeed>=0.19,<0.20"],

@@ -1,2 +1,9 @@
 """bigtrain: distributed training for large GANs."""
 __version__ = "0.1.0"
+
+
+def __getattr__(name):  # `bigtrain.load_generator` without importing torch on `import bigtrain`
+    if name == "load_generator":
+        from bigtrain.export import load_generator
+        return load_generator
+    raise AttributeError(f"module 'bigtrain' has no attribute {name!r}")

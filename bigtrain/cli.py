@@ -1,4 +1,4 @@
-"""`bigtrain train | submit | pack | generate | bench | kernels | config`: one entry point under python, torchrun,
+"""`bigtrain train | submit | pack | generate | export | eval | plot | bench | kernels | config`: one entry point under python, torchrun,
 srun or submitit."""
 from __future__ import annotations
 
@@ -57,24 +57,43 @@ def cmd_generate(args) -> int:
     from bigtrain.distributed import print0
     import torch
 
-    from bigtrain.generate import generate_images, load_generator_from_checkpoint, standing_stats, write_outputs
+    from bigtrain.generate import (generate_images, interpolation_frames, load_any_generator, parse_layers,
+                                   standing_stats, style_mix_grid, write_outputs)
     from bigtrain.models.sampling import parse_seeds
 
     if not args.out and not args.outdir:
         raise ValueError("give --out GRID.png and/or --outdir DIR")
+    if args.style_mix and args.interp:
+        raise ValueError("--style-mix and --interp make different pictures; give one")
     seeds = parse_seeds(args.seeds)
-    G, _ = load_generator_from_checkpoint(args.checkpoint, args.device)
+    G, info = load_any_generator(args.checkpoint, args.device)
+    trunc = args.trunc
+    if trunc is None and (info.get("truncation") or {}).get("default") is not None:
+        trunc = info["truncation"]["default"]  # the export's own default (bigtrain export --trunc)
+        print0(f"truncation {trunc} (the export's default; --trunc overrides it)")
     if args.standing_stats:
         standing_stats(G, args.standing_stats, args.batch, args.device)
-    if args.all_classes:
+    grid_w = None
+    if args.style_mix:
+        cols = parse_seeds(args.style_mix)
+        layers = parse_layers(args.mix_layers, G.num_ws) if hasattr(G, "num_ws") else []
+        img = style_mix_grid(G, seeds, cols, layers, trunc, args.class_idx, args.batch, args.device)
+        names = ["blank"] + [f"seed{c:04d}" for c in cols]
+        names += [n for r in seeds for n in [f"seed{r:04d}"] + [f"mix-row{r:04d}-col{c:04d}" for c in cols]]
+        grid_w = len(cols) + 1
+    elif args.interp:
+        img = interpolation_frames(G, seeds, args.interp, trunc, args.class_idx, args.batch, args.device)
+        names = [f"frame{i:04d}" for i in range(len(img))]
+        grid_w = args.interp
+    elif args.all_classes:
         if not G.c_dim or args.class_idx is not None:
             raise ValueError("--all-classes is for conditional models, without --class")
-        img = torch.cat([generate_images(G, seeds, trunc=args.trunc, class_idx=k, batch=args.batch, device=args.device)
+        img = torch.cat([generate_images(G, seeds, trunc=trunc, class_idx=k, batch=args.batch, device=args.device)
                          for k in range(G.c_dim)])
         names = [f"class{k}-seed{s:04d}" for k in range(G.c_dim) for s in seeds]
         grid_w = len(seeds)
     else:
-        img = generate_images(G, seeds, trunc=args.trunc, class_idx=args.class_idx, batch=args.batch,
+        img = generate_images(G, seeds, trunc=trunc, class_idx=args.class_idx, batch=args.batch,
                               device=args.device)
         names = [f"seed{s:04d}" for s in seeds]
         # Conditional models without --class cycle through the classes: one column per class.
@@ -83,6 +102,15 @@ def cmd_generate(args) -> int:
         print0(f"wrote {p}")
     if args.outdir:
         print0(f"wrote {len(names)} images to {args.outdir}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from bigtrain.export import export_generator
+    from bigtrain.export.run import parse_formats
+
+    export_generator(args.checkpoint, args.out, parse_formats(args.format), args.dtype, args.trunc,
+                     args.standing_stats)
     return 0
 
 
@@ -311,22 +339,45 @@ def make_parser() -> argparse.ArgumentParser:
     k.add_argument("--quiet", action="store_true", help="no progress bar")
     k.set_defaults(fn=cmd_pack)
 
-    g = sub.add_parser("generate", help="write images from a checkpoint's G_ema")
-    g.add_argument("checkpoint", help="training checkpoint (ckpt-*.pt) or run directory")
+    g = sub.add_parser("generate", help="write images from an export or a checkpoint's G_ema")
+    g.add_argument("checkpoint", help="export folder (bigtrain export), training checkpoint (ckpt-*.pt, best.pt) or run directory")
     g.add_argument("--seeds", default="0-63", help="e.g. 0-63 or 1,5,9 (default 0-63)")
     g.add_argument("--trunc", type=float, default=None,
                    help="truncation trick (default none): StyleGAN2 psi in [0, 1], 0.7 trades variety for quality; "
                         "BigGAN threshold t, z truncated to [-t, t] (e.g. 0.5); ProGAN has none")
-    g.add_argument("--class", dest="class_idx", type=int, default=None, help="class index for conditional models (default: seed i gets class i mod classes, a column per class)")
+    g.add_argument("--class", dest="class_idx", type=int, default=None, help="class index for conditional models (default: the i-th seed listed gets class i mod classes, a column per class)")
     g.add_argument("--all-classes", action="store_true",
                    help="conditional models: every seed in every class, one row per class (the seeds as columns)")
     g.add_argument("--standing-stats", type=int, default=0, metavar="N",
                    help="batch-norm generators (BigGAN): re-estimate BN statistics over N batches first")
+    g.add_argument("--style-mix", metavar="COL_SEEDS",
+                   help="StyleGAN2: style-mixing grid, --seeds as rows and these seeds as columns; each cell is its "
+                        "column's image with the --mix-layers styles of its row")
+    g.add_argument("--mix-layers", default="0-3",
+                   help="w layers a row gives in --style-mix (default 0-3, the coarse ones: pose and shape)")
+    g.add_argument("--interp", type=int, default=0, metavar="STEPS",
+                   help="StyleGAN2: latent walk in w through --seeds, STEPS frames from each seed to the next")
     g.add_argument("--out", help="PNG grid path")
     g.add_argument("--outdir", help="folder for one PNG per seed")
     g.add_argument("--batch", type=int, default=32)
     g.add_argument("--device", default="cpu")
     g.set_defaults(fn=cmd_generate)
+
+    x = sub.add_parser("export", help="export a checkpoint's G_ema: model.safetensors + config.json, and ONNX / "
+                                      "TorchScript, each checked against the checkpoint")
+    x.add_argument("checkpoint", help="training checkpoint (ckpt-*.pt, best.pt) or run directory (its newest checkpoint)")
+    x.add_argument("--out", required=True, help="folder to write the export into")
+    x.add_argument("--format", default="safetensors",
+                   help="safetensors (always written, with config.json), onnx, torchscript: comma-separated, or all "
+                        "(default safetensors)")
+    x.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="dtype of the weights in model.safetensors (ONNX and TorchScript graphs are float32)")
+    x.add_argument("--trunc", type=float, default=None,
+                   help="default truncation recorded in config.json, used by bigtrain generate on this export "
+                        "(StyleGAN2 psi, BigGAN threshold); the graphs take it as an input")
+    x.add_argument("--standing-stats", type=int, default=0, metavar="N",
+                   help="batch-norm generators (BigGAN): re-estimate BN statistics over N batches before exporting")
+    x.set_defaults(fn=cmd_export)
 
     e = sub.add_parser("eval", help="FID / KID / precision-recall of a checkpoint's G_ema against real data")
     e.add_argument("checkpoint", help="training checkpoint (ckpt-*.pt) or run directory")

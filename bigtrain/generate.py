@@ -11,7 +11,7 @@ from bigtrain.checkpoint.state import resolve_resume
 from bigtrain.config import build
 from bigtrain.models import get_family
 from bigtrain.models.common.growing import set_stage
-from bigtrain.models.sampling import latents_from_seeds, one_hot
+from bigtrain.models.sampling import latents_from_seeds, one_hot, parse_seeds
 from bigtrain.train.schedule import checkpoint_stage
 from bigtrain.train.observe import image_grid, save_png
 
@@ -24,13 +24,25 @@ def load_generator_from_checkpoint(path: str, device: str | torch.device = "cpu"
     state = load_state(path)
     from bigtrain.train.config import TrainConfig
     cfg = build(TrainConfig, state["config"], sources=f"the config stored in {path}")
-    info = dict(state["model_info"], checkpoint=path, config=cfg)
+    info = dict(state["model_info"], checkpoint=path, config=cfg, kind=state.get("kind", "train"),
+                kimg=state["progress"]["nimg"] / 1000, best=state.get("best"))
     G = get_family(info["family"]).build_generator(cfg.generator, info["resolution"], info["channels"], info["c_dim"])
     G.load_state_dict(state["nets"]["G_ema"])
     # A checkpoint taken while growing makes images at its stage (upsampled to full size here).
     stage = checkpoint_stage(state, cfg, info["resolution"])
     set_stage(G, stage.resolution, stage.alpha)
     return G.eval().requires_grad_(False).to(device), info
+
+
+def load_any_generator(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """An export folder (config.json + model.safetensors), a checkpoint file or a run dir ->
+    (G_ema in eval mode, info with family, c_dim, label_names, ...)."""
+    from bigtrain.export import is_export, load_generator
+
+    if is_export(path):
+        G, config = load_generator(path, device)
+        return G, dict(config, checkpoint=path)
+    return load_generator_from_checkpoint(path, device)
 
 
 @torch.no_grad()
@@ -107,3 +119,68 @@ def write_outputs(img: torch.Tensor, names: list[str], out: str | None, outdir: 
             save_png(image_grid(im[None], 1), p)
             written.append(p)
     return written
+
+
+# ---------------------------------------------------------------- StyleGAN2 extras
+def _require_stylegan2(G: torch.nn.Module, what: str) -> None:
+    if not (hasattr(G, "mapping") and hasattr(G, "synthesis") and hasattr(G, "num_ws")):
+        raise ValueError(f"{what} needs a StyleGAN2 generator (it mixes and interpolates w), not {type(G).__name__}")
+
+
+def _ws(G, seeds: list[int], trunc: float | None, class_idx: int | None, device) -> torch.Tensor:
+    z = latents_from_seeds(seeds, G.z_dim, device)
+    labels = None
+    if G.c_dim:
+        # As generate_images: the i-th seed given gets class i mod classes, so each seed's image
+        # here is the one `bigtrain generate --seeds` (same list) makes.
+        labels = (torch.full((len(seeds),), class_idx, dtype=torch.long) if class_idx is not None
+                  else torch.arange(len(seeds)) % G.c_dim)
+    return G.mapping(z, one_hot(labels, G.c_dim, len(seeds), device), truncation_psi=1.0 if trunc is None else trunc)
+
+
+def _synthesize(G, ws: torch.Tensor, batch: int) -> torch.Tensor:
+    out = [G.synthesis(w, noise_mode="const", fused_modconv=True, out_res=G.stage_res, alpha=G.alpha)
+           for w in ws.split(batch)]
+    return F.interpolate(torch.cat(out), size=G.img_resolution, mode="nearest").cpu()
+
+
+def parse_layers(text: str, num_ws: int) -> list[int]:
+    """'0-3' or '0,1,6' -> layer indices, each checked against the generator's num_ws."""
+    layers = parse_seeds(text)
+    bad = [i for i in layers if not 0 <= i < num_ws]
+    if bad:
+        raise ValueError(f"--mix-layers {text}: layer {bad[0]} does not exist; this generator has w layers 0-{num_ws - 1}")
+    return layers
+
+
+@torch.no_grad()
+def style_mix_grid(G, row_seeds: list[int], col_seeds: list[int], layers: list[int], trunc: float | None = None,
+                   class_idx: int | None = None, batch: int = 32, device="cpu") -> torch.Tensor:
+    """Images for a (rows + 1) x (cols + 1) grid: the top row the column seeds' images, the left
+    column the row seeds', and cell (r, c) the column seed's w with ``layers`` taken from the row
+    seed (coarse layers 0-3: pose and shape from the row, colour and texture from the column).
+    The top-left corner is blank."""
+    _require_stylegan2(G, "--style-mix")
+    rows, cols = _ws(G, row_seeds, trunc, class_idx, device), _ws(G, col_seeds, trunc, class_idx, device)
+    mixed = cols[None].repeat(len(row_seeds), 1, 1, 1)  # [R, C, num_ws, w_dim]
+    mixed[:, :, layers] = rows[:, None, layers]
+    col_img, row_img = _synthesize(G, cols, batch), _synthesize(G, rows, batch)
+    cells = _synthesize(G, mixed.flatten(0, 1), batch).view(len(row_seeds), len(col_seeds), *col_img.shape[1:])
+    blank = torch.full_like(col_img[:1], -1.0)
+    grid = [torch.cat([blank, col_img])]
+    grid += [torch.cat([row_img[r:r + 1], cells[r]]) for r in range(len(row_seeds))]
+    return torch.cat(grid)
+
+
+@torch.no_grad()
+def interpolation_frames(G, seeds: list[int], steps: int, trunc: float | None = None, class_idx: int | None = None,
+                         batch: int = 32, device="cpu") -> torch.Tensor:
+    """Frames walking in w from each seed to the next, ``steps`` per leg (the last seed closes
+    the walk): [(len(seeds) - 1) * steps + 1, C, H, W]."""
+    _require_stylegan2(G, "--interp")
+    if len(seeds) < 2 or steps < 1:
+        raise ValueError("--interp needs at least two seeds and steps >= 1")
+    ws = _ws(G, seeds, trunc, class_idx, device)
+    t = torch.arange(steps, device=ws.device, dtype=ws.dtype).view(-1, 1, 1) / steps
+    legs = [torch.lerp(ws[i][None], ws[i + 1][None], t) for i in range(len(seeds) - 1)]
+    return _synthesize(G, torch.cat(legs + [ws[-1:]]), batch)

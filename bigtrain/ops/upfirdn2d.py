@@ -216,6 +216,10 @@ def _upfirdn2d_ref(
     gain: float,
 ) -> torch.Tensor:
     N, C, H, W = x.shape
+    if torch.jit.is_tracing():
+        # Export (bigtrain/export): a layer's channels are fixed, only the batch varies; a constant C
+        # keeps the depthwise filter's shape known, which ONNX's Conv needs.
+        C = int(C)
     if f is None:
         f = torch.ones([1, 1], dtype=x.dtype, device=x.device)
     f = f.to(dtype=x.dtype, device=x.device)

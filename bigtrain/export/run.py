@@ -1,0 +1,102 @@
+"""``bigtrain export``: a checkpoint's G_ema -> an export folder, each format checked as it is made."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .graph import Sampler, example_inputs, reference_images, run_onnx, run_torchscript, to_onnx, to_torchscript
+from .snapshot import CONFIG, DTYPES, ExportError, load_generator, save_snapshot, source_of, write_atomic
+
+FORMATS = ("safetensors", "onnx", "torchscript")
+FILES = {"onnx": "generator.onnx", "torchscript": "generator.torchscript.pt"}
+CHECKS = "checks.json"
+CHECK_BATCH = 3  # traced with 2 images, checked with 3: the batch size is free in the graphs
+# Largest |difference| from the checkpoint's G_ema accepted, on images in [-1, 1]: float32 graphs
+# differ only by summation order (BigGAN's truncation by its quantile approximation, about 1e-6).
+CHECK_TRUNC = {"stylegan2": 0.7, "biggan": 1.0}
+TOLERANCE = {"float32": 1e-3, "float16": 5e-2, "bfloat16": 2e-1}
+
+
+def parse_formats(text: str) -> list[str]:
+    names = FORMATS if text == "all" else [f.strip() for f in text.split(",") if f.strip()]
+    bad = [f for f in names if f not in FORMATS]
+    if bad or not names:
+        raise ExportError(f"--format {text}: expected 'all' or a comma-separated list of {', '.join(FORMATS)}")
+    return [f for f in FORMATS if f in names]  # safetensors + config.json are always written
+
+
+def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetensors",), dtype: str = "float32",
+                     trunc: float | None = None, standing_stats: int = 0,
+                     printer: Callable[[str], None] = print) -> dict:
+    """Export a checkpoint's (or run dir's newest checkpoint's) G_ema to ``out``; -> the checks
+    (max abs error of each format against the checkpoint's G_ema, also written to checks.json).
+    Raises ExportError, writing nothing more, when a format does not reproduce the generator."""
+    from bigtrain.generate import load_generator_from_checkpoint, standing_stats as run_standing_stats
+
+    if dtype not in DTYPES:
+        raise ExportError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ExportError(f"--out {out} is a file; give a folder")
+    torch.manual_seed(0)
+    G, info = load_generator_from_checkpoint(checkpoint, "cpu")  # graphs are traced from the reference ops
+    if standing_stats:
+        run_standing_stats(G, standing_stats)
+    sampler = Sampler(G, info["family"]).eval()
+    if trunc is not None and not sampler.has_trunc:
+        raise ExportError(f"--trunc {trunc}: {type(G).__name__} has no truncation trick; leave --trunc out")
+    # Checked without truncation and with it (the given value, else a typical one).
+    truncs = [None] + ([trunc if trunc is not None else CHECK_TRUNC[info["family"]]] if sampler.has_trunc else [])
+    check_args = [example_inputs(sampler, CHECK_BATCH, t, seed=0) for t in truncs]
+    want = [reference_images(G, sampler, a) for a in check_args]
+    tol = TOLERANCE[dtype]
+    checks = {"images": CHECK_BATCH, "seeds": f"0-{CHECK_BATCH - 1}", "trunc": [t for t in truncs],
+              "tolerance": {"safetensors": tol, "graphs": TOLERANCE["float32"]}}
+
+    graphs = {}
+    if "onnx" in formats:
+        graphs["onnx"] = to_onnx(sampler, example_inputs(sampler, 2, trunc, seed=100))
+        got = [run_onnx(graphs["onnx"], a, sampler.input_names()) for a in check_args]
+        checks["onnx"] = _check("ONNX Runtime", got, want, TOLERANCE["float32"])
+    if "torchscript" in formats:
+        graphs["torchscript"] = to_torchscript(sampler, example_inputs(sampler, 2, trunc, seed=100))
+        got = [run_torchscript(graphs["torchscript"], a).numpy() for a in check_args]
+        checks["torchscript"] = _check("TorchScript", got, want, TOLERANCE["float32"])
+
+    os.makedirs(out, exist_ok=True)
+    files = {k: FILES[k] for k in graphs}
+    config = save_snapshot(G, info, out, dtype, trunc, source_of(info), files)
+    G2, _ = load_generator(out)
+    try:
+        checks["safetensors"] = _check("load_generator", [reference_images(G2, sampler, a).numpy() for a in check_args],
+                                       want, tol)
+    except ExportError:
+        os.remove(os.path.join(out, CONFIG))  # not a usable export: do not leave one that looks like it
+        raise
+    for k, blob in graphs.items():
+        write_atomic(blob, os.path.join(out, FILES[k]))
+    write_atomic((json.dumps(checks, indent=2) + "\n").encode(), os.path.join(out, CHECKS))
+    for name in ["safetensors"] + list(graphs):
+        c = checks[name]
+        file = config["weights"]["file"] if name == "safetensors" else FILES[name]
+        size = os.path.getsize(os.path.join(out, file))
+        printer(f"{file:<26} {size / 2 ** 20:8.2f} MiB  max |diff| vs checkpoint G_ema {c['max_abs_err']:.2e}")
+    printer(f"wrote {out} ({info['family']}, {info['resolution']}x{info['resolution']}, "
+            f"{config['weights']['parameters'] / 1e6:.2f}M parameters, {dtype})")
+    return checks
+
+
+def _check(what: str, got: list[np.ndarray], want: list[torch.Tensor], tol: float) -> dict:
+    err = 0.0
+    for g, w in zip(got, want):
+        w = w.numpy()
+        if g.shape != w.shape:
+            raise ExportError(f"{what} made images of shape {g.shape}, the checkpoint's G_ema {w.shape}")
+        err = max(err, float(np.abs(g - w).max()))
+    if not np.isfinite(err) or err > tol:
+        raise ExportError(f"{what} does not reproduce the checkpoint's G_ema: max |difference| {err:.3g} "
+                          f"> {tol:g}; this export was not written")
+    return {"max_abs_err": err}

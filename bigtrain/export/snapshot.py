@@ -1,0 +1,212 @@
+"""The export snapshot: G_ema's weights as ``model.safetensors`` plus ``config.json``.
+
+Loading one reads JSON and safetensors only, never a pickle, so an export from an untrusted source
+cannot run code on load. ``config.json`` holds what rebuilding the generator needs (family, its
+config section, resolution, channels, classes and their names, the growing stage) and what a user
+wants to know (truncation, w_avg, where it was trained); it also records the weights' SHA-256, so
+a config.json and a model.safetensors from different exports are refused instead of mixed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import torch
+
+FORMAT = "bigtrain-generator"
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ExportError(ValueError):
+    """An export that cannot be written or loaded; the message names the file and the problem."""
+
+
+def is_export(path: str) -> bool:
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, CONFIG))
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_atomic(data: bytes, path: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def weights_for_export(G: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """G's state dict as standalone contiguous CPU tensors; floating ones in ``dtype``, the rest
+    (batch-norm counters) as they are."""
+    out = {}
+    for k, v in G.state_dict().items():
+        v = v.detach().cpu()
+        if v.is_floating_point():
+            v = v.to(dtype)
+        out[k] = v.contiguous().clone()
+    return out
+
+
+def save_snapshot(G: torch.nn.Module, info: dict, out: str, dtype: str = "float32",
+                  trunc: float | None = None, source: dict | None = None, files: dict | None = None) -> dict:
+    """Write ``out``/model.safetensors and ``out``/config.json; -> the config written.
+
+    ``info``: family, resolution, channels, c_dim, label_names and "config" (the TrainConfig).
+    The bytes depend only on G's weights and these arguments: the same checkpoint gives the same
+    files."""
+    from safetensors.torch import save
+
+    from bigtrain import __version__
+    from bigtrain.config import to_dict
+
+    if dtype not in DTYPES:
+        raise ExportError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+    if trunc is not None and G.truncation_arg is None:
+        raise ExportError(f"--trunc {trunc}: {type(G).__name__} has no truncation trick; leave --trunc out")
+    os.makedirs(out, exist_ok=True)
+    tensors = weights_for_export(G, DTYPES[dtype])
+    # One metadata key: safetensors writes its metadata map in hash order, so two keys could swap.
+    blob = save(tensors, metadata={"format": FORMAT})
+    write_atomic(blob, os.path.join(out, WEIGHTS))
+    cfg = info["config"]
+    w_avg = getattr(getattr(G, "mapping", None), "w_avg", None)
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "bigtrain_version": __version__,
+        "family": info["family"],
+        "generator": to_dict(cfg.generator),
+        "resolution": info["resolution"],
+        "channels": info["channels"],
+        "c_dim": info["c_dim"],
+        "z_dim": G.z_dim,
+        "label_names": list(info.get("label_names") or []),
+        "stage": {"resolution": G.stage_res, "alpha": G.alpha} if hasattr(G, "stage_res") else None,
+        "truncation": {"arg": G.truncation_arg, "default": trunc},
+        "w_avg": [round(float(v), 8) for v in w_avg] if w_avg is not None else None,
+        "dtype": dtype,
+        "weights": {"file": WEIGHTS, "sha256": hashlib.sha256(blob).hexdigest(), "tensors": len(tensors),
+                    "parameters": sum(p.numel() for p in G.parameters())},
+        "files": dict(files or {}),  # the graph exports beside the weights (format -> file)
+        "source": source or {},
+    }
+    write_atomic((json.dumps(config, indent=2) + "\n").encode(), os.path.join(out, CONFIG))
+    return config
+
+
+def read_config(folder: str) -> dict:
+    path = os.path.join(folder, CONFIG)
+    if not os.path.isfile(path):
+        raise ExportError(f"{folder} is not a bigtrain export: it has no {CONFIG}")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExportError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ExportError(f"{path}: not a bigtrain generator config (\"format\" is not \"{FORMAT}\")")
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise ExportError(f"{path}: format version {config['format_version']} is newer than this bigtrain "
+                          f"understands ({FORMAT_VERSION}); upgrade bigtrain")
+    for key in ("family", "generator", "resolution", "channels", "c_dim", "weights"):
+        if key not in config:
+            raise ExportError(f"{path}: key '{key}' is missing")
+    return config
+
+
+def load_generator(folder: str, device: str | torch.device = "cpu", verify: bool = True) -> tuple[torch.nn.Module, dict]:
+    """Rebuild an exported generator: -> (G in eval mode, float32, on ``device``; its config.json).
+
+    Reads only JSON and safetensors. ``verify`` checks the weights against the SHA-256 that
+    config.json records. Every mismatch between the two files is an ExportError naming them."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from bigtrain.config import ConfigError, build
+    from bigtrain.models import family_names, get_family
+    from bigtrain.models.common.growing import set_stage
+
+    config = read_config(folder)
+    cpath = os.path.join(folder, CONFIG)
+    wpath = os.path.join(folder, config["weights"].get("file", WEIGHTS))
+    if not os.path.isfile(wpath):
+        raise ExportError(f"{folder}: {os.path.basename(wpath)} named by {CONFIG} does not exist")
+    with open(wpath, "rb") as f:
+        blob = f.read()
+    if verify and hashlib.sha256(blob).hexdigest() != config["weights"].get("sha256"):
+        raise ExportError(f"{wpath} does not match {cpath}: its SHA-256 differs from the one recorded there "
+                          f"(the files come from different exports, or one was modified)")
+    try:
+        family = get_family(config["family"])
+    except KeyError:
+        raise ExportError(f"{cpath}: key 'family': {config['family']!r} is not a model family "
+                          f"(known: {', '.join(family_names())})") from None
+    try:
+        gcfg = build(family.generator.Config, config["generator"], sources=cpath, prefix="generator")
+    except ConfigError as e:
+        raise ExportError(str(e)) from None
+    labels = config.get("label_names") or []
+    if labels and len(labels) != config["c_dim"]:
+        raise ExportError(f"{cpath}: key 'label_names' has {len(labels)} names but 'c_dim' is {config['c_dim']}")
+    try:
+        G = family.build_generator(gcfg, config["resolution"], config["channels"], config["c_dim"])
+    except (ValueError, TypeError) as e:
+        raise ExportError(f"{cpath}: the generator cannot be built from it: {e}") from None
+    try:
+        tensors = load(blob)
+    except (SafetensorError, Exception) as e:
+        raise ExportError(f"{wpath}: not a readable safetensors file ({e})") from None
+    _check_weights(G.state_dict(), tensors, cpath, wpath)
+    G.load_state_dict({k: v.to(G.state_dict()[k].dtype) for k, v in tensors.items()})
+    w_avg = getattr(getattr(G, "mapping", None), "w_avg", None)
+    if w_avg is not None and config.get("w_avg") is not None:
+        listed = torch.tensor(config["w_avg"], dtype=torch.float32)
+        if listed.shape != w_avg.shape or not torch.allclose(listed, w_avg, rtol=1e-2, atol=1e-6):
+            raise ExportError(f"{cpath}: key 'w_avg' does not match the weights' mapping.w_avg in {wpath} "
+                              f"(the truncation centre; one of the files was modified)")
+    stage = config.get("stage")
+    if stage:
+        set_stage(G, stage["resolution"], stage["alpha"])
+    return G.eval().requires_grad_(False).to(device), config
+
+
+def _check_weights(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], cpath: str, wpath: str) -> None:
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    if missing or extra:
+        what = (f"{len(missing)} tensors the config's generator needs are missing (first: {missing[0]})" if missing
+                else f"{len(extra)} tensors are not in the config's generator (first: {extra[0]})")
+        raise ExportError(f"{wpath} does not fit the generator {cpath} describes: {what}")
+    for k, v in expected.items():
+        if tuple(got[k].shape) != tuple(v.shape):
+            raise ExportError(f"{wpath} does not fit the generator {cpath} describes: tensor '{k}' has shape "
+                              f"{tuple(got[k].shape)} in the weights, {tuple(v.shape)} in a generator built from the config")
+
+
+def source_of(info: dict) -> dict[str, Any]:
+    """Where a checkpoint's generator came from, for config.json."""
+    path = os.path.abspath(info["checkpoint"])
+    folder = os.path.dirname(path)
+    run_dir = os.path.dirname(folder) if os.path.basename(folder) == "checkpoints" else folder
+    out = {"checkpoint": path, "checkpoint_sha256": sha256_file(path), "run_dir": run_dir,
+           "kimg": info.get("kimg"), "kind": info.get("kind", "train"), "data": info["config"].data.source}
+    if info.get("best"):
+        out["best"] = info["best"]
+    return out
+
