@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import torch
@@ -296,4 +297,57 @@ def format_kernel_table(r: dict) -> str:
         lines.append(f"{row['op']:<17} {row['resolution']:>5} {row['cuda_fwd_bwd_ms']:>12.3f} "
                      f"{row['ref_fwd_bwd_ms']:>11.3f} {row['speedup_fwd_bwd']:>8.2f} "
                      f"{row['cuda_fwd_bytes_per_s'] / 1e9:>9.0f} {row['x_of_copy_floor']:>8.2f}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- generation from an export
+def bench_generate(folder: str, batch: int = 64, rounds: int = 5, threads: int | None = None) -> dict:
+    """Images/s of one exported generator run three ways on the CPU, side by side: PyTorch
+    (bigtrain.load_generator), TorchScript and ONNX Runtime (whichever the export holds), the same
+    inputs, in interleaved rounds so machine noise hits all alike; the median round counts."""
+    import statistics
+
+    from bigtrain.export import load_generator
+    from bigtrain.export.graph import Sampler, example_inputs
+
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    G, config = load_generator(folder)
+    sampler = Sampler(G, config["family"]).eval()
+    args = example_inputs(sampler, batch, None, seed=0)
+    runners = {"pytorch": lambda: sampler(*args)}
+    files = config.get("files", {})
+    if "torchscript" in files:
+        ts = torch.jit.load(os.path.join(folder, files["torchscript"]))
+        runners["torchscript"] = lambda: ts(*args)
+    if "onnx" in files:
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(os.path.join(folder, files["onnx"]), opts, providers=["CPUExecutionProvider"])
+        feeds = {n: a.numpy() for n, a in zip(sampler.input_names(), args)}
+        runners["onnxruntime"] = lambda: sess.run(["img"], feeds)
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    with torch.no_grad():
+        for fn in runners.values():  # warm-up: allocation, graph optimisation (TorchScript's profiling
+            for _ in range(3):       # executor specialises on the second call)
+                fn()
+        for _ in range(rounds):
+            for k, fn in runners.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"export": folder, "family": config["family"], "resolution": config["resolution"], "batch": batch,
+            "threads": threads, "rounds": rounds,
+            "img_per_sec": {k: batch / v for k, v in med.items()},
+            "vs_pytorch": {k: med["pytorch"] / v for k, v in med.items()}}
+
+
+def format_generate_table(r: dict) -> str:
+    lines = [f"{r['family']} {r['resolution']}x{r['resolution']}, batch {r['batch']}, {r['threads']} thread(s), "
+             f"median of {r['rounds']} interleaved rounds",
+             f"{'runtime':<14}{'img/s':>10}{'vs pytorch':>12}"]
+    for k, v in r["img_per_sec"].items():
+        lines.append(f"{k:<14}{v:>10.1f}{r['vs_pytorch'][k]:>11.2f}x")
     return "\n".join(lines)

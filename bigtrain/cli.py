@@ -259,6 +259,16 @@ def cmd_bench_kernels(args) -> int:
     return 0
 
 
+def cmd_bench_generate(args) -> int:
+    from bigtrain.bench import bench_generate, format_generate_table
+    result = bench_generate(args.export, args.batch, args.rounds, args.threads)
+    print(format_generate_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
 def cmd_config(args) -> int:
     from bigtrain.config import to_dict
     if args.reference:
@@ -446,6 +456,13 @@ def make_parser() -> argparse.ArgumentParser:
     bk.add_argument("--iters", type=int, default=20)
     bk.add_argument("--json", help="also write the result as JSON here")
     bk.set_defaults(fn=cmd_bench_kernels)
+    bg = bsub.add_parser("generate", help="CPU images/s of an export: PyTorch vs TorchScript vs ONNX Runtime, side by side")
+    bg.add_argument("export", help="export folder (bigtrain export --format all)")
+    bg.add_argument("--batch", type=int, default=64)
+    bg.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds; the median counts (default 5)")
+    bg.add_argument("--threads", type=int, default=None, help="CPU threads for every runtime (default torch's)")
+    bg.add_argument("--json", help="also write the result as JSON here")
+    bg.set_defaults(fn=cmd_bench_generate)
     c = sub.add_parser("config", help="print a config as resolved (defaults, preset, file, overrides)")
     c.add_argument("config", nargs="?")
     c.add_argument("overrides", nargs="*")

@@ -41,7 +41,6 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
         raise ExportError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ExportError(f"--out {out} is a file; give a folder")
-    torch.manual_seed(0)
     G, info = load_generator_from_checkpoint(checkpoint, "cpu")  # graphs are traced from the reference ops
     if standing_stats:
         run_standing_stats(G, standing_stats)
@@ -76,8 +75,11 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
     except ExportError:
         os.remove(os.path.join(out, CONFIG))  # not a usable export: do not leave one that looks like it
         raise
-    for k, blob in graphs.items():
-        write_atomic(blob, os.path.join(out, FILES[k]))
+    for k, name in FILES.items():
+        if k in graphs:
+            write_atomic(graphs[k], os.path.join(out, name))
+        elif os.path.exists(os.path.join(out, name)):  # an earlier export's graph: no longer this one
+            os.remove(os.path.join(out, name))
     write_atomic((json.dumps(checks, indent=2) + "\n").encode(), os.path.join(out, CHECKS))
     for name in ["safetensors"] + list(graphs):
         c = checks[name]

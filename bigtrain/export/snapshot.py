@@ -170,10 +170,11 @@ def load_generator(folder: str, device: str | torch.device = "cpu", verify: bool
         raise ExportError(f"{cpath}: the generator cannot be built from it: {e}") from None
     try:
         tensors = load(blob)
-    except (SafetensorError, Exception) as e:
+    except (SafetensorError, ValueError, OSError) as e:
         raise ExportError(f"{wpath}: not a readable safetensors file ({e})") from None
-    _check_weights(G.state_dict(), tensors, cpath, wpath)
-    G.load_state_dict({k: v.to(G.state_dict()[k].dtype) for k, v in tensors.items()})
+    expected = G.state_dict()
+    _check_weights(expected, tensors, cpath, wpath)
+    G.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
     w_avg = getattr(getattr(G, "mapping", None), "w_avg", None)
     if w_avg is not None and config.get("w_avg") is not None:
         listed = torch.tensor(config["w_avg"], dtype=torch.float32)

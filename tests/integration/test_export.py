@@ -122,9 +122,20 @@ def test_same_checkpoint_same_bytes_and_half_precision_halves_the_weights(runs, 
     assert config["dtype"] == "float16" and next(G_half.parameters()).dtype == torch.float32
     err = (_images(G_half, None) - _images(G_ckpt, None)).abs().max().item()
     assert 0 < err < 0.05
+    # bigtrain bench generate times each runtime the export holds, on the same inputs.
+    r = run_cli(["bench", "generate", str(tmp_path / "a"), "--batch", "4", "--rounds", "1", "--json",
+                 str(tmp_path / "bench.json")])
+    assert r.returncode == 0, r.stderr
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert set(bench["img_per_sec"]) == {"pytorch", "torchscript", "onnxruntime"}
+    assert all(v > 0 for v in bench["img_per_sec"].values()) and bench["vs_pytorch"]["pytorch"] == 1
     # The export's --trunc is bigtrain generate's default for it.
     r = run_cli(["generate", str(tmp_path / "a"), "--seeds", "0-3", "--out", str(tmp_path / "t.png")])
     assert r.returncode == 0 and "truncation 0.7" in r.stdout
+    # Re-exported into the same folder without graphs: the old graphs go, the config says so.
+    assert run_cli(["export", run, "--out", str(tmp_path / "a")]).returncode == 0
+    assert not (tmp_path / "a" / "generator.onnx").exists() and not (tmp_path / "a" / "generator.torchscript.pt").exists()
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["files"] == {}
 
 
 @pytest.fixture
