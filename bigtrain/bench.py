@@ -309,6 +309,7 @@ def bench_generate(folder: str, batch: int = 64, rounds: int = 5, threads: int |
 
     from bigtrain.export import load_generator
     from bigtrain.export.graph import Sampler, example_inputs
+    from bigtrain.export.run import FILES
 
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -316,15 +317,15 @@ def bench_generate(folder: str, batch: int = 64, rounds: int = 5, threads: int |
     sampler = Sampler(G, config["family"]).eval()
     args = example_inputs(sampler, batch, None, seed=0)
     runners = {"pytorch": lambda: sampler(*args)}
-    files = config.get("files", {})
+    files = config.get("files", {})  # which graphs the export holds; their names are fixed
     if "torchscript" in files:
-        ts = torch.jit.load(os.path.join(folder, files["torchscript"]))
+        ts = torch.jit.load(os.path.join(folder, FILES["torchscript"]))
         runners["torchscript"] = lambda: ts(*args)
     if "onnx" in files:
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
-        sess = ort.InferenceSession(os.path.join(folder, files["onnx"]), opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(os.path.join(folder, FILES["onnx"]), opts, providers=["CPUExecutionProvider"])
         feeds = {n: a.numpy() for n, a in zip(sampler.input_names(), args)}
         runners["onnxruntime"] = lambda: sess.run(["img"], feeds)
     times: dict[str, list[float]] = {k: [] for k in runners}

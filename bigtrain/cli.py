@@ -68,7 +68,10 @@ def cmd_generate(args) -> int:
     seeds = parse_seeds(args.seeds)
     G, info = load_any_generator(args.checkpoint, args.device)
     trunc = args.trunc
-    if trunc is None and (info.get("truncation") or {}).get("default") is not None:
+    if args.no_trunc:
+        if trunc is not None:
+            raise ValueError("--trunc and --no-trunc contradict each other; give one")
+    elif trunc is None and (info.get("truncation") or {}).get("default") is not None:
         trunc = info["truncation"]["default"]  # the export's own default (bigtrain export --trunc)
         print0(f"truncation {trunc} (the export's default; --trunc overrides it)")
     if args.standing_stats:
@@ -78,8 +81,8 @@ def cmd_generate(args) -> int:
         cols = parse_seeds(args.style_mix)
         layers = parse_layers(args.mix_layers, G.num_ws) if hasattr(G, "num_ws") else []
         img = style_mix_grid(G, seeds, cols, layers, trunc, args.class_idx, args.batch, args.device)
-        names = ["blank"] + [f"seed{c:04d}" for c in cols]
-        names += [n for r in seeds for n in [f"seed{r:04d}"] + [f"mix-row{r:04d}-col{c:04d}" for c in cols]]
+        names = ["blank"] + [f"col-seed{c:04d}" for c in cols]
+        names += [n for r in seeds for n in [f"row-seed{r:04d}"] + [f"mix-row{r:04d}-col{c:04d}" for c in cols]]
         grid_w = len(cols) + 1
     elif args.interp:
         img = interpolation_frames(G, seeds, args.interp, trunc, args.class_idx, args.batch, args.device)
@@ -355,6 +358,8 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--trunc", type=float, default=None,
                    help="truncation trick (default none): StyleGAN2 psi in [0, 1], 0.7 trades variety for quality; "
                         "BigGAN threshold t, z truncated to [-t, t] (e.g. 0.5); ProGAN has none")
+    g.add_argument("--no-trunc", action="store_true",
+                   help="no truncation, even when the export records a default (bigtrain export --trunc)")
     g.add_argument("--class", dest="class_idx", type=int, default=None, help="class index for conditional models (default: the i-th seed listed gets class i mod classes, a column per class)")
     g.add_argument("--all-classes", action="store_true",
                    help="conditional models: every seed in every class, one row per class (the seeds as columns)")

@@ -23,8 +23,7 @@ def load_generator_from_checkpoint(path: str, device: str | torch.device = "cpu"
         try:
             path = resolve_resume(path, path)
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no ckpt-*.pt checkpoint in this folder or its checkpoints/ "
-                                    f"(and no config.json of an export)") from None
+            raise FileNotFoundError(f"{path}: no ckpt-*.pt checkpoint in this folder or its checkpoints/") from None
     state = load_state(path)
     from bigtrain.train.config import TrainConfig
     cfg = build(TrainConfig, state["config"], sources=f"the config stored in {path}")
@@ -49,6 +48,13 @@ def load_any_generator(path: str, device: str | torch.device = "cpu") -> tuple[t
     return load_generator_from_checkpoint(path, device)
 
 
+def check_class(G: torch.nn.Module, class_idx: int | None) -> None:
+    if class_idx is not None and not G.c_dim:
+        raise ValueError(f"--class {class_idx} given, but this generator is unconditional")
+    if class_idx is not None and not 0 <= class_idx < G.c_dim:
+        raise ValueError(f"--class {class_idx} is out of range: the generator has classes 0..{G.c_dim - 1}")
+
+
 @torch.no_grad()
 def generate_images(G: torch.nn.Module, seeds: list[int], trunc: float | None = None, class_idx: int | None = None,
                     batch: int = 32, device: str | torch.device = "cpu", noise_mode: str = "const") -> torch.Tensor:
@@ -60,10 +66,7 @@ def generate_images(G: torch.nn.Module, seeds: list[int], trunc: float | None = 
         if G.truncation_arg is None:
             raise ValueError(f"{type(G).__name__} has no truncation trick; leave --trunc out")
         kwargs[G.truncation_arg] = trunc
-    if class_idx is not None and not c_dim:
-        raise ValueError(f"--class {class_idx} given, but this generator is unconditional")
-    if class_idx is not None and not 0 <= class_idx < c_dim:
-        raise ValueError(f"--class {class_idx} is out of range: the generator has classes 0..{c_dim - 1}")
+    check_class(G, class_idx)
     out = []
     for i in range(0, len(seeds), batch):
         chunk = seeds[i:i + batch]
@@ -132,6 +135,7 @@ def _require_stylegan2(G: torch.nn.Module, what: str) -> None:
 
 
 def _ws(G, seeds: list[int], trunc: float | None, class_idx: int | None, device) -> torch.Tensor:
+    check_class(G, class_idx)
     z = latents_from_seeds(seeds, G.z_dim, device)
     labels = None
     if G.c_dim:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Callable
 
 import numpy as np
 import torch
 
 from .graph import Sampler, example_inputs, reference_images, run_onnx, run_torchscript, to_onnx, to_torchscript
-from .snapshot import CONFIG, DTYPES, ExportError, load_generator, save_snapshot, source_of, write_atomic
+from .snapshot import CONFIG, DTYPES, WEIGHTS, ExportError, is_export, load_generator, save_snapshot, source_of, write_atomic
 
 FORMATS = ("safetensors", "onnx", "torchscript")
 FILES = {"onnx": "generator.onnx", "torchscript": "generator.torchscript.pt"}
@@ -39,6 +40,8 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
 
     if dtype not in DTYPES:
         raise ExportError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+    if is_export(checkpoint):
+        raise ExportError(f"{checkpoint} is already an export; give the checkpoint or run dir it came from")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ExportError(f"--out {out} is a file; give a folder")
     G, info = load_generator_from_checkpoint(checkpoint, "cpu")  # graphs are traced from the reference ops
@@ -47,6 +50,9 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
     sampler = Sampler(G, info["family"]).eval()
     if trunc is not None and not sampler.has_trunc:
         raise ExportError(f"--trunc {trunc}: {type(G).__name__} has no truncation trick; leave --trunc out")
+    if trunc is not None:  # the family's own check of the value (BigGAN: a threshold > 0)
+        from bigtrain.generate import generate_images
+        generate_images(G, [0], trunc=trunc)
     # Checked without truncation and with it (the given value, else a typical one).
     truncs = [None] + ([trunc if trunc is not None else CHECK_TRUNC[info["family"]]] if sampler.has_trunc else [])
     check_args = [example_inputs(sampler, CHECK_BATCH, t, seed=0) for t in truncs]
@@ -65,22 +71,29 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
         got = [run_torchscript(graphs["torchscript"], a).numpy() for a in check_args]
         checks["torchscript"] = _check("TorchScript", got, want, TOLERANCE["float32"])
 
-    os.makedirs(out, exist_ok=True)
-    files = {k: FILES[k] for k in graphs}
-    config = save_snapshot(G, info, out, dtype, trunc, source_of(info), files)
-    G2, _ = load_generator(out)
+    # Everything is written and checked in a staging folder beside ``out``, then moved in with
+    # config.json last: a failure or a kill leaves an earlier export in ``out`` as it was.
+    out = os.path.normpath(out)
+    stage = f"{out}.staging-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    os.makedirs(stage)
     try:
-        checks["safetensors"] = _check("load_generator", [reference_images(G2, sampler, a).numpy() for a in check_args],
-                                       want, tol)
-    except ExportError:
-        os.remove(os.path.join(out, CONFIG))  # not a usable export: do not leave one that looks like it
-        raise
-    for k, name in FILES.items():
-        if k in graphs:
-            write_atomic(graphs[k], os.path.join(out, name))
-        elif os.path.exists(os.path.join(out, name)):  # an earlier export's graph: no longer this one
-            os.remove(os.path.join(out, name))
-    write_atomic((json.dumps(checks, indent=2) + "\n").encode(), os.path.join(out, CHECKS))
+        files = {k: FILES[k] for k in graphs}
+        config = save_snapshot(G, info, stage, dtype, trunc, source_of(info), files)
+        G2, _ = load_generator(stage)
+        checks["safetensors"] = _check("load_generator",
+                                       [reference_images(G2, sampler, a).numpy() for a in check_args], want, tol)
+        for k, blob in graphs.items():
+            write_atomic(blob, os.path.join(stage, FILES[k]))
+        write_atomic((json.dumps(checks, indent=2) + "\n").encode(), os.path.join(stage, CHECKS))
+        os.makedirs(out, exist_ok=True)
+        for name in [WEIGHTS, *files.values(), CHECKS, CONFIG]:
+            os.replace(os.path.join(stage, name), os.path.join(out, name))
+        for k, name in FILES.items():  # an earlier export's graph that this one does not have
+            if k not in graphs and os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     for name in ["safetensors"] + list(graphs):
         c = checks[name]
         file = config["weights"]["file"] if name == "safetensors" else FILES[name]

@@ -144,9 +144,13 @@ def load_generator(folder: str, device: str | torch.device = "cpu", verify: bool
 
     config = read_config(folder)
     cpath = os.path.join(folder, CONFIG)
-    wpath = os.path.join(folder, config["weights"].get("file", WEIGHTS))
+    # The weights are always model.safetensors in the export folder: a config.json naming another
+    # path (../secret, /dev/zero) is refused, not followed.
+    if config["weights"].get("file", WEIGHTS) != WEIGHTS:
+        raise ExportError(f"{cpath}: key 'weights.file' must be {WEIGHTS!r}, got {config['weights'].get('file')!r}")
+    wpath = os.path.join(folder, WEIGHTS)
     if not os.path.isfile(wpath):
-        raise ExportError(f"{folder}: {os.path.basename(wpath)} named by {CONFIG} does not exist")
+        raise ExportError(f"{folder}: {WEIGHTS} (a regular file) does not exist")
     with open(wpath, "rb") as f:
         blob = f.read()
     if verify and hashlib.sha256(blob).hexdigest() != config["weights"].get("sha256"):
@@ -165,13 +169,28 @@ def load_generator(folder: str, device: str | torch.device = "cpu", verify: bool
     if labels and len(labels) != config["c_dim"]:
         raise ExportError(f"{cpath}: key 'label_names' has {len(labels)} names but 'c_dim' is {config['c_dim']}")
     try:
-        G = family.build_generator(gcfg, config["resolution"], config["channels"], config["c_dim"])
-    except (ValueError, TypeError) as e:
-        raise ExportError(f"{cpath}: the generator cannot be built from it: {e}") from None
-    try:
         tensors = load(blob)
     except (SafetensorError, ValueError, OSError) as e:
         raise ExportError(f"{wpath}: not a readable safetensors file ({e})") from None
+
+    def build_G():
+        try:
+            return family.build_generator(gcfg, config["resolution"], config["channels"], config["c_dim"])
+        except (ValueError, TypeError) as e:
+            raise ExportError(f"{cpath}: the generator cannot be built from it: {e}") from None
+
+    # Shapes first, on the meta device (no memory): a config.json inflated to a huge generator is
+    # refused against the weights before anything that size is allocated.
+    try:
+        with torch.device("meta"):
+            shapes = build_G().state_dict()
+    except ExportError:
+        raise
+    except Exception:  # a family whose constructor needs real tensors: checked after the build instead
+        shapes = None
+    if shapes is not None:
+        _check_weights(shapes, tensors, cpath, wpath)
+    G = build_G()
     expected = G.state_dict()
     _check_weights(expected, tensors, cpath, wpath)
     G.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})

@@ -122,7 +122,8 @@ def setup_filter(
     """
     if f is None:
         f = [1]
-    f = torch.as_tensor(f, dtype=torch.float32)
+    # Built on the CPU whatever the default device (under torch.device('meta') too), then moved.
+    f = torch.as_tensor(f, dtype=torch.float32, device="cpu")
     if f.ndim == 0:
         f = f[None]
     if f.ndim not in (1, 2) or f.numel() == 0:

@@ -132,6 +132,9 @@ def test_same_checkpoint_same_bytes_and_half_precision_halves_the_weights(runs, 
     # The export's --trunc is bigtrain generate's default for it.
     r = run_cli(["generate", str(tmp_path / "a"), "--seeds", "0-3", "--out", str(tmp_path / "t.png")])
     assert r.returncode == 0 and "truncation 0.7" in r.stdout
+    r = run_cli(["generate", str(tmp_path / "a"), "--seeds", "0-3", "--no-trunc", "--out", str(tmp_path / "n.png")])
+    assert r.returncode == 0 and "truncation" not in r.stdout
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "t.png")), np.asarray(Image.open(tmp_path / "n.png")))
     # Re-exported into the same folder without graphs: the old graphs go, the config says so.
     assert run_cli(["export", run, "--out", str(tmp_path / "a")]).returncode == 0
     assert not (tmp_path / "a" / "generator.onnx").exists() and not (tmp_path / "a" / "generator.torchscript.pt").exists()
@@ -212,16 +215,22 @@ def test_stylegan2_style_mixing_and_interpolation(export, tmp_path):
     assert r.returncode == 0, r.stderr
     assert len(os.listdir(out)) == 3 * 4
     for row in (0, 1):
-        own = np.asarray(Image.open(out / f"seed{row:04d}.png"))
+        own = np.asarray(Image.open(out / f"row-seed{row:04d}.png"))
         for col in (5, 6, 7):
             cell = np.asarray(Image.open(out / f"mix-row{row:04d}-col{col:04d}.png"))
             assert np.abs(cell.astype(np.int16) - own).max() <= 1  # other batch, same image: rounding at most
-    # Coarse layers only: a picture of its own, unlike both parents.
+    # Coarse layers only (the default 0-3): the column's w with the row's first four layers.
     out2 = tmp_path / "mix2"
     assert run_cli(["generate", str(export), "--seeds", "0", "--style-mix", "5", "--outdir", str(out2)]).returncode == 0
-    cell = np.asarray(Image.open(out2 / "mix-row0000-col0005.png"))
-    assert not np.array_equal(cell, np.asarray(Image.open(out2 / "seed0000.png")))
-    assert not np.array_equal(cell, np.asarray(Image.open(out2 / "seed0005.png")))
+    cell = np.asarray(Image.open(out2 / "mix-row0000-col0005.png")).astype(np.int16)
+    from bigtrain.generate import _synthesize, _ws
+    with torch.no_grad():
+        w_row, w_col = _ws(G, [0], None, None, "cpu"), _ws(G, [5], None, None, "cpu")
+        w_col[:, :4] = w_row[:, :4]
+        want = ((_synthesize(G, w_col, 1)[0, 0].clamp(-1, 1) + 1) * 127.5).round().numpy()
+    assert np.abs(cell - want).max() <= 1
+    assert not np.array_equal(cell, np.asarray(Image.open(out2 / "row-seed0000.png")))
+    assert not np.array_equal(cell, np.asarray(Image.open(out2 / "col-seed0005.png")))
 
     # A walk through seeds 0 -> 3 -> 9 in 4 steps a leg: 9 frames, starting and ending on the seeds' images.
     frames = tmp_path / "frames"
@@ -236,7 +245,37 @@ def test_stylegan2_style_mixing_and_interpolation(export, tmp_path):
         assert np.abs(a - b).max() <= 1  # fused vs per-sample modulation: rounding at most
 
 
-def test_bad_requests_fail_clearly(runs, tmp_path):
+def test_a_graph_outside_tolerance_is_not_written(runs, tmp_path, monkeypatch):
+    from bigtrain.export import ExportError, export_generator, run
+    monkeypatch.setitem(run.TOLERANCE, "float32", 0.0)  # ONNX differs from PyTorch by ~1e-6: now too much
+    with pytest.raises(ExportError, match="ONNX Runtime does not reproduce"):
+        export_generator(runs["stylegan2"][0], str(tmp_path / "x"), ["safetensors", "onnx"], printer=lambda s: None)
+    assert not (tmp_path / "x").exists()
+    # A failed re-export into a folder holding an export leaves that export as it was.
+    export_generator(runs["stylegan2"][0], str(tmp_path / "x"), ["safetensors"], printer=lambda s: None)
+    before = {f: (tmp_path / "x" / f).read_bytes() for f in os.listdir(tmp_path / "x")}
+    monkeypatch.setitem(run.TOLERANCE, "float16", 0.0)
+    with pytest.raises(ExportError, match="load_generator does not reproduce"):
+        export_generator(runs["stylegan2"][0], str(tmp_path / "x"), ["safetensors"], dtype="float16",
+                         printer=lambda s: None)
+    assert {f: (tmp_path / "x" / f).read_bytes() for f in os.listdir(tmp_path / "x")} == before
+    assert sorted(os.listdir(tmp_path)) == ["x"]  # no staging folder left behind
+
+
+def test_weights_path_in_config_is_not_followed(export, tmp_path):
+    secret = tmp_path / "elsewhere.safetensors"
+    secret.write_bytes((export / "model.safetensors").read_bytes())
+    _edit_config(export, **{"weights.file": str(secret)})
+    assert "key 'weights.file' must be 'model.safetensors'" in _error(export)
+
+
+def test_bad_requests_fail_clearly(runs, export, tmp_path):
+    r = run_cli(["export", runs["biggan"][0], "--out", str(tmp_path / "b"), "--trunc", "0"])
+    assert r.returncode == 2 and "threshold must be > 0" in r.stderr
+    r = run_cli(["export", str(export), "--out", str(tmp_path / "b")])
+    assert r.returncode == 2 and "already an export" in r.stderr
+    r = run_cli(["generate", str(export), "--seeds", "0", "--style-mix", "1", "--class", "12", "--out", str(tmp_path / "x.png")])
+    assert r.returncode == 2 and "--class 12 is out of range" in r.stderr
     r = run_cli(["export", runs["progan"][0], "--out", str(tmp_path / "p"), "--trunc", "0.7"])
     assert r.returncode == 2 and "no truncation trick" in r.stderr
     r = run_cli(["export", runs["progan"][0], "--out", str(tmp_path / "p"), "--format", "onnx,tflite"])
