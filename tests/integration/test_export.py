@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -141,11 +142,17 @@ def test_same_checkpoint_same_bytes_and_half_precision_halves_the_weights(runs, 
     assert json.loads((tmp_path / "a" / "config.json").read_text())["files"] == {}
 
 
-@pytest.fixture
-def export(runs, tmp_path):
-    out = tmp_path / "export"
+@pytest.fixture(scope="module")
+def _export_once(runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export-once") / "export"
     assert run_cli(["export", runs["stylegan2"][0], "--out", str(out)]).returncode == 0
     return out
+
+
+@pytest.fixture
+def export(_export_once, tmp_path):
+    """A fresh copy of one StyleGAN2 export, for a test to edit."""
+    return shutil.copytree(_export_once, tmp_path / "export")
 
 
 def _edit_config(folder, **changes):
