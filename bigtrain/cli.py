@@ -109,11 +109,12 @@ def cmd_generate(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from bigtrain.distributed import print0
     from bigtrain.export import export_generator
     from bigtrain.export.run import parse_formats
 
     export_generator(args.checkpoint, args.out, parse_formats(args.format), args.dtype, args.trunc,
-                     args.standing_stats)
+                     args.standing_stats, printer=print0)
     return 0
 
 

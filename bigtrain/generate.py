@@ -55,6 +55,16 @@ def check_class(G: torch.nn.Module, class_idx: int | None) -> None:
         raise ValueError(f"--class {class_idx} is out of range: the generator has classes 0..{G.c_dim - 1}")
 
 
+def class_labels(c_dim: int, start: int, n: int, class_idx: int | None) -> torch.Tensor | None:
+    """Labels of the seeds listed at positions start..start+n-1: ``class_idx`` for all, or else
+    position i gets class i mod c_dim (a column per class in a grid); None when unconditional."""
+    if not c_dim:
+        return None
+    if class_idx is not None:
+        return torch.full((n,), class_idx, dtype=torch.long)
+    return torch.arange(start, start + n) % c_dim
+
+
 @torch.no_grad()
 def generate_images(G: torch.nn.Module, seeds: list[int], trunc: float | None = None, class_idx: int | None = None,
                     batch: int = 32, device: str | torch.device = "cpu", noise_mode: str = "const") -> torch.Tensor:
@@ -71,13 +81,7 @@ def generate_images(G: torch.nn.Module, seeds: list[int], trunc: float | None = 
     for i in range(0, len(seeds), batch):
         chunk = seeds[i:i + batch]
         z = latents_from_seeds(chunk, G.z_dim, device)
-        if not c_dim:
-            labels = None
-        elif class_idx is None:  # cycle through the classes: seed i gets class i mod c_dim
-            labels = torch.arange(i, i + len(chunk)) % c_dim
-        else:
-            labels = torch.full((len(chunk),), class_idx, dtype=torch.long)
-        c = one_hot(labels, c_dim, len(chunk), device)
+        c = one_hot(class_labels(c_dim, i, len(chunk), class_idx), c_dim, len(chunk), device)
         img = G(z, c, noise_mode=noise_mode, **kwargs)
         out.append(F.interpolate(img, size=G.img_resolution, mode="nearest").cpu())
     return torch.cat(out)
@@ -137,13 +141,10 @@ def _require_stylegan2(G: torch.nn.Module, what: str) -> None:
 def _ws(G, seeds: list[int], trunc: float | None, class_idx: int | None, device) -> torch.Tensor:
     check_class(G, class_idx)
     z = latents_from_seeds(seeds, G.z_dim, device)
-    labels = None
-    if G.c_dim:
-        # As generate_images: the i-th seed given gets class i mod classes, so each seed's image
-        # here is the one `bigtrain generate --seeds` (same list) makes.
-        labels = (torch.full((len(seeds),), class_idx, dtype=torch.long) if class_idx is not None
-                  else torch.arange(len(seeds)) % G.c_dim)
-    return G.mapping(z, one_hot(labels, G.c_dim, len(seeds), device), truncation_psi=1.0 if trunc is None else trunc)
+    # Labels as generate_images gives them, so each seed's image here is the one
+    # `bigtrain generate --seeds` (same list) makes.
+    c = one_hot(class_labels(G.c_dim, 0, len(seeds), class_idx), G.c_dim, len(seeds), device)
+    return G.mapping(z, c, truncation_psi=1.0 if trunc is None else trunc)
 
 
 def _synthesize(G, ws: torch.Tensor, batch: int) -> torch.Tensor:

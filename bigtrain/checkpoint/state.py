@@ -14,6 +14,7 @@ import os
 import shutil
 import random
 import re
+from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -36,12 +37,18 @@ class CheckpointConfig:
 
 
 def save_atomic(obj: dict, path: str) -> None:
+    write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def write_atomic(path: str, write: Callable[[BinaryIO], object]) -> None:
+    """``write(f)`` into a temp file beside ``path``, fsynced, renamed over ``path``, the folder
+    fsynced: a kill at any moment leaves the old file or the complete new one."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

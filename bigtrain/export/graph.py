@@ -122,22 +122,6 @@ def example_inputs(sampler: Sampler, n: int, trunc: float | None, seed: int = 0)
     return tuple(args)
 
 
-def reference_images(G: nn.Module, sampler: Sampler, args: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """What ``bigtrain generate`` makes for these inputs, through the generator's own forward."""
-    z = args[0]
-    c = F.one_hot(args[1], G.c_dim).float() if G.c_dim else torch.zeros(len(z), 0)
-    kwargs = {}
-    if sampler.has_trunc:
-        t = float(args[-1])
-        if sampler.family == "stylegan2" and t != 1:
-            kwargs["truncation_psi"] = t
-        elif sampler.family == "biggan" and t > 0:
-            kwargs["truncation"] = t
-    with torch.no_grad():
-        img = G(z, c, noise_mode="const", **kwargs)
-    return F.interpolate(img, size=G.img_resolution, mode="nearest") if img.shape[-1] != G.img_resolution else img
-
-
 def _quiet_trace():
     ctx = warnings.catch_warnings()
     ctx.__enter__()

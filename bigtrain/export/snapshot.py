@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from bigtrain.checkpoint import write_atomic
+
 FORMAT = "bigtrain-generator"
 FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -38,17 +40,8 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def write_atomic(data: bytes, path: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def write_bytes(data: bytes, path: str) -> None:
+    write_atomic(path, lambda f: f.write(data))
 
 
 def weights_for_export(G: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -69,21 +62,17 @@ def save_snapshot(G: torch.nn.Module, info: dict, out: str, dtype: str = "float3
 
     ``info``: family, resolution, channels, c_dim, label_names and "config" (the TrainConfig).
     The bytes depend only on G's weights and these arguments: the same checkpoint gives the same
-    files."""
+    files. ``dtype`` and ``trunc`` are checked by the caller (export_generator)."""
     from safetensors.torch import save
 
     from bigtrain import __version__
     from bigtrain.config import to_dict
 
-    if dtype not in DTYPES:
-        raise ExportError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
-    if trunc is not None and G.truncation_arg is None:
-        raise ExportError(f"--trunc {trunc}: {type(G).__name__} has no truncation trick; leave --trunc out")
     os.makedirs(out, exist_ok=True)
     tensors = weights_for_export(G, DTYPES[dtype])
     # One metadata key: safetensors writes its metadata map in hash order, so two keys could swap.
     blob = save(tensors, metadata={"format": FORMAT})
-    write_atomic(blob, os.path.join(out, WEIGHTS))
+    write_bytes(blob, os.path.join(out, WEIGHTS))
     cfg = info["config"]
     w_avg = getattr(getattr(G, "mapping", None), "w_avg", None)
     config = {
@@ -106,7 +95,7 @@ def save_snapshot(G: torch.nn.Module, info: dict, out: str, dtype: str = "float3
         "files": dict(files or {}),  # the graph exports beside the weights (format -> file)
         "source": source or {},
     }
-    write_atomic((json.dumps(config, indent=2) + "\n").encode(), os.path.join(out, CONFIG))
+    write_bytes((json.dumps(config, indent=2) + "\n").encode(), os.path.join(out, CONFIG))
     return config
 
 

@@ -10,6 +10,7 @@ import os
 
 import torch
 
+from bigtrain.checkpoint import write_atomic
 from bigtrain.config import require
 from bigtrain.metrics.evaluate import LOWER_IS_BETTER, MetricSpec, evaluate, parse_metrics
 
@@ -122,9 +123,6 @@ class TrainingMetrics:
 
     def write_summary(self, values: dict, kimg: float) -> None:
         """best.json beside best.pt: what a person reads (the .pt is what the run trusts)."""
-        path = self.best_path[:-len(".pt")] + ".json"
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump({"metric": self.best.name, "value": values[self.best.name], "kimg": kimg, "metrics": values,
-                       "checkpoint": self.best_path}, f, indent=2)
-        os.replace(tmp, path)
+        summary = {"metric": self.best.name, "value": values[self.best.name], "kimg": kimg, "metrics": values,
+                   "checkpoint": self.best_path}
+        write_atomic(self.best_path[:-len(".pt")] + ".json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
