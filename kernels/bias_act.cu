@@ -5,9 +5,7 @@
 //   mode 1: dy * d y/d x                   (backward; also the gradient of mode 1 w.r.t. dy)
 //   mode 2: ddx * dy * d2 y/d x2           (gradient of mode 1 w.r.t. x)
 // Activation ids follow bigtrain/ops/bias_act.py's CUDA_ACT_IDS. Math in float32.
-#include <torch/extension.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
+#include "common.cuh"
 
 struct ActDerivs { float f, d1, d2; };
 
@@ -17,12 +15,14 @@ __device__ __forceinline__ ActDerivs activate(int act, float u, float alpha) {
     case 2: return u > 0.f ? ActDerivs{u, 1.f, 0.f} : ActDerivs{alpha * u, alpha, 0.f};  // lrelu
     case 3: { const float t = tanhf(u); return {t, 1.f - t * t, -2.f * t * (1.f - t * t)}; }  // tanh
     case 4: { const float s = 1.f / (1.f + expf(-u)); return {s, s * (1.f - s), s * (1.f - s) * (1.f - 2.f * s)}; }
-    case 5: { if (u > 0.f) return {u, 1.f, 0.f}; const float e = expf(u); return {expm1f(u), e, e}; }  // elu
+    // elu and selu at u == 0 exactly, as torch: the first derivative is the negative side's, the
+    // second is 0 (torch's double backward masks with u < 0).
+    case 5: { if (u > 0.f) return {u, 1.f, 0.f}; const float e = expf(u); return {expm1f(u), e, u < 0.f ? e : 0.f}; }
     case 6: {  // selu
       const float scale = 1.0507009873554805f, a = 1.6732632423543772f;
       if (u > 0.f) return {scale * u, scale, 0.f};
       const float e = expf(u);
-      return {scale * a * expm1f(u), scale * a * e, scale * a * e};
+      return {scale * a * expm1f(u), scale * a * e, u < 0.f ? scale * a * e : 0.f};
     }
     case 7: {  // softplus, beta 1, threshold 20 (as torch)
       if (u > 20.f) return {u, 1.f, 0.f};
@@ -62,9 +62,9 @@ __global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* 
 torch::Tensor bias_act(torch::Tensor x, c10::optional<torch::Tensor> b, c10::optional<torch::Tensor> dy,
                        c10::optional<torch::Tensor> ddx, int64_t dim, int64_t act, int64_t mode, double alpha,
                        double gain, double clamp) {
-  TORCH_CHECK(x.is_cuda(), "bias_act: x must be a CUDA tensor");
+  TORCH_CHECK(BT_ON_DEVICE(x), "bias_act: x must be a CUDA tensor");
   TORCH_CHECK(mode >= 0 && mode <= 2, "bias_act: mode must be 0, 1 or 2");
-  const c10::cuda::CUDAGuard guard(x.device());
+  BT_DEVICE_GUARD(x);
   x = x.contiguous();
   torch::Tensor bt, dyt, ddxt;
   int64_t b_stride = 1, b_size = 1;
@@ -88,15 +88,15 @@ torch::Tensor bias_act(torch::Tensor x, c10::optional<torch::Tensor> b, c10::opt
   const int threads = 256;
   const int blocks = (int)std::min<int64_t>((n + threads - 1) / threads, 65535LL * 8);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "bias_act", [&] {
-    bias_act_kernel<scalar_t><<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    BT_LAUNCH(bias_act_kernel<scalar_t>, blocks, threads)(
         x.data_ptr<scalar_t>(), bt.defined() ? bt.data_ptr<scalar_t>() : nullptr,
         dyt.defined() ? dyt.data_ptr<scalar_t>() : nullptr, ddxt.defined() ? ddxt.data_ptr<scalar_t>() : nullptr,
         out.data_ptr<scalar_t>(), n, b_stride, b_size, (int)act, (int)mode, (float)alpha, (float)gain, (float)clamp);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  BT_LAUNCH_CHECK();
   return out;
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+BT_MODULE(bias_act, m) {
   m.def("bias_act", &bias_act, "bias + activation + gain + clamp and its derivatives (CUDA)");
 }

@@ -5,9 +5,7 @@
 //   w[n,o,i,k] = a[i,k] * d[n,o]
 // reading weight and styles once and writing w once, instead of materialising a and then
 // scaling it. Returns (w [N,O,I,kh,kw] in weight's dtype, d [N,O] float32). Sums in float32.
-#include <torch/extension.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
+#include "common.cuh"
 
 template <typename scalar_t>
 __global__ void modulate_kernel(const scalar_t* __restrict__ weight, const scalar_t* __restrict__ styles,
@@ -42,10 +40,10 @@ __global__ void modulate_kernel(const scalar_t* __restrict__ weight, const scala
 }
 
 std::vector<torch::Tensor> modulate_weight(torch::Tensor weight, torch::Tensor styles, bool demodulate, double eps) {
-  TORCH_CHECK(weight.is_cuda() && weight.dim() == 4, "modulate_weight: weight must be [O, I, kh, kw] on CUDA");
-  TORCH_CHECK(styles.is_cuda() && styles.dim() == 2 && styles.size(1) == weight.size(1),
+  TORCH_CHECK(BT_ON_DEVICE(weight) && weight.dim() == 4, "modulate_weight: weight must be [O, I, kh, kw] on CUDA");
+  TORCH_CHECK(BT_ON_DEVICE(styles) && styles.dim() == 2 && styles.size(1) == weight.size(1),
               "modulate_weight: styles must be [N, I] on CUDA");
-  const c10::cuda::CUDAGuard guard(weight.device());
+  BT_DEVICE_GUARD(weight);
   weight = weight.contiguous();
   styles = styles.to(weight.scalar_type()).contiguous();
   const int64_t N = styles.size(0), O = weight.size(0), I = weight.size(1), K = weight.size(2) * weight.size(3);
@@ -57,14 +55,14 @@ std::vector<torch::Tensor> modulate_weight(torch::Tensor weight, torch::Tensor s
   const int threads = 256;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, weight.scalar_type(),
                                   "modulate_weight", [&] {
-    modulate_kernel<scalar_t><<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    BT_LAUNCH_SYNC(modulate_kernel<scalar_t>, blocks, threads)(
         weight.data_ptr<scalar_t>(), styles.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), dcoefs.data_ptr<float>(),
         (int)O, (int)I, (int)K, demodulate, (float)eps);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  BT_LAUNCH_CHECK();
   return {out, dcoefs};
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+BT_MODULE(modconv, m) {
   m.def("modulate_weight", &modulate_weight, "fused style modulation + demodulation of conv weights (CUDA)");
 }

@@ -1,9 +1,7 @@
 // upfirdn2d: upsample by zero insertion, pad (or crop), FIR-filter, downsample, in one pass.
 // One thread per output element; the filter is float32, accumulation is float32 whatever the
 // input dtype (float32, float16, bfloat16). Semantics: bigtrain/ops/upfirdn2d.py (module docstring).
-#include <torch/extension.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
+#include "common.cuh"
 
 template <typename scalar_t>
 __global__ void upfirdn2d_kernel(const scalar_t* __restrict__ x, const float* __restrict__ f,
@@ -34,11 +32,11 @@ __global__ void upfirdn2d_kernel(const scalar_t* __restrict__ x, const float* __
 
 torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int64_t upx, int64_t upy, int64_t downx, int64_t downy,
                         int64_t padx0, int64_t padx1, int64_t pady0, int64_t pady1, bool flip_filter, double gain) {
-  TORCH_CHECK(x.is_cuda() && x.dim() == 4, "upfirdn2d: x must be a 4-D CUDA tensor");
-  TORCH_CHECK(f.is_cuda() && f.dim() == 2 && f.scalar_type() == torch::kFloat32,
+  TORCH_CHECK(BT_ON_DEVICE(x) && x.dim() == 4, "upfirdn2d: x must be a 4-D CUDA tensor");
+  TORCH_CHECK(BT_ON_DEVICE(f) && f.dim() == 2 && f.scalar_type() == torch::kFloat32,
               "upfirdn2d: f must be a 2-D float32 CUDA tensor");
   TORCH_CHECK(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1, "upfirdn2d: up and down must be >= 1");
-  const c10::cuda::CUDAGuard guard(x.device());
+  BT_DEVICE_GUARD(x);
   x = x.contiguous();
   f = f.contiguous();
   const int64_t in_h = x.size(2), in_w = x.size(3), fh = f.size(0), fw = f.size(1);
@@ -51,15 +49,15 @@ torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int64_t upx, int64_t u
   const int threads = 256;
   const int blocks = (int)std::min<int64_t>((total + threads - 1) / threads, 65535LL * 8);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "upfirdn2d", [&] {
-    upfirdn2d_kernel<scalar_t><<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    BT_LAUNCH(upfirdn2d_kernel<scalar_t>, blocks, threads)(
         x.data_ptr<scalar_t>(), f.data_ptr<float>(), y.data_ptr<scalar_t>(), x.size(0) * x.size(1), (int)in_h,
         (int)in_w, (int)out_h, (int)out_w, (int)fh, (int)fw, (int)upx, (int)upy, (int)downx, (int)downy,
         (int)padx0, (int)pady0, (float)gain, flip_filter);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  BT_LAUNCH_CHECK();
   return y;
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+BT_MODULE(upfirdn2d, m) {
   m.def("upfirdn2d", &upfirdn2d, "upfirdn2d (CUDA)");
 }

@@ -10,6 +10,10 @@ the folder is removed before building, which is where other GAN repos hang forev
 
 Ahead-of-time builds (``BIGTRAIN_BUILD_KERNELS=1 pip install -e .``) install the same sources
 as ``bigtrain._kernel_<name>``; they are used when present.
+
+The CPU emulation (``kernels/cpu_emulation.cpp``) builds the same kernel sources with the C++
+compiler against any torch, CPU builds included; inside :func:`emulation`, ``impl="cuda"`` runs
+them on CPU tensors. It exists to check the kernels' code without a GPU.
 """
 from __future__ import annotations
 
@@ -26,10 +30,15 @@ import torch
 
 KERNEL_DIR = Path(os.environ.get("BIGTRAIN_KERNEL_SOURCES", Path(__file__).resolve().parents[2] / "kernels"))
 SOURCES = {"upfirdn2d": "upfirdn2d.cu", "bias_act": "bias_act.cu", "modconv": "modconv.cu"}
+HEADERS = ["common.cuh"]  # included by every kernel: part of each build key
+EMULATION_SOURCES = ["cpu_emulation.cpp", "cpu_emulation.h", *HEADERS, *SOURCES.values()]
 CUDA_FLAGS = ["-O3", "--expt-relaxed-constexpr"]
+EMULATION_FLAGS = ["-O1"]
 
 _loaded: dict[str, object] = {}
 _failed: dict[str, "KernelBuildError"] = {}
+_emulated: object | None = None  # the emulation module while emulation() is active
+_emulation_modules: dict[str, object] = {}  # built or loaded in this process, by key
 
 
 class KernelBuildError(RuntimeError):
@@ -73,8 +82,18 @@ def _cuda_home(detected: str | None) -> str | None:
 
 def build_key(name: str) -> str:
     h = hashlib.sha256()
-    h.update((KERNEL_DIR / SOURCES[name]).read_bytes())
+    for source in (SOURCES[name], *HEADERS):
+        h.update((KERNEL_DIR / source).read_bytes())
     for part in (torch.__version__, str(torch.version.cuda), arch_list(), " ".join(CUDA_FLAGS)):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def emulation_key() -> str:
+    h = hashlib.sha256()
+    for source in EMULATION_SOURCES:
+        h.update((KERNEL_DIR / source).read_bytes())
+    for part in (torch.__version__, " ".join(EMULATION_FLAGS)):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:16]
 
@@ -82,6 +101,32 @@ def build_key(name: str) -> str:
 def _wait_note(name: str, lock_path: Path) -> None:
     from bigtrain.distributed import print0
     print0(f"kernels: waiting for another process to finish building '{name}' ({lock_path})")
+
+
+def _locked_build(label: str, folder: Path, make):
+    """``make()`` (a cpp_extension.load call into ``folder``) under the folder's flock."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder.with_suffix(".lock")
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _wait_note(label, lock_path)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        # We hold the only lock; a 'lock' baton in the folder is a killed build's leftover.
+        with contextlib.suppress(FileNotFoundError):
+            (folder / "lock").unlink()
+        cached = any(folder.glob("*.so"))
+        t0 = time.time()
+        try:
+            module = make()
+        except Exception as e:  # ninja / compiler / import errors: keep the whole log
+            raise KernelBuildError(f"building kernel '{label}' in {folder} failed:\n{e}") from None
+        if not cached:
+            with open(folder / "builds.log", "a") as f:  # one line per compilation of this key
+                f.write(f"pid {os.getpid()} compiled in {time.time() - t0:.1f} s\n")
+    module.bigtrain_cached = cached
+    return module
 
 
 def build(name: str, verbose: bool = False):
@@ -95,43 +140,60 @@ def build(name: str, verbose: bool = False):
         raise KernelBuildError("no CUDA toolkit found: set CUDA_HOME to the folder with bin/nvcc")
     key = build_key(name)
     folder = cache_root() / f"{name}-{key}"
-    folder.mkdir(parents=True, exist_ok=True)
-    lock_path = folder.with_suffix(".lock")
-    with open(lock_path, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _wait_note(name, lock_path)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        # We hold the only lock; a 'lock' baton in the folder is a killed build's leftover.
-        with contextlib.suppress(FileNotFoundError):
-            (folder / "lock").unlink()
-        includes = _include_flags()
-        cached = any(folder.glob("*.so"))
-        t0 = time.time()
+    includes = _include_flags()
+
+    def make():
         env_arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
         os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list()
         try:
-            module = cpp_extension.load(
+            return cpp_extension.load(
                 name=f"bigtrain_{name}_{key}", sources=[str(KERNEL_DIR / SOURCES[name])], build_directory=str(folder),
                 extra_cflags=["-O3", *includes], extra_cuda_cflags=[*CUDA_FLAGS, *includes], verbose=verbose)
-        except Exception as e:  # ninja / nvcc / import errors: keep the whole log
-            raise KernelBuildError(f"building kernel '{name}' in {folder} failed:\n{e}") from None
         finally:
             if env_arch is None:
                 del os.environ["TORCH_CUDA_ARCH_LIST"]
             else:
                 os.environ["TORCH_CUDA_ARCH_LIST"] = env_arch
-        if not cached:
-            with open(folder / "builds.log", "a") as f:  # one line per compilation of this key
-                f.write(f"pid {os.getpid()} compiled in {time.time() - t0:.1f} s\n")
-    module.bigtrain_cached = cached
-    return module
+    return _locked_build(name, folder, make)
+
+
+def build_emulation(verbose: bool = False):
+    """Compile (or find in the cache) the CPU emulation of all three kernels: one module with a
+    submodule per kernel. Needs only a C++ compiler; raises KernelBuildError."""
+    from torch.utils import cpp_extension
+
+    key = emulation_key()
+    if key not in _emulation_modules:
+        folder = cache_root() / f"emulation-{key}"
+        _emulation_modules[key] = _locked_build("emulation", folder, lambda: cpp_extension.load(
+            name=f"bigtrain_emulation_{key}", sources=[str(KERNEL_DIR / "cpu_emulation.cpp")],
+            build_directory=str(folder), extra_cflags=EMULATION_FLAGS, verbose=verbose))
+    return _emulation_modules[key]
+
+
+@contextlib.contextmanager
+def emulation(verbose: bool = False):
+    """Within this block ``impl="cuda"`` takes CPU tensors and runs the kernels' own source on the
+    CPU through the emulation (slow; for checking the kernels' code without a GPU)."""
+    global _emulated
+    module = build_emulation(verbose)
+    previous, _emulated = _emulated, module
+    try:
+        yield module
+    finally:
+        _emulated = previous
+
+
+def emulating() -> bool:
+    return _emulated is not None
 
 
 def load(name: str):
     """The kernel module for ``name``: ahead-of-time build, else cache, else a fresh build. A
-    failure is remembered for the process and raised again on every call."""
+    failure is remembered for the process and raised again on every call. Inside
+    :func:`emulation`, the emulation's submodule."""
+    if _emulated is not None:
+        return getattr(_emulated, name)
     if name in _loaded:
         return _loaded[name]
     if name in _failed:

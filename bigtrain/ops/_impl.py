@@ -4,7 +4,8 @@ Every public op takes ``impl="auto" | "ref" | "cuda"`` and calls :func:`resolve_
 
 * ``ref``: the plain-PyTorch reference (any device).
 * ``cuda``: the kernel; an error when the input is not on a GPU or the kernel does not build
-  (the error carries the compiler log).
+  (the error carries the compiler log). Inside ``bigtrain.ops._build.emulation()``, CPU inputs
+  run the kernels' source through the CPU emulation instead.
 * ``auto``: the kernel for CUDA inputs once it has built and passed a quick parity check
   against the reference in this process; otherwise the reference, with one warning on rank 0
   saying why. CPU inputs always take the reference, silently.
@@ -63,9 +64,9 @@ def resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:
     if impl == "ref":
         return "ref"
     if impl == "cuda":
-        if not x.is_cuda:
+        from bigtrain.ops._build import emulating, load
+        if not x.is_cuda and not (emulating() and x.device.type == "cpu"):
             raise RuntimeError(f"{op}: impl='cuda' needs CUDA tensors, got one on {x.device}; use impl='auto' or 'ref'")
-        from bigtrain.ops._build import load
         load(KERNEL_OF[op])  # raises KernelBuildError with the compiler log
         return "cuda"
     if not x.is_cuda or os.environ.get("BIGTRAIN_KERNELS") == "off":

@@ -1,0 +1,25 @@
+// What every kernel file includes: torch, and the few CUDA host calls the kernels make, as
+// macros, so that the same source also builds for the CPU emulation (cpu_emulation.cpp), which
+// runs the kernels' host and device code on a machine without a GPU.
+#pragma once
+#include <torch/extension.h>
+
+#ifdef BIGTRAIN_CPU_EMULATION
+#include "cpu_emulation.h"
+#else
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+// The tensor is on the device the kernels run on.
+#define BT_ON_DEVICE(t) ((t).is_cuda())
+// Makes t's GPU current for the rest of the scope.
+#define BT_DEVICE_GUARD(t) const c10::cuda::CUDAGuard bt_device_guard((t).device())
+// BT_LAUNCH(kernel<scalar_t>, grid, block)(args...) launches on the current stream. Kernels that
+// use __syncthreads or warp shuffles launch with BT_LAUNCH_SYNC (the same on a GPU; the CPU
+// emulation then runs a block's threads concurrently).
+#define BT_LAUNCH(kernel, grid, block) kernel<<<(grid), (block), 0, at::cuda::getCurrentCUDAStream()>>>
+#define BT_LAUNCH_SYNC(kernel, grid, block) BT_LAUNCH(kernel, grid, block)
+#define BT_LAUNCH_CHECK() C10_CUDA_KERNEL_LAUNCH_CHECK()
+// The Python module: its own extension on a GPU; a submodule of the one emulation module on CPU.
+#define BT_MODULE(name, m) PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
+#endif

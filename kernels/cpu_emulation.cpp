@@ -1,0 +1,16 @@
+// The three kernels' own source, host and device code, built with the C++ compiler for the CPU
+// emulation (cpu_emulation.h) as one module with a submodule per kernel. Built by
+// bigtrain.ops._build.load_emulation(); used by `bigtrain kernels --check --emulate` and the tests.
+#define BIGTRAIN_CPU_EMULATION
+#include "upfirdn2d.cu"
+#include "bias_act.cu"
+#include "modconv.cu"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  auto upfirdn2d_module = m.def_submodule("upfirdn2d");
+  bt_register_upfirdn2d(upfirdn2d_module);
+  auto bias_act_module = m.def_submodule("bias_act");
+  bt_register_bias_act(bias_act_module);
+  auto modconv_module = m.def_submodule("modconv");
+  bt_register_modconv(modconv_module);
+}

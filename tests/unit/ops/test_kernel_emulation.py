@@ -1,0 +1,92 @@
+"""The CUDA kernels' own source, host and device code, run on the CPU through the emulation in
+kernels/cpu_emulation.h (`bigtrain kernels --check --emulate`): the whole parity table, three
+dtypes x forward, backward and double backward, must hold against the float64 reference. A copy
+of the sources with one bug per kernel (an off-by-one row in upfirdn2d, the elu/selu second
+derivative at 0 that the first emulated run found, a warp reduction that drops half its lanes in
+modconv) must fail it. Needs a C++ compiler, no GPU; each build takes about 40 s on 2 cores."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bigtrain.ops import _build
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _kernels_cli(cache: Path, sources: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, BIGTRAIN_KERNEL_CACHE=str(cache), PYTHONPATH=str(REPO))
+    if sources is not None:
+        env["BIGTRAIN_KERNEL_SOURCES"] = str(sources)
+    return subprocess.run([sys.executable, "-m", "bigtrain", "kernels", "--check", "--emulate"], env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """`bigtrain kernels --check --emulate` on an empty cache: (the cache, the run)."""
+    cache = tmp_path_factory.mktemp("kernel-cache")
+    return cache, _kernels_cli(cache)
+
+
+def test_kernel_sources_pass_the_parity_table_on_the_cpu_emulation(first_run):
+    cache, r = first_run
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
+    assert "emulation of upfirdn2d, bias_act, modconv: compiled" in r.stdout
+    assert "144 of 144 checks within their limits" in r.stdout
+    table = [line for line in r.stdout.splitlines() if line.startswith(("upfirdn2d ", "bias_act ", "modconv "))]
+    assert len(table) == 144 and all(" yes " in line for line in table)
+    # The second run finds the build in the cache.
+    r = _kernels_cli(cache)
+    assert r.returncode == 0 and "loaded from the cache" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def _sabotage(src: Path, file: str, old: str, new: str) -> None:
+    text = (src / file).read_text()
+    assert text.count(old) == 1, (file, old)
+    (src / file).write_text(text.replace(old, new))
+
+
+def test_a_bug_in_any_kernel_source_fails_the_table(tmp_path):
+    src = tmp_path / "kernels"
+    shutil.copytree(REPO / "kernels", src)
+    _sabotage(src, "upfirdn2d.cu", "const int ky = oy * downy + jy - pady0;",
+              "const int ky = oy * downy + jy - pady0 + 1;")
+    _sabotage(src, "bias_act.cu", "u < 0.f ? scale * a * e : 0.f", "scale * a * e")
+    # The second stage of the block reduction skips one shuffle step, so lane 0 misses the third
+    # warp's partial sum (the cases' 8x3x3 weights take three warps of the 256 threads).
+    _sabotage(src, "modconv.cu", "v += __shfl_down_sync(0xffffffff, v, off);",
+              "v += off != 2 ? __shfl_down_sync(0xffffffff, v, off) : 0.f;")
+    r = _kernels_cli(tmp_path / "cache", sources=src)
+    assert r.returncode == 1, r.stdout[-6000:] + r.stderr[-3000:]
+    failed = [line.split() for line in r.stdout.splitlines() if " NO " in line]
+    assert {f[0] for f in failed} == {"upfirdn2d", "bias_act", "modconv"}, r.stdout
+    # Each bug shows where it should: every upfirdn2d case forward; selu's second derivative.
+    assert {f[1] for f in failed if f[0] == "upfirdn2d" and "forward" in f}.issuperset({"up2", "down2"})
+    assert any(f[:2] == ["bias_act", "selu"] and f[3:5] == ["double", "backward"] for f in failed), failed
+
+
+def test_impl_cuda_takes_cpu_tensors_only_inside_the_emulation(first_run, monkeypatch):
+    monkeypatch.setenv("BIGTRAIN_KERNEL_CACHE", str(first_run[0]))
+    from bigtrain.ops import bias_act, upfirdn2d
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(RuntimeError, match="needs CUDA tensors"):
+        bias_act(x, act="lrelu", impl="cuda")
+    with _build.emulation() as module:
+        assert module.bigtrain_cached  # built by first_run
+        y = bias_act(x, act="lrelu", impl="cuda")
+        f = torch.tensor([1.0, 3.0, 3.0, 1.0])
+        up = upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, impl="cuda")
+    torch.testing.assert_close(y, bias_act(x, act="lrelu", impl="ref"))
+    torch.testing.assert_close(up, upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, impl="ref"))
+    assert not _build.emulating()
+    with pytest.raises(RuntimeError, match="needs CUDA tensors"):
+        bias_act(x, act="lrelu", impl="cuda")
