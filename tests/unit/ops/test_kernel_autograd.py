@@ -3,7 +3,7 @@ emulator of its contract (same arguments, same outputs, computed with torch), an
 with impl="cuda". The parity table of `bigtrain kernels --check` must then hold for every case,
 forward, backward and double backward: this tests the backward formulas (upfirdn2d's adjoint
 padding, bias_act's derivative modes, the modulated weight's demodulation gradient) that the real
-kernels rely on. The kernels themselves need a GPU (docs/kernels.md)."""
+kernels rely on, in seconds. The kernels' own source runs in test_kernel_emulation.py (docs/kernels.md)."""
 from __future__ import annotations
 
 import pytest
