@@ -86,7 +86,7 @@ torch::Tensor bias_act(torch::Tensor x, c10::optional<torch::Tensor> b, c10::opt
   const int64_t n = x.numel();
   if (n == 0) return out;
   const int threads = 256;
-  const int blocks = (int)std::min<int64_t>((n + threads - 1) / threads, 65535LL * 8);
+  const int blocks = (int)std::min<int64_t>((n + threads - 1) / threads, (int64_t)BT_MAX_GRID_BLOCKS);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "bias_act", [&] {
     BT_LAUNCH(bias_act_kernel<scalar_t>, blocks, threads)(
         x.data_ptr<scalar_t>(), bt.defined() ? bt.data_ptr<scalar_t>() : nullptr,

@@ -22,4 +22,6 @@
 #define BT_LAUNCH_CHECK() C10_CUDA_KERNEL_LAUNCH_CHECK()
 // The Python module: its own extension on a GPU; a submodule of the one emulation module on CPU.
 #define BT_MODULE(name, m) PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
+// The most blocks a grid-stride kernel launches (the emulation uses 3, so its loops go round).
+#define BT_MAX_GRID_BLOCKS (65535LL * 8)
 #endif

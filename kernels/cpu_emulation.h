@@ -5,8 +5,12 @@
 // A launch runs the grid's blocks one after another. A block's threads run one after another
 // (BT_LAUNCH), or, for kernels that synchronise (BT_LAUNCH_SYNC), as one OS thread each, with
 // __syncthreads a barrier of the block and __shfl_down_sync an exchange between the 32 threads
-// of a warp. __shared__ variables are statics: one launch runs at a time. None of this says
-// anything about speed, the GPU's memory model or its half-precision arithmetic.
+// of a warp. Grids are capped at BT_MAX_GRID_BLOCKS = 3 blocks, so every grid-stride loop goes
+// round several times. __shared__ variables are statics: one launch runs at a time, and unlike a
+// GPU's shared memory they start at zero and keep their values from block to block. An exception
+// in one thread of a block (a failed check) breaks the block's barriers, so the launch reports it
+// instead of hanging. None of this says anything about speed, the GPU's memory model or its
+// half-precision arithmetic.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -15,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -37,11 +42,13 @@ inline float rsqrtf(float v) { return 1.f / std::sqrt(v); }
 
 namespace bt_emu {
 
+// A reusable barrier that can be broken: then every waiter, present and future, throws.
 class Barrier {
  public:
   explicit Barrier(unsigned n) : n_(n) {}
   void wait() {
     std::unique_lock<std::mutex> lock(m_);
+    if (broken_) throw std::runtime_error("emulation: another thread of this block failed");
     const unsigned long gen = gen_;
     if (++count_ == n_) {
       count_ = 0;
@@ -49,7 +56,13 @@ class Barrier {
       cv_.notify_all();
       return;
     }
-    cv_.wait(lock, [&] { return gen != gen_; });
+    cv_.wait(lock, [&] { return gen != gen_ || broken_; });
+    if (gen == gen_) throw std::runtime_error("emulation: another thread of this block failed");
+  }
+  void break_all() {
+    const std::lock_guard<std::mutex> lock(m_);
+    broken_ = true;
+    cv_.notify_all();
   }
 
  private:
@@ -58,6 +71,7 @@ class Barrier {
   const unsigned n_;
   unsigned count_ = 0;
   unsigned long gen_ = 0;
+  bool broken_ = false;
 };
 
 struct Warp {
@@ -73,6 +87,10 @@ struct Block {
   }
   Barrier barrier;
   std::vector<std::unique_ptr<Warp>> warps;
+  void break_all() {
+    barrier.break_all();
+    for (auto& w : warps) w->barrier.break_all();
+  }
 };
 
 // The block the calling thread belongs to; null while threads run one after another.
@@ -85,6 +103,8 @@ inline void run(dim3 grid, dim3 block, bool concurrent, const std::function<void
   const std::lock_guard<std::mutex> launch_guard(one_launch);
   const unsigned nthreads = block.x * block.y * block.z;
   TORCH_CHECK(nthreads >= 1 && nthreads <= 1024, "emulated launch: ", nthreads, " threads per block");
+  TORCH_CHECK(!concurrent || nthreads % 32 == 0,
+              "emulated launch: a kernel that synchronises needs whole warps (a multiple of 32 threads per block)");
   gridDim = grid;
   blockDim = block;
   for (unsigned bz = 0; bz < grid.z; ++bz)
@@ -102,20 +122,30 @@ inline void run(dim3 grid, dim3 block, bool concurrent, const std::function<void
         Block state(nthreads);
         std::exception_ptr error;
         std::mutex error_mutex;
+        auto fail = [&](std::exception_ptr e) {
+          {
+            const std::lock_guard<std::mutex> lock(error_mutex);
+            if (!error) error = e;
+          }
+          state.break_all();
+        };
         std::vector<std::thread> threads;
         threads.reserve(nthreads);
-        for (unsigned t = 0; t < nthreads; ++t)
-          threads.emplace_back([&, t] {
-            blockIdx = b;
-            threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
-            current_block = &state;
-            try {
-              body();
-            } catch (...) {
-              const std::lock_guard<std::mutex> lock(error_mutex);
-              if (!error) error = std::current_exception();
-            }
-          });
+        try {
+          for (unsigned t = 0; t < nthreads; ++t)
+            threads.emplace_back([&, t] {
+              blockIdx = b;
+              threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
+              current_block = &state;
+              try {
+                body();
+              } catch (...) {
+                fail(std::current_exception());
+              }
+            });
+        } catch (...) {  // no more threads to be had: stop the ones started
+          fail(std::current_exception());
+        }
         for (auto& th : threads) th.join();
         if (error) std::rethrow_exception(error);
       }
@@ -151,7 +181,6 @@ inline T __shfl_down_sync(unsigned /*mask: every lane takes part here*/, T v, un
   TORCH_CHECK(bt_emu::current_block, "emulation: a kernel that shuffles must launch with BT_LAUNCH_SYNC");
   const unsigned t = bt_emu::linear_thread(), lane = t % 32;
   bt_emu::Warp& warp = *bt_emu::current_block->warps[t / 32];
-  TORCH_CHECK(warp.size == 32, "emulation: warp shuffles need whole warps (a multiple of 32 threads per block)");
   warp.lanes[lane] = v;
   warp.barrier.wait();
   const T r = lane + delta < 32 ? warp.lanes[lane + delta] : v;
@@ -165,3 +194,4 @@ inline T __shfl_down_sync(unsigned /*mask: every lane takes part here*/, T v, un
 #define BT_LAUNCH_SYNC(kernel, grid, block) bt_emu::launch(kernel, grid, block, true)
 #define BT_LAUNCH_CHECK() (void)0
 #define BT_MODULE(name, m) void bt_register_##name(pybind11::module_& m)
+#define BT_MAX_GRID_BLOCKS 3

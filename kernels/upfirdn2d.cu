@@ -47,7 +47,7 @@ torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int64_t upx, int64_t u
   const int64_t total = y.numel();
   if (total == 0) return y;
   const int threads = 256;
-  const int blocks = (int)std::min<int64_t>((total + threads - 1) / threads, 65535LL * 8);
+  const int blocks = (int)std::min<int64_t>((total + threads - 1) / threads, (int64_t)BT_MAX_GRID_BLOCKS);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "upfirdn2d", [&] {
     BT_LAUNCH(upfirdn2d_kernel<scalar_t>, blocks, threads)(
         x.data_ptr<scalar_t>(), f.data_ptr<float>(), y.data_ptr<scalar_t>(), x.size(0) * x.size(1), (int)in_h,

@@ -4,8 +4,8 @@ Every public op takes ``impl="auto" | "ref" | "cuda"`` and calls :func:`resolve_
 
 * ``ref``: the plain-PyTorch reference (any device).
 * ``cuda``: the kernel; an error when the input is not on a GPU or the kernel does not build
-  (the error carries the compiler log). Inside ``bigtrain.ops._build.emulation()``, CPU inputs
-  run the kernels' source through the CPU emulation instead.
+  (the error carries the compiler log). Inside ``bigtrain.ops._build.emulation()``, it takes
+  CPU inputs only and runs the kernels' source through the CPU emulation; ``auto`` is the reference there.
 * ``auto``: the kernel for CUDA inputs once it has built and passed a quick parity check
   against the reference in this process; otherwise the reference, with one warning on rank 0
   saying why. CPU inputs always take the reference, silently.
@@ -63,9 +63,15 @@ def resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:
         raise ValueError(f"{op}: unknown impl={impl!r}; expected one of {', '.join(map(repr, IMPLS))}")
     if impl == "ref":
         return "ref"
+    from bigtrain.ops._build import emulating, load
+    if emulating():
+        # The kernels loaded now are the CPU emulation: CPU tensors that ask for them get them.
+        if impl == "cuda" and x.device.type != "cpu":
+            raise RuntimeError(f"{op}: inside emulation(), impl='cuda' runs the CPU emulation of the kernels and "
+                               f"takes CPU tensors, got one on {x.device}")
+        return "cuda" if impl == "cuda" else "ref"
     if impl == "cuda":
-        from bigtrain.ops._build import emulating, load
-        if not x.is_cuda and not (emulating() and x.device.type == "cpu"):
+        if not x.is_cuda:
             raise RuntimeError(f"{op}: impl='cuda' needs CUDA tensors, got one on {x.device}; use impl='auto' or 'ref'")
         load(KERNEL_OF[op])  # raises KernelBuildError with the compiler log
         return "cuda"
