@@ -59,14 +59,14 @@ __global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* 
 }
 
 // x: input; b: bias (undefined or 1-D over dimension `dim`); dy, ddx: as the mode needs (else undefined).
-torch::Tensor bias_act(torch::Tensor x, c10::optional<torch::Tensor> b, c10::optional<torch::Tensor> dy,
-                       c10::optional<torch::Tensor> ddx, int64_t dim, int64_t act, int64_t mode, double alpha,
-                       double gain, double clamp) {
+at::Tensor bias_act(at::Tensor x, c10::optional<at::Tensor> b, c10::optional<at::Tensor> dy,
+                    c10::optional<at::Tensor> ddx, int64_t dim, int64_t act, int64_t mode, double alpha,
+                    double gain, double clamp) {
   TORCH_CHECK(BT_ON_DEVICE(x), "bias_act: x must be a CUDA tensor");
   TORCH_CHECK(mode >= 0 && mode <= 2, "bias_act: mode must be 0, 1 or 2");
   BT_DEVICE_GUARD(x);
   x = x.contiguous();
-  torch::Tensor bt, dyt, ddxt;
+  at::Tensor bt, dyt, ddxt;
   int64_t b_stride = 1, b_size = 1;
   if (b.has_value() && b->defined()) {
     bt = b->to(x.scalar_type()).contiguous();
@@ -82,7 +82,7 @@ torch::Tensor bias_act(torch::Tensor x, c10::optional<torch::Tensor> b, c10::opt
     TORCH_CHECK(ddx.has_value() && ddx->sizes() == x.sizes(), "bias_act: mode 2 needs ddx shaped like x");
     ddxt = ddx->to(x.scalar_type()).contiguous();
   }
-  auto out = torch::empty_like(x);
+  auto out = at::empty_like(x);
   const int64_t n = x.numel();
   if (n == 0) return out;
   const int threads = 256;
@@ -95,8 +95,4 @@ torch::Tensor bias_act(torch::Tensor x, c10::optional<torch::Tensor> b, c10::opt
   });
   BT_LAUNCH_CHECK();
   return out;
-}
-
-BT_MODULE(bias_act, m) {
-  m.def("bias_act", &bias_act, "bias + activation + gain + clamp and its derivatives (CUDA)");
 }

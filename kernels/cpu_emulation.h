@@ -14,6 +14,7 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <math.h>
 #include <condition_variable>
 #include <exception>
 #include <functional>
@@ -38,6 +39,8 @@ struct dim3 {
 inline thread_local dim3 threadIdx, blockIdx;
 inline dim3 blockDim, gridDim;
 
+// CUDA's device math, from the C library (expf, tanhf, ... are there already).
+using std::isnan;
 inline float rsqrtf(float v) { return 1.f / std::sqrt(v); }
 
 namespace bt_emu {
@@ -193,5 +196,4 @@ inline T __shfl_down_sync(unsigned /*mask: every lane takes part here*/, T v, un
 #define BT_LAUNCH(kernel, grid, block) bt_emu::launch(kernel, grid, block, false)
 #define BT_LAUNCH_SYNC(kernel, grid, block) bt_emu::launch(kernel, grid, block, true)
 #define BT_LAUNCH_CHECK() (void)0
-#define BT_MODULE(name, m) void bt_register_##name(pybind11::module_& m)
 #define BT_MAX_GRID_BLOCKS 3

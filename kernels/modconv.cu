@@ -39,7 +39,7 @@ __global__ void modulate_kernel(const scalar_t* __restrict__ weight, const scala
     dst[j] = static_cast<scalar_t>(static_cast<float>(w[j]) * static_cast<float>(s[j / K]) * d);
 }
 
-std::vector<torch::Tensor> modulate_weight(torch::Tensor weight, torch::Tensor styles, bool demodulate, double eps) {
+std::vector<at::Tensor> modulate_weight(at::Tensor weight, at::Tensor styles, bool demodulate, double eps) {
   TORCH_CHECK(BT_ON_DEVICE(weight) && weight.dim() == 4, "modulate_weight: weight must be [O, I, kh, kw] on CUDA");
   TORCH_CHECK(BT_ON_DEVICE(styles) && styles.dim() == 2 && styles.size(1) == weight.size(1),
               "modulate_weight: styles must be [N, I] on CUDA");
@@ -47,8 +47,8 @@ std::vector<torch::Tensor> modulate_weight(torch::Tensor weight, torch::Tensor s
   weight = weight.contiguous();
   styles = styles.to(weight.scalar_type()).contiguous();
   const int64_t N = styles.size(0), O = weight.size(0), I = weight.size(1), K = weight.size(2) * weight.size(3);
-  auto out = torch::empty({N, O, I, weight.size(2), weight.size(3)}, weight.options());
-  auto dcoefs = torch::empty({N, O}, weight.options().dtype(torch::kFloat32));
+  auto out = at::empty({N, O, I, weight.size(2), weight.size(3)}, weight.options());
+  auto dcoefs = at::empty({N, O}, weight.options().dtype(at::kFloat));
   if (N == 0 || O == 0) return {out, dcoefs};
   TORCH_CHECK(N <= 65535, "modulate_weight: at most 65535 samples per call");
   const dim3 blocks((unsigned)O, (unsigned)N);
@@ -61,8 +61,4 @@ std::vector<torch::Tensor> modulate_weight(torch::Tensor weight, torch::Tensor s
   });
   BT_LAUNCH_CHECK();
   return {out, dcoefs};
-}
-
-BT_MODULE(modconv, m) {
-  m.def("modulate_weight", &modulate_weight, "fused style modulation + demodulation of conv weights (CUDA)");
 }

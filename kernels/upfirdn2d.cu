@@ -30,10 +30,10 @@ __global__ void upfirdn2d_kernel(const scalar_t* __restrict__ x, const float* __
   }
 }
 
-torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int64_t upx, int64_t upy, int64_t downx, int64_t downy,
-                        int64_t padx0, int64_t padx1, int64_t pady0, int64_t pady1, bool flip_filter, double gain) {
+at::Tensor upfirdn2d(at::Tensor x, at::Tensor f, int64_t upx, int64_t upy, int64_t downx, int64_t downy,
+                     int64_t padx0, int64_t padx1, int64_t pady0, int64_t pady1, bool flip_filter, double gain) {
   TORCH_CHECK(BT_ON_DEVICE(x) && x.dim() == 4, "upfirdn2d: x must be a 4-D CUDA tensor");
-  TORCH_CHECK(BT_ON_DEVICE(f) && f.dim() == 2 && f.scalar_type() == torch::kFloat32,
+  TORCH_CHECK(BT_ON_DEVICE(f) && f.dim() == 2 && f.scalar_type() == at::kFloat,
               "upfirdn2d: f must be a 2-D float32 CUDA tensor");
   TORCH_CHECK(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1, "upfirdn2d: up and down must be >= 1");
   BT_DEVICE_GUARD(x);
@@ -43,7 +43,7 @@ torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int64_t upx, int64_t u
   const int64_t out_h = (in_h * upy + pady0 + pady1 - fh) / downy + 1;
   const int64_t out_w = (in_w * upx + padx0 + padx1 - fw) / downx + 1;
   TORCH_CHECK(out_h >= 1 && out_w >= 1, "upfirdn2d: empty output");
-  auto y = torch::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
+  auto y = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
   const int64_t total = y.numel();
   if (total == 0) return y;
   const int threads = 256;
@@ -56,8 +56,4 @@ torch::Tensor upfirdn2d(torch::Tensor x, torch::Tensor f, int64_t upx, int64_t u
   });
   BT_LAUNCH_CHECK();
   return y;
-}
-
-BT_MODULE(upfirdn2d, m) {
-  m.def("upfirdn2d", &upfirdn2d, "upfirdn2d (CUDA)");
 }

@@ -29,9 +29,11 @@ from pathlib import Path
 import torch
 
 KERNEL_DIR = Path(os.environ.get("BIGTRAIN_KERNEL_SOURCES", Path(__file__).resolve().parents[2] / "kernels"))
-SOURCES = {"upfirdn2d": "upfirdn2d.cu", "bias_act": "bias_act.cu", "modconv": "modconv.cu"}
-HEADERS = ["common.cuh"]  # included by every kernel: part of each build key
-EMULATION_SOURCES = ["cpu_emulation.cpp", "cpu_emulation.h", *HEADERS, *SOURCES.values()]
+# Per kernel: the CUDA source (kernels and host launcher, light ATen headers) and its Python
+# bindings (compiled by the C++ compiler; nvcc would parse torch's whole C++ API for the device).
+SOURCES = {name: [f"{name}.cu", f"{name}_bindings.cpp"] for name in ("upfirdn2d", "bias_act", "modconv")}
+HEADERS = ["common.cuh", "bindings.h"]  # included by every kernel: part of each build key
+EMULATION_SOURCES = ["cpu_emulation.cpp", "cpu_emulation.h", *HEADERS, *(f for fs in SOURCES.values() for f in fs)]
 CUDA_FLAGS = ["-O3", "--expt-relaxed-constexpr"]
 EMULATION_FLAGS = ["-O1"]
 
@@ -82,7 +84,7 @@ def _cuda_home(detected: str | None) -> str | None:
 
 def build_key(name: str) -> str:
     h = hashlib.sha256()
-    for source in (SOURCES[name], *HEADERS):
+    for source in (*SOURCES[name], *HEADERS):
         h.update((KERNEL_DIR / source).read_bytes())
     for part in (torch.__version__, str(torch.version.cuda), arch_list(), " ".join(CUDA_FLAGS)):
         h.update(part.encode() + b"\0")
@@ -147,7 +149,8 @@ def build(name: str, verbose: bool = False):
         os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list()
         try:
             return cpp_extension.load(
-                name=f"bigtrain_{name}_{key}", sources=[str(KERNEL_DIR / SOURCES[name])], build_directory=str(folder),
+                name=f"bigtrain_{name}_{key}", sources=[str(KERNEL_DIR / f) for f in SOURCES[name]],
+                build_directory=str(folder),
                 extra_cflags=["-O3", *includes], extra_cuda_cflags=[*CUDA_FLAGS, *includes], verbose=verbose)
         finally:
             if env_arch is None:

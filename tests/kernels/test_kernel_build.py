@@ -3,7 +3,7 @@ start at once on an empty cache (as ranks on one node do), each asking for the t
 a different order; every kernel is compiled exactly once, a process that finds another building
 waits and then loads, and a stale lock left in a build folder by a killed build does not hang
 anyone. Needs nvcc and the CUDA torch wheel (kernels/compile_check.sh installs it into
-.venv-cuda); about 5 minutes on 2 cores."""
+.venv-cuda); about 2 minutes on 2 cores."""
 from __future__ import annotations
 
 import fcntl

@@ -3,7 +3,7 @@ kernels/cpu_emulation.h (`bigtrain kernels --check --emulate`): the whole parity
 dtypes x forward, backward and double backward, must hold against the float64 reference. A copy
 of the sources with one bug per kernel (an off-by-one row in upfirdn2d, the elu/selu second
 derivative at 0 that the first emulated run found, a warp reduction that drops half its lanes in
-modconv) must fail it. Needs a C++ compiler, no GPU; each build takes about 40 s on 2 cores."""
+modconv) must fail it. Needs a C++ compiler, no GPU; each build takes about 20 s on 2 cores."""
 from __future__ import annotations
 
 import os
