@@ -308,7 +308,7 @@ def bench_generate(folder: str, batch: int = 64, rounds: int = 5, threads: int |
     import statistics
 
     from bigtrain.export import load_generator
-    from bigtrain.export.graph import Sampler, example_inputs
+    from bigtrain.export.graph import Sampler, example_inputs, onnx_session
     from bigtrain.export.run import FILES
 
     threads = threads or torch.get_num_threads()
@@ -322,10 +322,7 @@ def bench_generate(folder: str, batch: int = 64, rounds: int = 5, threads: int |
         ts = torch.jit.load(os.path.join(folder, FILES["torchscript"]))
         runners["torchscript"] = lambda: ts(*args)
     if "onnx" in files:
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        sess = ort.InferenceSession(os.path.join(folder, FILES["onnx"]), opts, providers=["CPUExecutionProvider"])
+        sess = onnx_session(os.path.join(folder, FILES["onnx"]), threads)
         feeds = {n: a.numpy() for n, a in zip(sampler.input_names(), args)}
         runners["onnxruntime"] = lambda: sess.run(["img"], feeds)
     times: dict[str, list[float]] = {k: [] for k in runners}

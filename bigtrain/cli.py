@@ -228,6 +228,7 @@ def cmd_kernels(args) -> int:
     with --emulate, the same through the CPU emulation of the kernels' source."""
     import time
 
+    from bigtrain.distributed import print0
     from bigtrain.ops._build import SOURCES, build, build_emulation, emulation
 
     if args.check and args.build_only:
@@ -241,13 +242,13 @@ def cmd_kernels(args) -> int:
         t0 = time.time()
         module = build_emulation(verbose=args.verbose)
         how = "loaded from the cache" if module.bigtrain_cached else "compiled"
-        print(f"emulation of {', '.join(SOURCES)}: {how} in {time.time() - t0:.0f} s: {module.__file__}")
+        print0(f"emulation of {', '.join(SOURCES)}: {how} in {time.time() - t0:.0f} s: {module.__file__}")
     else:
         for name in names:
             t0 = time.time()
             module = build(name, verbose=args.verbose)  # KernelBuildError carries the compiler log
             how = "loaded from the cache" if module.bigtrain_cached else "compiled"
-            print(f"{name}: {how} in {time.time() - t0:.0f} s: {module.__file__}")
+            print0(f"{name}: {how} in {time.time() - t0:.0f} s: {module.__file__}")
     if args.build_only:
         return 0
     import torch
@@ -255,16 +256,16 @@ def cmd_kernels(args) -> int:
     if args.emulate:
         with emulation():
             rows = check("cpu", kernels=set(names))
-        print("kernels' source run on the CPU emulation (checks their code, not a GPU):")
+        print0("kernels' source run on the CPU emulation (checks their code, not a GPU):")
     elif not torch.cuda.is_available():
-        print("no GPU visible: built, but the parity check needs one (--emulate checks the source on the CPU; "
+        print0("no GPU visible: built, but the parity check needs one (--emulate checks the source on the CPU; "
               "--build-only only builds)")
         return 6
     else:
         rows = check("cuda", kernels=set(names))
-    print(format_rows(rows))
+    print0(format_rows(rows))
     failed = [r for r in rows if not r.ok]
-    print(f"{len(rows) - len(failed)} of {len(rows)} checks within their limits "
+    print0(f"{len(rows) - len(failed)} of {len(rows)} checks within their limits "
           "(rel err: the kernel's against the float64 reference; ref err: the reference's own in that dtype)")
     return 1 if failed else 0
 
@@ -281,8 +282,9 @@ def cmd_bench_kernels(args) -> int:
 
 def cmd_bench_generate(args) -> int:
     from bigtrain.bench import bench_generate, format_generate_table
+    from bigtrain.distributed import print0
     result = bench_generate(args.export, args.batch, args.rounds, args.threads)
-    print(format_generate_table(result))
+    print0(format_generate_table(result))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

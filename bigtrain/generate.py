@@ -20,10 +20,7 @@ def load_generator_from_checkpoint(path: str, device: str | torch.device = "cpu"
     """-> (G_ema in eval mode, info): the checkpoint's model_info plus "checkpoint" (the file) and
     "config" (its TrainConfig). ``path`` may be a checkpoint file or a run dir."""
     if os.path.isdir(path):
-        try:
-            path = resolve_resume(path, path)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no ckpt-*.pt checkpoint in this folder or its checkpoints/") from None
+        path = resolve_resume(path, path)
     state = load_state(path)
     from bigtrain.train.config import TrainConfig
     cfg = build(TrainConfig, state["config"], sources=f"the config stored in {path}")

@@ -9,6 +9,7 @@ one from an untrusted source cannot run code.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import glob
 import os
 import shutil
@@ -60,6 +61,15 @@ def write_atomic(path: str, write: Callable[[BinaryIO], object]) -> None:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_state(path: str) -> dict:
@@ -135,7 +145,7 @@ def resolve_resume(arg: str | None, run_dir: str) -> str | None:
             found = CheckpointManager(folder, 1).latest()
             if found:
                 return found
-        raise FileNotFoundError(f"--resume {arg}: no ckpt-*.pt checkpoint in that folder")
+        raise FileNotFoundError(f"{arg}: no ckpt-*.pt checkpoint in this folder or its checkpoints/")
     if not os.path.isfile(arg):
         raise FileNotFoundError(f"--resume {arg}: no such checkpoint file")
     return arg

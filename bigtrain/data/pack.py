@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from bigtrain.checkpoint import sha256_file
 from bigtrain.data.arrays import FASHION_MNIST_LABELS, _find, _read_idx
 from bigtrain.data.images import IMAGE_FILE_EXTS as FILE_EXTS
 from bigtrain.data.images import array_to_pil, encode_image, fit_image, to_mode
@@ -226,12 +227,9 @@ def _write_shard(job: tuple[str, list[int], dict]) -> dict:
                 count += 1
         f.flush()
         os.fsync(f.fileno())
-    h = hashlib.sha256()
-    with open(tmp, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    digest = sha256_file(tmp)
     os.replace(tmp, path)
-    return {"name": os.path.basename(path), "count": count, "sha256": h.hexdigest(), "skipped": skipped,
+    return {"name": os.path.basename(path), "count": count, "sha256": digest, "skipped": skipped,
             "class_counts": class_counts}
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bigtrain.generate import class_labels
 from bigtrain.models.sampling import latents_from_seeds
 
 ONNX_OPSET = 17
@@ -115,7 +116,7 @@ def example_inputs(sampler: Sampler, n: int, trunc: float | None, seed: int = 0)
     z = latents_from_seeds(list(range(seed, seed + n)), sampler.z_dim)
     args = [z]
     if sampler.c_dim:
-        args.append(torch.arange(seed, seed + n) % sampler.c_dim)
+        args.append(class_labels(sampler.c_dim, seed, n, None))
     if sampler.has_trunc:
         off = 1.0 if sampler.family == "stylegan2" else 0.0
         args.append(torch.tensor(off if trunc is None else trunc, dtype=torch.float32))
@@ -143,13 +144,18 @@ def to_onnx(sampler: Sampler, args: tuple[torch.Tensor, ...]) -> bytes:
     return f.getvalue()
 
 
-def run_onnx(model: bytes | str, args: tuple[torch.Tensor, ...], names: list[str]) -> np.ndarray:
+def onnx_session(model: bytes | str, threads: int = 1):
+    """An ONNX Runtime CPU session for a graph (bytes or path); 1 thread: the same sums in the
+    same order on every run."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1  # the same sums in the same order on every run
-    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-    return sess.run(["img"], {n: a.numpy() for n, a in zip(names, args)})[0]
+    opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(model: bytes | str, args: tuple[torch.Tensor, ...], names: list[str]) -> np.ndarray:
+    return onnx_session(model).run(["img"], {n: a.numpy() for n, a in zip(names, args)})[0]
 
 
 def to_torchscript(sampler: Sampler, args: tuple[torch.Tensor, ...]) -> bytes:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from bigtrain.checkpoint import write_atomic
+from bigtrain.checkpoint import sha256_file, write_atomic
 
 FORMAT = "bigtrain-generator"
 FORMAT_VERSION = 1
@@ -32,16 +32,13 @@ def is_export(path: str) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, CONFIG))
 
 
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_bytes(data: bytes, path: str) -> None:
     write_atomic(path, lambda f: f.write(data))
+
+
+def _w_avg(G: torch.nn.Module) -> torch.Tensor | None:
+    """StyleGAN2's truncation centre (mapping.w_avg); None for the other families."""
+    return getattr(getattr(G, "mapping", None), "w_avg", None)
 
 
 def weights_for_export(G: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -74,7 +71,7 @@ def save_snapshot(G: torch.nn.Module, info: dict, out: str, dtype: str = "float3
     blob = save(tensors, metadata={"format": FORMAT})
     write_bytes(blob, os.path.join(out, WEIGHTS))
     cfg = info["config"]
-    w_avg = getattr(getattr(G, "mapping", None), "w_avg", None)
+    w_avg = _w_avg(G)
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -183,7 +180,7 @@ def load_generator(folder: str, device: str | torch.device = "cpu", verify: bool
     expected = G.state_dict()
     _check_weights(expected, tensors, cpath, wpath)
     G.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
-    w_avg = getattr(getattr(G, "mapping", None), "w_avg", None)
+    w_avg = _w_avg(G)
     if w_avg is not None and config.get("w_avg") is not None:
         listed = torch.tensor(config["w_avg"], dtype=torch.float32)
         if listed.shape != w_avg.shape or not torch.allclose(listed, w_avg, rtol=1e-2, atol=1e-6):

@@ -82,22 +82,22 @@ def _cuda_home(detected: str | None) -> str | None:
     return detected
 
 
-def build_key(name: str) -> str:
+def _key(sources, parts) -> str:
     h = hashlib.sha256()
-    for source in (*SOURCES[name], *HEADERS):
+    for source in sources:
         h.update((KERNEL_DIR / source).read_bytes())
-    for part in (torch.__version__, str(torch.version.cuda), arch_list(), " ".join(CUDA_FLAGS)):
+    for part in parts:
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:16]
+
+
+def build_key(name: str) -> str:
+    return _key([*SOURCES[name], *HEADERS],
+                [torch.__version__, str(torch.version.cuda), arch_list(), " ".join(CUDA_FLAGS)])
 
 
 def emulation_key() -> str:
-    h = hashlib.sha256()
-    for source in EMULATION_SOURCES:
-        h.update((KERNEL_DIR / source).read_bytes())
-    for part in (torch.__version__, " ".join(EMULATION_FLAGS)):
-        h.update(part.encode() + b"\0")
-    return h.hexdigest()[:16]
+    return _key(EMULATION_SOURCES, [torch.__version__, " ".join(EMULATION_FLAGS)])
 
 
 def _wait_note(name: str, lock_path: Path) -> None:
