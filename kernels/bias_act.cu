@@ -7,6 +7,8 @@
 // Activation ids follow bigtrain/ops/bias_act.py's CUDA_ACT_IDS. Math in float32.
 #include "common.cuh"
 
+#include <type_traits>
+
 struct ActDerivs { float f, d1, d2; };
 
 __device__ __forceinline__ ActDerivs activate(int act, float u, float alpha) {
@@ -37,25 +39,54 @@ __device__ __forceinline__ ActDerivs activate(int act, float u, float alpha) {
   }
 }
 
-template <typename scalar_t>
+// VEC consecutive elements per thread and step, loaded and stored as one vector, and the bias
+// looked up once per vector: the host picks VEC = 4 when every pointer is aligned to it and the
+// bias stride and the element count are multiples of it (all conv layers), else VEC = 1. index_t
+// is int when the element count allows it: 64-bit division is a long subroutine on a GPU, and the
+// bias lookup divides.
+template <typename scalar_t, int VEC>
+struct alignas(sizeof(scalar_t) * VEC) Vec {
+  scalar_t v[VEC];
+};
+
+template <typename scalar_t, typename index_t, int VEC>
 __global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ b,
                                 const scalar_t* __restrict__ dy, const scalar_t* __restrict__ ddx,
-                                scalar_t* __restrict__ out, int64_t n, int64_t b_stride, int64_t b_size, int act,
+                                scalar_t* __restrict__ out, index_t n, index_t b_stride, index_t b_size, int act,
                                 int mode, float alpha, float gain, float clamp) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
-    float u = static_cast<float>(x[i]);
-    if (b != nullptr) u += static_cast<float>(b[(i / b_stride) % b_size]);
-    const ActDerivs a = activate(act, u, alpha);
-    const float z = a.f * gain;
-    // clamp passes the gradient where -clamp <= z <= clamp, as torch.clamp does.
-    const bool inside = clamp < 0.f || (z >= -clamp && z <= clamp);
-    float r;
-    // Written with comparisons, not fminf/fmaxf, so that NaN passes through as torch.clamp does.
-    if (mode == 0) r = clamp < 0.f ? z : (z < -clamp ? -clamp : (z > clamp ? clamp : z));
-    else if (mode == 1) r = inside ? static_cast<float>(dy[i]) * a.d1 * gain : 0.f;
-    else r = inside ? static_cast<float>(ddx[i]) * static_cast<float>(dy[i]) * a.d2 * gain : 0.f;
-    out[i] = static_cast<scalar_t>(r);
+  using V = Vec<scalar_t, VEC>;
+  const index_t step = (index_t)blockDim.x * gridDim.x * VEC;
+  for (index_t i = ((index_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC; i < n; i += step) {
+    const float bias = b != nullptr ? static_cast<float>(b[(i / b_stride) % b_size]) : 0.f;
+    const V xv = *reinterpret_cast<const V*>(x + i);
+    V dyv, ddxv, outv;
+    if (mode >= 1) dyv = *reinterpret_cast<const V*>(dy + i);
+    if (mode == 2) ddxv = *reinterpret_cast<const V*>(ddx + i);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const ActDerivs a = activate(act, static_cast<float>(xv.v[k]) + bias, alpha);
+      const float z = a.f * gain;
+      // clamp passes the gradient where -clamp <= z <= clamp, as torch.clamp does.
+      const bool inside = clamp < 0.f || (z >= -clamp && z <= clamp);
+      float r;
+      // Written with comparisons, not fminf/fmaxf, so that NaN passes through as torch.clamp does.
+      if (mode == 0) r = clamp < 0.f ? z : (z < -clamp ? -clamp : (z > clamp ? clamp : z));
+      else if (mode == 1) r = inside ? static_cast<float>(dyv.v[k]) * a.d1 * gain : 0.f;
+      else r = inside ? static_cast<float>(ddxv.v[k]) * static_cast<float>(dyv.v[k]) * a.d2 * gain : 0.f;
+      outv.v[k] = static_cast<scalar_t>(r);
+    }
+    *reinterpret_cast<V*>(out + i) = outv;
   }
+}
+
+template <typename scalar_t, typename index_t, int VEC>
+void launch_bias_act(const scalar_t* x, const scalar_t* b, const scalar_t* dy, const scalar_t* ddx, scalar_t* out,
+                     int64_t n, int64_t b_stride, int64_t b_size, int act, int mode, float alpha, float gain,
+                     float clamp) {
+  const int threads = 256;
+  const int blocks = (int)std::min<int64_t>((n / VEC + threads - 1) / threads, (int64_t)BT_MAX_GRID_BLOCKS);
+  const auto kernel = bias_act_kernel<scalar_t, index_t, VEC>;
+  BT_LAUNCH(kernel, blocks, threads)(x, b, dy, ddx, out, (index_t)n, (index_t)b_stride, (index_t)b_size, act, mode, alpha, gain, clamp);
 }
 
 // x: input; b: bias (undefined or 1-D over dimension `dim`); dy, ddx: as the mode needs (else undefined).
@@ -85,13 +116,27 @@ at::Tensor bias_act(at::Tensor x, c10::optional<at::Tensor> b, c10::optional<at:
   auto out = at::empty_like(x);
   const int64_t n = x.numel();
   if (n == 0) return out;
-  const int threads = 256;
-  const int blocks = (int)std::min<int64_t>((n + threads - 1) / threads, (int64_t)BT_MAX_GRID_BLOCKS);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "bias_act", [&] {
-    BT_LAUNCH(bias_act_kernel<scalar_t>, blocks, threads)(
-        x.data_ptr<scalar_t>(), bt.defined() ? bt.data_ptr<scalar_t>() : nullptr,
-        dyt.defined() ? dyt.data_ptr<scalar_t>() : nullptr, ddxt.defined() ? ddxt.data_ptr<scalar_t>() : nullptr,
-        out.data_ptr<scalar_t>(), n, b_stride, b_size, (int)act, (int)mode, (float)alpha, (float)gain, (float)clamp);
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* bp = bt.defined() ? bt.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* dyp = dyt.defined() ? dyt.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ddxp = ddxt.defined() ? ddxt.data_ptr<scalar_t>() : nullptr;
+    scalar_t* outp = out.data_ptr<scalar_t>();
+    auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % (4 * sizeof(scalar_t)) == 0; };
+    const bool vec4 = n % 4 == 0 && (!bp || b_stride % 4 == 0) && aligned(xp) && aligned(outp) && (!dyp || aligned(dyp)) &&
+                      (!ddxp || aligned(ddxp));
+    // int indices while i + one grid's step stays below 2^31.
+    const bool small = n <= (int64_t(1) << 30);
+    auto run = [&](auto index_zero, auto vec) {
+      launch_bias_act<scalar_t, decltype(index_zero), decltype(vec)::value>(
+          xp, bp, dyp, ddxp, outp, n, b_stride, b_size, (int)act, (int)mode, (float)alpha, (float)gain, (float)clamp);
+    };
+    using One = std::integral_constant<int, 1>;
+    using Four = std::integral_constant<int, 4>;
+    if (vec4 && small) run(0, Four());
+    else if (vec4) run(int64_t(0), Four());
+    else if (small) run(0, One());
+    else run(int64_t(0), One());
   });
   BT_LAUNCH_CHECK();
   return out;

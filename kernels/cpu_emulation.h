@@ -197,3 +197,4 @@ inline T __shfl_down_sync(unsigned /*mask: every lane takes part here*/, T v, un
 #define BT_LAUNCH_SYNC(kernel, grid, block) bt_emu::launch(kernel, grid, block, true)
 #define BT_LAUNCH_CHECK() (void)0
 #define BT_MAX_GRID_BLOCKS 3
+#define BT_EMU_CHECK(cond) TORCH_CHECK(cond, "emulation: index check failed: " #cond)

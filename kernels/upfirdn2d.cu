@@ -1,6 +1,8 @@
 // upfirdn2d: upsample by zero insertion, pad (or crop), FIR-filter, downsample, in one pass.
-// One thread per output element; the filter is float32, accumulation is float32 whatever the
-// input dtype (float32, float16, bfloat16). Semantics: bigtrain/ops/upfirdn2d.py (module docstring).
+// The filter is float32, accumulation is float32 whatever the input dtype (float32, float16,
+// bfloat16). Semantics: bigtrain/ops/upfirdn2d.py (module docstring). Two kernels: the generic one
+// (any 2-D filter, any up and down per axis; one thread per output element) and a tiled one for
+// separable filters with the resampling StyleGAN2 uses (below it).
 #include "common.cuh"
 
 template <typename scalar_t>
@@ -30,22 +32,157 @@ __global__ void upfirdn2d_kernel(const scalar_t* __restrict__ x, const float* __
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The specialised path: a separable (1-D) filter, the same up in x and y (1 or 2) and the same down
+// (1 or 2), which is every call StyleGAN2 makes (the FIR filter around its transposed and strided
+// convolutions, up2 and down2 of the skips, and their adjoints in the backward passes). A block
+// computes a TILE x TILE tile of one plane's output: it reads the input window the tile needs into
+// shared memory once (as float32; zeros outside the input), filters that along x into a second
+// shared array (one row per input row, so inserted zeros are never stored), then along y into the
+// output. Each input element is read from global memory about once and each output written once,
+// where the generic kernel read each input element taps_x * taps_y times and the two-pass
+// separable route wrote and re-read a whole intermediate tensor.
+constexpr int SEP_TILE = 32;       // output tile edge
+constexpr int SEP_THREADS = 256;   // threads per block (each computes 4-5 outputs per pass)
+constexpr int SEP_MAX_TAPS = 16;   // widest filter the runtime-taps variant takes
+
+struct SepParams {
+  int64_t planes;
+  int in_h, in_w, out_h, out_w, pad_x0, pad_y0, taps, tiles_x, tiles_y;
+  float gain;
+  bool flip_filter;
+};
+
+// floor(a / B) for a compile-time B >= 1 and any sign of a.
+template <int B>
+__device__ __forceinline__ int floor_div(int a) {
+  return a >= 0 ? a / B : -((-a + B - 1) / B);
+}
+
+// TAPS > 0: that many taps, loops unrolled; TAPS == 0: p.taps (<= SEP_MAX_TAPS) taps.
+template <typename scalar_t, int UP, int DOWN, int TAPS>
+__global__ void upfirdn2d_sep_kernel(const scalar_t* __restrict__ x, const float* __restrict__ f,
+                                     scalar_t* __restrict__ y, SepParams p) {
+  constexpr int T = TAPS > 0 ? TAPS : SEP_MAX_TAPS;  // bound used for the shared arrays
+  // A tile reads SPAN consecutive upsampled-grid positions per axis; starting at phase p < UP
+  // from an input sample, they cover floor((p + SPAN - 1) / UP) + 1 input samples, at most IN.
+  constexpr int SPAN = (SEP_TILE - 1) * DOWN + T;
+  constexpr int IN = (SPAN + UP - 2) / UP + 1;
+  __shared__ float s_in[IN][IN];           // the input window
+  __shared__ float s_row[IN][SEP_TILE];    // filtered along x: one row per input row
+  const int taps = TAPS > 0 ? TAPS : p.taps;
+  // Correlation weights: w[j] multiplies upsampled-grid position o * DOWN - pad + j. The whole
+  // gain goes on x so that a negative gain works.
+  float wx[T], wy[T];
+#pragma unroll
+  for (int j = 0; j < T; ++j) {
+    const float fj = j < taps ? f[p.flip_filter ? j : taps - 1 - j] : 0.f;
+    wx[j] = fj * p.gain;
+    wy[j] = fj;
+  }
+  const int64_t tiles_per_plane = (int64_t)p.tiles_x * p.tiles_y;
+  const int64_t work = p.planes * tiles_per_plane;
+  for (int64_t item = blockIdx.x; item < work; item += gridDim.x) {
+    const int64_t plane = item / tiles_per_plane;
+    const int tile = (int)(item - plane * tiles_per_plane);
+    const int ox0 = (tile % p.tiles_x) * SEP_TILE, oy0 = (tile / p.tiles_x) * SEP_TILE;
+    // First upsampled-grid position the tile reads, the input sample at or before it, and the
+    // position's phase relative to that sample (0 <= phase < UP).
+    const int kx0 = ox0 * DOWN - p.pad_x0, ky0 = oy0 * DOWN - p.pad_y0;
+    const int ix0 = floor_div<UP>(kx0), iy0 = floor_div<UP>(ky0);
+    const int phase_x = kx0 - ix0 * UP, phase_y = ky0 - iy0 * UP;
+    const scalar_t* src = x + plane * p.in_h * p.in_w;
+    for (int i = threadIdx.x; i < IN * IN; i += SEP_THREADS) {
+      const int r = i / IN, c = i % IN, iy = iy0 + r, ix = ix0 + c;
+      s_in[r][c] = (iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w)
+                       ? static_cast<float>(src[(int64_t)iy * p.in_w + ix]) : 0.f;
+    }
+    __syncthreads();
+    // Along x. Output column c reads positions c * DOWN + phase_x + j of the window; with UP = 2
+    // only those on input samples (even offsets) are nonzero.
+    for (int i = threadIdx.x; i < IN * SEP_TILE; i += SEP_THREADS) {
+      const int r = i / SEP_TILE, c = i % SEP_TILE, k = c * DOWN + phase_x;
+      float acc = 0.f;
+#pragma unroll
+      for (int j = 0; j < T; ++j)
+        if ((TAPS > 0 || j < taps) && (k + j) % UP == 0) {
+          BT_EMU_CHECK((k + j) / UP < IN);
+          acc += wx[j] * s_in[r][(k + j) / UP];
+        }
+      s_row[r][c] = acc;
+    }
+    __syncthreads();
+    // Along y, into the output.
+    scalar_t* dst = y + plane * p.out_h * p.out_w;
+    for (int i = threadIdx.x; i < SEP_TILE * SEP_TILE; i += SEP_THREADS) {
+      const int r = i / SEP_TILE, c = i % SEP_TILE, oy = oy0 + r, ox = ox0 + c, k = r * DOWN + phase_y;
+      if (oy >= p.out_h || ox >= p.out_w) continue;
+      float acc = 0.f;
+#pragma unroll
+      for (int j = 0; j < T; ++j)
+        if ((TAPS > 0 || j < taps) && (k + j) % UP == 0) {
+          BT_EMU_CHECK((k + j) / UP < IN);
+          acc += wy[j] * s_row[(k + j) / UP][c];
+        }
+      dst[(int64_t)oy * p.out_w + ox] = static_cast<scalar_t>(acc);
+    }
+    __syncthreads();  // the next tile overwrites s_in and s_row
+  }
+}
+
+template <typename scalar_t, int UP, int DOWN>
+void launch_sep(const at::Tensor& x, const at::Tensor& f, at::Tensor& y, const SepParams& p, int64_t blocks) {
+  // 4 taps (StyleGAN2's [1, 3, 3, 1]) unrolled; any other width up to SEP_MAX_TAPS at run time.
+  const auto kernel = p.taps == 4 ? upfirdn2d_sep_kernel<scalar_t, UP, DOWN, 4>
+                                  : upfirdn2d_sep_kernel<scalar_t, UP, DOWN, 0>;
+  BT_LAUNCH_SYNC(kernel, blocks, SEP_THREADS)(x.data_ptr<scalar_t>(), f.data_ptr<float>(), y.data_ptr<scalar_t>(), p);
+}
+
+// Whether the specialised path takes these arguments (bigtrain/ops/_cuda.py asks the same).
+bool upfirdn2d_separable_supported(int64_t taps, int64_t upx, int64_t upy, int64_t downx, int64_t downy) {
+  return taps >= 1 && taps <= SEP_MAX_TAPS && upx == upy && downx == downy && upx <= 2 && downx <= 2 &&
+         (upx == 1 || downx == 1);
+}
+
 at::Tensor upfirdn2d(at::Tensor x, at::Tensor f, int64_t upx, int64_t upy, int64_t downx, int64_t downy,
                      int64_t padx0, int64_t padx1, int64_t pady0, int64_t pady1, bool flip_filter, double gain) {
   TORCH_CHECK(BT_ON_DEVICE(x) && x.dim() == 4, "upfirdn2d: x must be a 4-D CUDA tensor");
-  TORCH_CHECK(BT_ON_DEVICE(f) && f.dim() == 2 && f.scalar_type() == at::kFloat,
-              "upfirdn2d: f must be a 2-D float32 CUDA tensor");
+  TORCH_CHECK(BT_ON_DEVICE(f) && (f.dim() == 1 || f.dim() == 2) && f.scalar_type() == at::kFloat,
+              "upfirdn2d: f must be a 1-D (separable) or 2-D float32 CUDA tensor");
   TORCH_CHECK(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1, "upfirdn2d: up and down must be >= 1");
   BT_DEVICE_GUARD(x);
   x = x.contiguous();
   f = f.contiguous();
-  const int64_t in_h = x.size(2), in_w = x.size(3), fh = f.size(0), fw = f.size(1);
+  const bool separable = f.dim() == 1;
+  TORCH_CHECK(!separable || upfirdn2d_separable_supported(f.size(0), upx, upy, downx, downy),
+              "upfirdn2d: a 1-D filter needs 1 to ", SEP_MAX_TAPS, " taps, equal up (1 or 2) and equal down (1 or 2) "
+              "on both axes, not both 2");
+  const int64_t in_h = x.size(2), in_w = x.size(3), fh = f.size(0), fw = f.size(-1);
   const int64_t out_h = (in_h * upy + pady0 + pady1 - fh) / downy + 1;
   const int64_t out_w = (in_w * upx + padx0 + padx1 - fw) / downx + 1;
   TORCH_CHECK(out_h >= 1 && out_w >= 1, "upfirdn2d: empty output");
   auto y = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
   const int64_t total = y.numel();
   if (total == 0) return y;
+  if (separable) {
+    SepParams p;
+    p.planes = x.size(0) * x.size(1);
+    p.in_h = (int)in_h, p.in_w = (int)in_w, p.out_h = (int)out_h, p.out_w = (int)out_w;
+    p.pad_x0 = (int)padx0, p.pad_y0 = (int)pady0, p.taps = (int)fw;
+    p.tiles_x = (int)((out_w + SEP_TILE - 1) / SEP_TILE), p.tiles_y = (int)((out_h + SEP_TILE - 1) / SEP_TILE);
+    p.gain = (float)gain, p.flip_filter = flip_filter;
+    const int64_t blocks = std::min<int64_t>(p.planes * p.tiles_x * p.tiles_y, (int64_t)BT_MAX_GRID_BLOCKS);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "upfirdn2d", [&] {
+      if (upx == 2)
+        launch_sep<scalar_t, 2, 1>(x, f, y, p, blocks);
+      else if (downx == 2)
+        launch_sep<scalar_t, 1, 2>(x, f, y, p, blocks);
+      else
+        launch_sep<scalar_t, 1, 1>(x, f, y, p, blocks);
+    });
+    BT_LAUNCH_CHECK();
+    return y;
+  }
   const int threads = 256;
   const int blocks = (int)std::min<int64_t>((total + threads - 1) / threads, (int64_t)BT_MAX_GRID_BLOCKS);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "upfirdn2d", [&] {

@@ -191,6 +191,16 @@ def emulating() -> bool:
     return _emulated is not None
 
 
+def parity_marker(module) -> Path | None:
+    """The file recording that ``module`` (a cached build) passed ``impl="auto"``'s parity check on
+    this GPU model; None for ahead-of-time builds and the emulation, which are checked every time."""
+    path = Path(getattr(module, "__file__", "") or "").resolve()
+    if not torch.cuda.is_available() or path.parent.parent != cache_root().resolve():
+        return None
+    gpu = "".join(c if c.isalnum() else "-" for c in torch.cuda.get_device_name())
+    return path.parent / f"parity-ok-{gpu}-sm{''.join(map(str, torch.cuda.get_device_capability()))}"
+
+
 def load(name: str):
     """The kernel module for ``name``: ahead-of-time build, else cache, else a fresh build. A
     failure is remembered for the process and raised again on every call. Inside

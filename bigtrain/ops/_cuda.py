@@ -36,9 +36,21 @@ def adjoint_padding(f_shape, in_hw, out_hw, up, down, pad) -> tuple[int, int, in
             fh - pad[2] - 1, in_h * up[1] - out_h * down[1] + pad[2] - up[1] + 1)
 
 
+# The kernel's tiled path for separable filters (kernels/upfirdn2d.cu, upfirdn2d_separable_supported):
+# up to this many taps, the same up (1 or 2) and down (1 or 2) on both axes, not both 2. Every
+# call StyleGAN2 makes, and the adjoint of each such call is one too.
+SEPARABLE_MAX_TAPS = 16
+
+
+def separable_supported(taps: int, up: tuple, down: tuple) -> bool:
+    return (1 <= taps <= SEPARABLE_MAX_TAPS and up[0] == up[1] <= 2 and down[0] == down[1] <= 2
+            and (up[0] == 1 or down[0] == 1))
+
+
 @functools.lru_cache(maxsize=None)
 def _upfirdn2d_function(up: tuple, down: tuple, pad: tuple, flip_filter: bool, gain: float):
-    """Function for one (up=(ux, uy), down, pad=(x0, x1, y0, y1), flip, gain); f is a 2-D float32 input."""
+    """Function for one (up=(ux, uy), down, pad=(x0, x1, y0, y1), flip, gain); f is a float32 input,
+    2-D, or 1-D (separable, applied along both axes) where :func:`separable_supported`."""
 
     class UpFirDn2d(torch.autograd.Function):
         @staticmethod
@@ -52,7 +64,8 @@ def _upfirdn2d_function(up: tuple, down: tuple, pad: tuple, flip_filter: bool, g
             # The adjoint of upfirdn2d is upfirdn2d with up and down swapped, the filter flipped and
             # the padding mirrored so that the output has the input's size.
             (f,) = ctx.saved_tensors
-            gpad = adjoint_padding(tuple(f.shape), tuple(ctx.in_hw), tuple(dy.shape[2:]), up, down, pad)
+            f_shape = (f.shape[0], f.shape[-1])  # a 1-D filter has its taps on both axes
+            gpad = adjoint_padding(f_shape, tuple(ctx.in_hw), tuple(dy.shape[2:]), up, down, pad)
             dx = _upfirdn2d_function(down, up, gpad, not flip_filter, gain).apply(dy, f)
             return dx, None
 
@@ -66,7 +79,11 @@ def upfirdn2d_cuda(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fli
     if f.ndim == 2:
         return _upfirdn2d_function((upx, upy), (downx, downy), (padx0, padx1, pady0, pady1), flip_filter,
                                    float(gain)).apply(x, f)
-    # Separable: along x (with the whole gain, so negative gains work), then along y.
+    if separable_supported(f.shape[0], (upx, upy), (downx, downy)):
+        # One tiled kernel for both axes.
+        return _upfirdn2d_function((upx, upy), (downx, downy), (padx0, padx1, pady0, pady1), flip_filter,
+                                   float(gain)).apply(x, f)
+    # Other separable cases: along x (with the whole gain, so negative gains work), then along y.
     x = _upfirdn2d_function((upx, 1), (downx, 1), (padx0, padx1, 0, 0), flip_filter, float(gain)).apply(x, f[None, :])
     return _upfirdn2d_function((1, upy), (1, downy), (0, 0, pady0, pady1), flip_filter, 1.0).apply(x, f[:, None])
 

@@ -7,8 +7,9 @@ Every public op takes ``impl="auto" | "ref" | "cuda"`` and calls :func:`resolve_
   (the error carries the compiler log). Inside ``bigtrain.ops._build.emulation()``, it takes
   CPU inputs only and runs the kernels' source through the CPU emulation; ``auto`` is the reference there.
 * ``auto``: the kernel for CUDA inputs once it has built and passed a quick parity check
-  against the reference in this process; otherwise the reference, with one warning on rank 0
-  saying why. CPU inputs always take the reference, silently.
+  against the reference (in this process, or earlier for the same cached build on the same GPU
+  model: a ``parity-ok-<gpu>`` file in the build's cache folder records it); otherwise the
+  reference, with one warning on rank 0 saying why. CPU inputs always take the reference, silently.
 
 ``BIGTRAIN_KERNELS=off`` makes ``auto`` use the reference everywhere.
 """
@@ -29,14 +30,19 @@ def _auto_kernel_ok(kernel: str) -> bool:
     """Build, then check on small random inputs, once per process; warn once if not usable."""
     if kernel not in _auto_ok:
         from bigtrain.distributed import print0
-        from bigtrain.ops._build import KernelBuildError, load
+        from bigtrain.ops._build import KernelBuildError, load, parity_marker
         from bigtrain.ops.kernel_check import quick_parity
 
         try:
-            load(kernel)
-            # The first call may come under no_grad or autocast; the check needs neither.
-            with torch.enable_grad(), torch.autocast("cuda", enabled=False):
-                problem = quick_parity(kernel)
+            marker = parity_marker(load(kernel))
+            if marker is not None and marker.exists():
+                problem = None  # this build passed on this GPU model before: the check is not repeated
+            else:
+                # The first call may come under no_grad or autocast; the check needs neither.
+                with torch.enable_grad(), torch.autocast("cuda", enabled=False):
+                    problem = quick_parity(kernel)
+                if problem is None and marker is not None:
+                    marker.write_text(f"quick_parity passed on {torch.cuda.get_device_name()}\n")
         except KernelBuildError as e:
             problem = f"it did not build ({str(e).splitlines()[0]}; impl='cuda' shows the full log)"
         except Exception as e:  # a kernel that crashes is not used either
@@ -45,6 +51,12 @@ def _auto_kernel_ok(kernel: str) -> bool:
         if problem:
             print0(f"warning: CUDA kernel '{kernel}' is not used, the PyTorch reference runs instead: {problem}")
     return _auto_ok[kernel]
+
+
+def auto_decisions() -> dict[str, bool]:
+    """What ``impl="auto"`` decided in this process: kernel name -> whether it runs the kernel
+    (a kernel absent has not met a CUDA input yet). For reports, e.g. `bigtrain bench gpu`."""
+    return dict(_auto_ok)
 
 
 def resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:

@@ -71,16 +71,25 @@ def _cases(device: torch.device, dtype: torch.dtype):
 
     f1 = setup_filter([1, 3, 3, 1], device=device)
     f2 = setup_filter(torch.rand(3, 5, generator=g) + 0.1, device=device)
-    for name, kw in (("up2 1-D", dict(f=f1, up=2, padding=[2, 1, 2, 1], gain=4)),
-                     ("down2 1-D", dict(f=f1, down=2, padding=[1, 1, 1, 1])),
-                     ("2-D 3x5 pad/crop", dict(f=f2, padding=[2, -1, 1, 0], flip_filter=True)),
-                     ("up(2,1) down(1,2) 2-D", dict(f=f2, up=(2, 1), down=(1, 2), padding=[4, 3, 2, 1]))):
-        yield "upfirdn2d", name, (lambda impl, kw=kw: lambda x: upfirdn2d(x, impl=impl, **kw)), [rnd(2, 3, 13, 11)]
-    for act, clamp in (("lrelu", None), ("lrelu", 0.5), ("linear", None), ("tanh", None), ("sigmoid", None),
-                       ("relu", None), ("elu", None), ("selu", None), ("softplus", None), ("swish", 1.0)):
-        x, b = rnd(4, 6, 5, 5), rnd(6)
+    f6 = setup_filter(torch.rand(6, generator=g) + 0.1, device=device)
+    # 1-D filters take the tiled kernel (its adjoints too), 2-D ones the generic kernel. The
+    # 37x70 inputs span several 32x32 output tiles, with partial tiles on both edges.
+    small, large = (2, 3, 13, 11), (2, 3, 37, 70)
+    for name, kw, shape in (("up2 1-D", dict(f=f1, up=2, padding=[2, 1, 2, 1], gain=4), small),
+                            ("down2 1-D", dict(f=f1, down=2, padding=[1, 1, 1, 1]), small),
+                            ("1-D pad, tiles", dict(f=f1, padding=[2, 1, 1, 2], gain=4), large),
+                            ("6 taps down2 flip -gain", dict(f=f6, down=2, padding=[3, 2, 2, 3], flip_filter=True,
+                                                              gain=-0.5), large),
+                            ("2-D 3x5 pad/crop", dict(f=f2, padding=[2, -1, 1, 0], flip_filter=True), small),
+                            ("up(2,1) down(1,2) 2-D", dict(f=f2, up=(2, 1), down=(1, 2), padding=[4, 3, 2, 1]), small)):
+        yield "upfirdn2d", name, (lambda impl, kw=kw: lambda x: upfirdn2d(x, impl=impl, **kw)), [rnd(*shape)]
+    # 5x5 planes take the kernel's one-element path, 4x4 planes its 4-element vectors.
+    for act, clamp, hw in (("lrelu", None, 5), ("lrelu", 0.5, 5), ("linear", None, 5), ("tanh", None, 5),
+                           ("sigmoid", None, 5), ("relu", None, 5), ("elu", None, 5), ("selu", None, 5),
+                           ("softplus", None, 5), ("swish", 1.0, 5), ("lrelu", 0.5, 4)):
+        x, b = rnd(4, 6, hw, hw), rnd(6)
         x[0, :, 0, 0] = -b  # x + b exactly 0 here: the activations' kinks, with torch's derivatives there
-        yield ("bias_act", f"{act}{' clamp' if clamp else ''}",
+        yield ("bias_act", f"{act}{' clamp' if clamp else ''}{', vec4' if hw == 4 else ''}",
                (lambda impl, act=act, clamp=clamp: lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl=impl)),
                [x, b])
     for demod in (True, False):

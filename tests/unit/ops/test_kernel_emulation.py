@@ -41,9 +41,9 @@ def test_kernel_sources_pass_the_parity_table_on_the_cpu_emulation(first_run):
     cache, r = first_run
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     assert "emulation of upfirdn2d, bias_act, modconv: compiled" in r.stdout
-    assert "144 of 144 checks within their limits" in r.stdout
+    assert "171 of 171 checks within their limits" in r.stdout
     table = [line for line in r.stdout.splitlines() if line.startswith(("upfirdn2d ", "bias_act ", "modconv "))]
-    assert len(table) == 144 and all(" yes " in line for line in table)
+    assert len(table) == 171 and all(" yes " in line for line in table)
     # The second run finds the build in the cache.
     r = _kernels_cli(cache)
     assert r.returncode == 0 and "loaded from the cache" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
@@ -58,8 +58,11 @@ def _sabotage(src: Path, file: str, old: str, new: str) -> None:
 def test_a_bug_in_any_kernel_source_fails_the_table(tmp_path):
     src = tmp_path / "kernels"
     shutil.copytree(REPO / "kernels", src)
+    # One off-by-one row in each of upfirdn2d's kernels: the generic one (2-D filters) and the
+    # tiled one (1-D filters).
     _sabotage(src, "upfirdn2d.cu", "const int ky = oy * downy + jy - pady0;",
               "const int ky = oy * downy + jy - pady0 + 1;")
+    _sabotage(src, "upfirdn2d.cu", "ky0 = oy0 * DOWN - p.pad_y0;", "ky0 = oy0 * DOWN - p.pad_y0 + 1;")
     _sabotage(src, "bias_act.cu", "u < 0.f ? scale * a * e : 0.f", "scale * a * e")
     # The second stage of the block reduction skips one shuffle step, so lane 0 misses the third
     # warp's partial sum (the cases' 8x3x3 weights take three warps of the 256 threads).
@@ -69,8 +72,10 @@ def test_a_bug_in_any_kernel_source_fails_the_table(tmp_path):
     assert r.returncode == 1, r.stdout[-6000:] + r.stderr[-3000:]
     failed = [line.split() for line in r.stdout.splitlines() if " NO " in line]
     assert {f[0] for f in failed} == {"upfirdn2d", "bias_act", "modconv"}, r.stdout
-    # Each bug shows where it should: every upfirdn2d case forward; selu's second derivative.
-    assert {f[1] for f in failed if f[0] == "upfirdn2d" and "forward" in f}.issuperset({"up2", "down2"})
+    # Each bug shows where it should: every upfirdn2d case forward, through either kernel; selu's
+    # second derivative.
+    assert {f[1] for f in failed if f[0] == "upfirdn2d" and "forward" in f}.issuperset({"up2", "down2", "1-D", "6",
+                                                                                        "2-D", "up(2,1)"})
     assert any(f[:2] == ["bias_act", "selu"] and f[3:5] == ["double", "backward"] for f in failed), failed
 
 
