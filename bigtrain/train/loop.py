@@ -81,6 +81,9 @@ class Trainer:
         self.device = self.strategy.device
         if cfg.run.num_threads:
             torch.set_num_threads(cfg.run.num_threads)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.allow_tf32
         # Same initial weights on every rank and at every world size.
         torch.manual_seed(cfg.run.seed)
 
@@ -119,6 +122,7 @@ class Trainer:
         if cfg.train.reduced_precision_res is not None and self.strategy.amp_dtype is not None:
             for net in (G, D):
                 set_reduced_precision(net, self.strategy.amp_dtype, cfg.train.reduced_precision_res, R)
+        self.fused_optimizer = self.strategy.skips_on_device
         self.wrapped = {
             "G": self.strategy.wrap("G", G, self._make_optimizer("G"), active_parameters(G)),
             "D": self.strategy.wrap("D", D, self._make_optimizer("D"), active_parameters(D)),
@@ -127,6 +131,11 @@ class Trainer:
         # Layers that track their weights across steps (spectral norm's power iteration) hear of each step.
         self.step_hooks = {k: [m.weights_changed for m in w.raw.modules() if hasattr(m, "weights_changed")]
                            for k, w in self.wrapped.items()}
+        # Nets whose non-finite steps the GPU skips without a host sync (not those with step hooks:
+        # a hook must hear only of steps taken).
+        self.skip_on_device = {k: self.fused_optimizer and cfg.train.skip_nonfinite_on_device and not hooks
+                               for k, hooks in self.step_hooks.items()}
+        self._unsettled: list[tuple[float, list[str], list[tuple[str, torch.Tensor]]]] = []
         self.loss.reduce_mean = lambda t: self.strategy.all_reduce(t, "mean")
         self.progress = Progress()
         self.run_dir = cfg.run.dir
@@ -182,7 +191,9 @@ class Trainer:
         t = self.cfg.train
         ratio = lazy_ratio(self.phases, net)
         lr = self.stage.g_lr if net == "G" else self.stage.d_lr
-        return {"lr": lr * ratio, "betas": (t.betas[0] ** ratio, t.betas[1] ** ratio), "eps": t.eps}
+        return {"lr": lr * ratio, "betas": (t.betas[0] ** ratio, t.betas[1] ** ratio), "eps": t.eps,
+                # One fused kernel for the whole update on a GPU, which can also skip a step there.
+                "fused": self.fused_optimizer}
 
     def _make_optimizer(self, net: str):
         return lambda params: torch.optim.Adam(params, **self._hparams(net))
@@ -191,10 +202,10 @@ class Trainer:
     def _reals(self, n: int) -> dict[str, torch.Tensor]:
         img, labels = self.data.next(n)
         # Normalisation and (growing) area downsampling happen on the device: uint8 travels.
-        img = area_downsample(img.to(self.device).to(torch.float32) / 127.5 - 1, self.stage.resolution)
+        img = area_downsample(self._to_device(img).to(torch.float32) / 127.5 - 1, self.stage.resolution)
         if self.stage.fading:
             img = fade_reals(img, self.stage.alpha, self.wrapped["G"].raw.upsample)
-        return {"real_img": img, "real_c": one_hot(labels, self.data.num_classes, n, self.device)}
+        return {"real_img": img, "real_c": one_hot(self._to_device(labels), self.data.num_classes, n, self.device)}
 
     def _latents(self, n: int, salt: int) -> dict:
         """z, labels drawn with the dataset's class balance (conditional models) and a seed per
@@ -211,7 +222,15 @@ class Trainer:
         if c_dim:
             probs = self.data.class_probs()
             labels = torch.cat([torch.multinomial(probs, 1, generator=g.manual_seed(s + 2)) for s in seeds])
-        return {"gen_z": z.to(self.device), "gen_c": one_hot(labels, c_dim, n, self.device), "sample_seeds": seeds}
+        return {"gen_z": self._to_device(z), "gen_c": one_hot(self._to_device(labels), c_dim, n, self.device),
+                "sample_seeds": seeds}
+
+    def _to_device(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        # A copy from pageable host memory waits for the GPU's stream to drain (a host sync per
+        # phase); from pinned memory it is queued like a kernel.
+        if t is None or self.device.type != "cuda" or t.device.type != "cpu":
+            return t if t is None else t.to(self.device)
+        return t.pin_memory().to(self.device, non_blocking=True)
 
     def train_step(self, stats: TickStats) -> None:
         p = self.progress
@@ -220,7 +239,7 @@ class Trainer:
         # Fetch data: reals are shared by the phases of an iteration, latents are fresh per phase.
         reals = self._reals(bg * rounds)
         # Run phases.
-        skipped = []
+        skipped, device_flags = [], []
         for phase_idx, phase in enumerate(self.phases):
             if p.step % phase.interval != 0:
                 continue
@@ -242,8 +261,13 @@ class Trainer:
                         finite = finite * torch.isfinite(total)
                         self.strategy.backward(total / rounds, w)
                     stats.add(out.terms)
-                # .item() syncs with the device; it is the price of keeping NaNs out of the weights.
-                if self.strategy.all_reduce(finite, "min").item() == 1:
+                ok = self.strategy.all_reduce(finite, "min")
+                if self.skip_on_device[phase.net]:
+                    # The fused optimizer skips a non-finite step on the GPU; counted later, in order.
+                    self.strategy.step(w, ok)
+                    device_flags.append((phase.name, ok))
+                # Else .item() syncs with the device: the price of keeping NaNs out of the weights.
+                elif ok.item() == 1:
                     self.strategy.step(w)
                     for notify in self.step_hooks[phase.net]:
                         notify()
@@ -260,9 +284,20 @@ class Trainer:
             update_ema(self.G_ema, self.wrapped["G"].raw, beta)
         p.nimg += batch
         p.step += 1
-        self._count_nonfinite(skipped)
+        self._unsettled.append((p.kimg, skipped, device_flags))
+        if len(self._unsettled) >= 1024 or not any(flags for _, _, flags in self._unsettled):
+            self._settle_nonfinite()
 
-    def _count_nonfinite(self, skipped: list[str]) -> None:
+    def _settle_nonfinite(self) -> None:
+        """Count the iterations that skipped a step, in order: at once where the host checked, at
+        the next tick (one sync for all) where the GPU skipped them."""
+        flags = [ok for _, _, dev in self._unsettled for _, ok in dev]
+        values = iter(torch.stack(flags).tolist() if flags else [])
+        entries, self._unsettled = self._unsettled, []
+        for kimg, skipped, dev in entries:
+            self._count_nonfinite(skipped + [name for name, _ in dev if next(values) < 1], kimg)
+
+    def _count_nonfinite(self, skipped: list[str], kimg: float) -> None:
         p = self.progress
         if not skipped:
             p.nonfinite_run = 0
@@ -270,7 +305,7 @@ class Trainer:
         p.nonfinite_total += 1
         p.nonfinite_run += 1
         if p.nonfinite_run <= 3 or p.nonfinite_run % 10 == 0:
-            print0(f"warning: non-finite loss at kimg {p.kimg:.1f} in {', '.join(skipped)}; step skipped "
+            print0(f"warning: non-finite loss at kimg {kimg:.1f} in {', '.join(skipped)}; step skipped "
                    f"({p.nonfinite_run} in a row, {p.nonfinite_total} in total)")
         if p.nonfinite_run >= self.cfg.train.max_nonfinite_steps:
             raise TrainingDiverged(
@@ -315,6 +350,7 @@ class Trainer:
                 if not done and p.nimg < tick_start_nimg + tick_nimg:
                     continue
                 # Maintenance tick.
+                self._settle_nonfinite()
                 p.tick += 1
                 now = time.time()
                 sec = now - tick_start
@@ -422,6 +458,7 @@ class Trainer:
         }
 
     def save(self) -> str | None:
+        self._settle_nonfinite()  # the counters are part of the state
         # On every rank: a sharding strategy writes its shards into the .ds folder here.
         state = self.state_dict(self.ckpt.shard_folder(self.progress.nimg))
         self.strategy.barrier()

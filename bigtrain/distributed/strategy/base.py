@@ -121,11 +121,37 @@ class Strategy(abc.ABC):
         scaler = self._scaler(w)
         (scaler.scale(loss) if scaler is not None else loss).backward()
 
-    def step(self, w: Wrapped) -> None:
+    @property
+    def skips_on_device(self) -> bool:
+        """Whether :meth:`step` takes ``ok``: an optimizer built with ``fused=True`` (torch's fused
+        Adam on a GPU) then skips a non-finite step on the device, with no host sync."""
+        return self.device.type == "cuda"
+
+    def step(self, w: Wrapped, ok: torch.Tensor | None = None) -> None:
         """Apply the accumulated gradients, then clear them (fp16: a step whose scaled
-        gradients overflowed is skipped and the scale lowered, as GradScaler does)."""
+        gradients overflowed is skipped and the scale lowered, as GradScaler does).
+
+        ``ok`` (only where :attr:`skips_on_device`): a 0-dim float tensor on the device, 1 when the
+        loss was finite on every rank; the fused optimizer leaves the weights, its moments and
+        its step count untouched where it is 0."""
         scaler = self._scaler(w)
-        if scaler is not None:
+        if ok is not None:
+            assert self.skips_on_device and getattr(w.optimizer, "_step_supports_amp_scaling", False)
+            if scaler is not None:
+                # GradScaler hands the fused optimizer its own overflow flag. Dividing the gradients
+                # by ok makes a non-finite loss an overflow too (a NaN loss can leave finite gradients).
+                grads = [p.grad for p in w.params if p.grad is not None]
+                if grads:
+                    torch._foreach_div_(grads, ok.to(grads[0].dtype))
+                scaler.step(w.optimizer)
+                scaler.update()
+            else:
+                w.optimizer.found_inf = (1 - ok).float()
+                try:
+                    w.optimizer.step()
+                finally:
+                    del w.optimizer.found_inf
+        elif scaler is not None:
             scaler.step(w.optimizer)
             scaler.update()
         else:

@@ -125,7 +125,12 @@ class DeepSpeedStrategy(DDPStrategy):
     def backward(self, loss: torch.Tensor, w: Wrapped) -> None:
         self.engines[w.name].backward(loss, scale_wrt_gas=False)
 
-    def step(self, w: Wrapped) -> None:
+    @property
+    def skips_on_device(self) -> bool:
+        return False  # the engine owns the optimizer step (and its own overflow checks)
+
+    def step(self, w: Wrapped, ok: torch.Tensor | None = None) -> None:
+        assert ok is None
         self.engines[w.name].step()
 
     def zero_grad(self, w: Wrapped) -> None:
