@@ -42,6 +42,9 @@ class LoopConfig:
     max_nonfinite_steps: int = 10  # Stop with an error after this many iterations in a row with a NaN/Inf loss.
     num_d_steps: int = 1  # D steps per G step, each on fresh reals (BigGAN uses 2); nimg counts every real image D sees.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # Forward/backward precision: bf16 autocast; fp16 autocast with a gradient scaler per net. Weights, optimizer state and regularizer sums stay fp32.
+    skip_nonfinite_on_device: bool = True  # GPU (single, ddp): a step with a NaN/Inf loss is skipped by the fused optimizer on the device and counted at the next tick, instead of the host waiting for the GPU once per phase to decide.
+    cudnn_benchmark: bool = True  # GPU: cuDNN times its convolution algorithms for each new shape and keeps the fastest (the first iterations are slower).
+    allow_tf32: bool = False  # GPU: float32 convolutions and matmuls in TF32 on Ampere and newer (faster, about 1e-3 relative error); off as in NVlabs' StyleGAN2.
     reduced_precision_res: int | None = None  # StyleGAN2's scheme: only the N highest-resolution blocks of G and D run in bf16/fp16 (pair with conv_clamp: 256); null = autocast everywhere.
 
     def __post_init__(self):
