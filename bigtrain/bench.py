@@ -10,21 +10,30 @@ import torch
 from bigtrain.train.observe import TickStats, peak_memory_gb
 
 
+def time_steps(trainer, stats: TickStats, iters: int, deadline: float | None = None) -> tuple[int, float, int]:
+    """Run ``iters`` training iterations and time them by the wall clock, synchronised with the
+    GPU at both ends; with a ``deadline`` (time.perf_counter()), stop after the iteration that
+    passes it (at least one runs). Returns (iterations run, seconds, images)."""
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize(trainer.device)
+    nimg0, t0, done = trainer.progress.nimg, time.perf_counter(), 0
+    while done < iters:
+        trainer.train_step(stats)
+        done += 1
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize(trainer.device)
+    return done, time.perf_counter() - t0, trainer.progress.nimg - nimg0
+
+
 def bench_train(trainer, iters: int, warmup: int) -> dict:
     """Time ``iters`` training iterations after ``warmup`` untimed ones (all phases run,
     lazy regularizers at their natural share since steps are counted from 0)."""
     stats = TickStats()
     for _ in range(warmup):
         trainer.train_step(stats)
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize(trainer.device)
-    nimg0, t0 = trainer.progress.nimg, time.perf_counter()
-    for _ in range(iters):
-        trainer.train_step(stats)
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize(trainer.device)
-    sec = time.perf_counter() - t0
-    nimg = trainer.progress.nimg - nimg0
+    _, sec, nimg = time_steps(trainer, stats, iters)
     return {
         "config": trainer.cfg.run.dir, "model": trainer.cfg.model,
         "resolution": trainer.model_info["resolution"], "batch_size": trainer.cfg.train.batch_size,
@@ -255,10 +264,17 @@ def kernel_cases(res: int, batch: int = 8):
     b = torch.randn(ch, device="cuda")
     w, s = torch.randn(ch, ch, 3, 3, device="cuda"), torch.randn(batch, ch, device="cuda").abs() + 0.5
     xs = torch.randn(batch, ch, 16, 16, device="cuda")
+    # The FIR filter after G's transposed conv (input res + 1, padded to res) and before D's strided
+    # conv; the down2 of D's skips.
+    yt = torch.randn(batch, ch, res + 1, res + 1, device="cuda")
     el = 4  # float32
     return [
         ("upfirdn2d up2", lambda impl, x: upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, impl=impl), [x],
          (x.numel() + 4 * x.numel()) * el),
+        ("upfirdn2d filter", lambda impl, yt: upfirdn2d(yt, f, padding=1, gain=4, impl=impl), [yt],
+         (yt.numel() + y.numel()) * el),
+        ("upfirdn2d down2", lambda impl, y: upfirdn2d(y, f, down=2, padding=1, impl=impl), [y],
+         (y.numel() + y.numel() // 4) * el),
         ("bias_act lrelu", lambda impl, y, b: bias_act(y, b, act="lrelu", impl=impl), [y, b], 2 * y.numel() * el),
         ("modconv weights", lambda impl, w, s: modulated_conv2d(xs, w, s, padding=1, impl=impl), [w, s],
          (w.numel() + batch * w.numel()) * el),

@@ -280,6 +280,16 @@ def cmd_bench_kernels(args) -> int:
     return 0
 
 
+def cmd_bench_gpu(args) -> int:
+    from bigtrain.bench_gpu import ROW_NAMES, SECTIONS, format_report, run_report
+    from bigtrain.distributed import print0
+    report = run_report(args.out, toy=args.toy, sections=args.sections or SECTIONS, rows=args.rows or ROW_NAMES,
+                        budget_s=args.budget)
+    print0(format_report(report))
+    print0(f"wrote {os.path.join(args.out, 'gpu-report.json')} and gpu-report.txt")
+    return 0
+
+
 def cmd_bench_generate(args) -> int:
     from bigtrain.bench import bench_generate, format_generate_table
     from bigtrain.distributed import print0
@@ -437,7 +447,8 @@ def make_parser() -> argparse.ArgumentParser:
     pl.add_argument("--logy", action="store_true", help="logarithmic y axis")
     pl.set_defaults(fn=cmd_plot)
 
-    b = sub.add_parser("bench", help="measure throughput: training (img/s, sec/kimg, memory) or data loading")
+    b = sub.add_parser("bench", help="measure throughput: training (img/s, sec/kimg, memory), data loading, kernels, "
+                                     "or the one-shot GPU report")
     bsub = b.add_subparsers(dest="what", required=True)
     bt = bsub.add_parser("train", help="time training iterations of a config")
     bt.add_argument("config")
@@ -482,6 +493,21 @@ def make_parser() -> argparse.ArgumentParser:
     bk.add_argument("--iters", type=int, default=20)
     bk.add_argument("--json", help="also write the result as JSON here")
     bk.set_defaults(fn=cmd_bench_kernels)
+    bu = bsub.add_parser("gpu", help="one-shot GPU report (about 6 min): environment, kernel build + parity, kernel "
+                                     "benchmarks, StyleGAN2-256 paper256 img/s (kernels vs reference, bf16/fp16/fp32), "
+                                     "a profile")
+    bu.add_argument("--out", required=True, help="folder for gpu-report.json, gpu-report.txt and the tables")
+    bu.add_argument("--toy", action="store_true", help="the same report on the CPU at a toy size (no GPU needed)")
+    # Names checked by bench_gpu.run_report, not by choices=: building the parser must not import torch.
+    bu.add_argument("--sections", nargs="+", default=None, metavar="SECTION",
+                    help="run only these: environment kernels bench-kernels train profile (default all)")
+    bu.add_argument("--rows", nargs="+", default=None, metavar="ROW",
+                    help="training rows, in priority order: bf16-kernels fp16-kernels fp32-kernels bf16-reference "
+                         "fp16-reference fp32-reference (default all that fit the budget)")
+    bu.add_argument("--budget", type=float, default=350, metavar="SECONDS",
+                    help="time for the whole report on the GPU (default 350); the training rows get what the other "
+                         "sections leave")
+    bu.set_defaults(fn=cmd_bench_gpu)
     bg = bsub.add_parser("generate", help="CPU images/s of an export: PyTorch vs TorchScript vs ONNX Runtime, side by side")
     bg.add_argument("export", help="export folder (bigtrain export --format all)")
     bg.add_argument("--batch", type=int, default=64)

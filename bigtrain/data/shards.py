@@ -27,8 +27,6 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import webdataset as wds
-from webdataset.shardlists import expand_urls
 
 from bigtrain.data.images import IMAGE_EXTS, BadSample, decode_image, probe_image
 
@@ -99,6 +97,7 @@ def open_shards(source: str, manifest: str | None = None, key: str = "data.sourc
         if os.path.isdir(source):
             raise DataError(f"{key}={source} is a folder without {MANIFEST}: an unfinished `bigtrain pack`, "
                             "or give the shard URLs (e.g. 'dir/train-{000000..000009}.tar')")
+        from webdataset.shardlists import expand_urls  # here, not at import: `bench gpu` runs without it
         try:
             urls = expand_urls(source)
         except Exception as e:  # braceexpand raises on malformed patterns
@@ -136,6 +135,7 @@ def open_shards(source: str, manifest: str | None = None, key: str = "data.sourc
 
 def _tar_samples(url: str, handler) -> Iterator[dict]:
     """Samples of one shard (dicts of extension -> bytes, plus __key__); errors go to handler."""
+    import webdataset as wds
     return wds.tarfile_samples([{"url": url}], handler=handler)
 
 

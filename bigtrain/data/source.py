@@ -1,5 +1,6 @@
-"""One interface over both kinds of data the trainer reads: an in-memory array (small
-datasets, exactly resumable) and a WebDataset shard stream (any size)."""
+"""One interface over the kinds of data the trainer reads: an in-memory array (small
+datasets, exactly resumable), a WebDataset shard stream (any size), and random images for
+benchmarks (``data.source: synthetic``)."""
 from __future__ import annotations
 
 import torch
@@ -116,8 +117,48 @@ class ShardSource(DataSource):
         self.stream.close()
 
 
+class SyntheticSource(DataSource):
+    """``data.source: synthetic``: a fixed pool of random uint8 RGB images (unconditional), for
+    benchmarks that must not time data loading. ``next`` cycles through the pool by index on the
+    pool's device, so after ``to(device)`` a batch costs no host work and no copy."""
+    POOL = 64  # images in the pool unless data.max_images says otherwise
+
+    def __init__(self, cfg: DataConfig, seed: int, rank: int):
+        self.resolution, self.channels, self.label_names = cfg.resolution, 3, []
+        g = torch.Generator().manual_seed(seed * 1_000_003 + rank)
+        size = cfg.max_images or self.POOL
+        self.images = torch.randint(0, 256, (size, 3, cfg.resolution, cfg.resolution), dtype=torch.uint8, generator=g)
+        self.cursor = 0
+
+    def to(self, device: torch.device | str) -> "SyntheticSource":
+        """Move the pool onto ``device`` (the GPU the trainer runs on)."""
+        self.images = self.images.to(device)
+        return self
+
+    def next(self, n):
+        idx = (torch.arange(n, device=self.images.device) + self.cursor) % len(self.images)
+        self.cursor = (self.cursor + n) % len(self.images)
+        return self.images[idx], None
+
+    def preview(self, n):
+        return self.images[:n].cpu()
+
+    def class_probs(self):
+        return torch.ones(0, dtype=torch.float64)
+
+    def state_dict(self):
+        return {"cursor": self.cursor}
+
+    def load_state_dict(self, state):
+        self.cursor = int(state.get("cursor", 0))
+
+
 def open_data(cfg: DataConfig, seed: int, rank: int = 0, world_size: int = 1, pin_memory: bool = False,
               printer=print) -> DataSource:
+    if cfg.source == "synthetic":
+        if cfg.use_labels:
+            raise ValueError("data.source=synthetic images have no labels; set data.use_labels=false")
+        return SyntheticSource(cfg, seed, rank)
     if is_shard_source(cfg.source):
         return ShardSource(cfg, seed, rank, world_size, pin_memory, printer)
     return ArraySource(cfg, seed, rank, world_size)

@@ -286,9 +286,9 @@ class Trainer:
         p.step += 1
         self._unsettled.append((p.kimg, skipped, device_flags))
         if len(self._unsettled) >= 1024 or not any(flags for _, _, flags in self._unsettled):
-            self._settle_nonfinite()
+            self.settle_nonfinite()
 
-    def _settle_nonfinite(self) -> None:
+    def settle_nonfinite(self) -> None:
         """Count the iterations that skipped a step, in order: at once where the host checked, at
         the next tick (one sync for all) where the GPU skipped them."""
         flags = [ok for _, _, dev in self._unsettled for _, ok in dev]
@@ -350,7 +350,7 @@ class Trainer:
                 if not done and p.nimg < tick_start_nimg + tick_nimg:
                     continue
                 # Maintenance tick.
-                self._settle_nonfinite()
+                self.settle_nonfinite()
                 p.tick += 1
                 now = time.time()
                 sec = now - tick_start
@@ -458,7 +458,7 @@ class Trainer:
         }
 
     def save(self) -> str | None:
-        self._settle_nonfinite()  # the counters are part of the state
+        self.settle_nonfinite()  # the counters are part of the state
         # On every rank: a sharding strategy writes its shards into the .ds folder here.
         state = self.state_dict(self.ckpt.shard_folder(self.progress.nimg))
         self.strategy.barrier()

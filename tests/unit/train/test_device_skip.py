@@ -52,7 +52,7 @@ def test_device_skip_matches_the_host_check_bit_for_bit(tmp_path, monkeypatch):
             assert len(t._unsettled) == 2
         for _ in range(4):
             t.train_step(stats)
-        t._settle_nonfinite()  # ... the tick counts them, in order
+        t.settle_nonfinite()  # ... the tick counts them, in order
         runs[on_device] = t
         assert t.progress.nonfinite_total == 3  # steps 1, 2 and 4 skipped something
         assert d_before.keys() == t.wrapped["D"].raw.state_dict().keys()
@@ -76,7 +76,7 @@ def test_a_skipped_step_leaves_weights_moments_and_step_count(tmp_path, monkeypa
     t.train_step(TickStats())  # step 1: Dmain NaN; the lazy Dreg (interval 2) does not run at odd steps
     assert all(torch.equal(a, b) for a, b in zip(before, t.wrapped["D"].raw.parameters()))
     assert [opt.state[p]["step"] for p in t.wrapped["D"].raw.parameters() if p in opt.state] == steps
-    t._settle_nonfinite()
+    t.settle_nonfinite()
     assert (t.progress.nonfinite_total, t.progress.nonfinite_run) == (1, 1)
 
 

@@ -1,0 +1,60 @@
+"""`bigtrain bench gpu` as a user runs it: --toy on the CPU, a real process, the report files."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import run_cli
+
+SECTIONS = ["environment", "kernels", "bench-kernels", "train", "profile"]
+ROWS = ["bf16-kernels", "fp16-kernels", "fp32-kernels", "bf16-reference", "fp16-reference", "fp32-reference"]
+
+
+@pytest.mark.slow  # about 15 s; over 30 s when the kernels' CPU emulation must be compiled first
+def test_toy_report_has_every_section_row_and_table(tmp_path):
+    out = tmp_path / "report"
+    r = run_cli(["bench", "gpu", "--toy", "--out", str(out)], timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "gpu-report.json").read_text())
+    s = report["sections"]
+    assert list(s) == SECTIONS
+    for name in ("environment", "kernels", "train", "profile"):
+        assert s[name]["status"] == "ok", (name, s[name].get("error"))
+        assert s[name]["elapsed_s"] >= 0 and s[name]["budget_s"] > 0
+    # No GPU: the kernel benchmark says why it did not run; the kernels' source ran on the emulation.
+    assert s["bench-kernels"]["status"] == "skipped" and "GPU" in s["bench-kernels"]["reason"]
+    k = s["kernels"]
+    assert k["checks"] > 0 and k["passed"] + len(k["failing"]) == k["checks"]
+    assert (out / "kernels-check.txt").read_text().count("float32") == k["checks"]
+
+    t = s["train"]
+    # The shipped paper256 config builds NVlabs' networks, parameter for parameter.
+    assert t["params"] == {"G": 24_767_458, "D": 24_001_089} and t["params_match"]
+    assert [row["row"] for row in t["rows"]] == ROWS
+    for row in t["rows"]:
+        assert row["status"] == "ok", (row["row"], row.get("error"))
+        assert row["img_per_sec"] > 0 and row["ms_per_iter"] > 0 and row["iters"] == 2
+        # The toy's lazy regularizers run every 2 iterations: both are inside the timed window.
+        assert row["phases"]["Greg"] == 1 and row["phases"]["Dreg"] == 1 and row["natural_share"]
+    assert {row["precision"] for row in t["rows"]} == {"bf16", "fp16", "fp32"}
+
+    text = (out / "gpu-report.txt").read_text()
+    assert "vs NVlabs H200 2026-12-04 (measured separately)" in text and "157.8 img/s" in text
+    for row in t["rows"]:
+        line = next(l for l in text.splitlines() if l.startswith(row["row"] + " "))
+        assert f"{row['img_per_sec']:.1f}" in line and f"{row['vs_nvlabs']:.2f}" in line
+    assert text.strip() in r.stdout  # printed at the end as well
+
+    p = s["profile"]
+    table = (out / p["table_file"]).read_text()
+    assert "Name" in table and "# of Calls" in table
+    assert p["iters"] == 2 and p["top"] and p["top"][0]["name"] in table and p["top"][0]["calls"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_without_a_gpu_or_toy_one_line_error(tmp_path):
+    r = run_cli(["bench", "gpu", "--out", str(tmp_path / "report")])
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "needs a GPU" in r.stderr and "--toy" in r.stderr
+    assert not (tmp_path / "report").exists()
