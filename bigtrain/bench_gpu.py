@@ -126,7 +126,9 @@ def run_report(out: str, toy: bool = False, sections=SECTIONS, rows=ROW_NAMES, b
         if name not in selected:
             rec.update(status="skipped", reason="not in --sections")
             continue
-        later = sum(BUDGETS[s] for s in selected[selected.index(name) + 1:])
+        # Time kept for the sections still to come; the elastic one takes what is left, so it
+        # reserves nothing ahead of the sections before it.
+        later = sum(BUDGETS[s] for s in selected[selected.index(name) + 1:] if s != ELASTIC)
         now = time.perf_counter()
         left = end - later - now
         ctx.deadline = end if toy else now + (left if name == ELASTIC else min(BUDGETS[name], left))
@@ -330,7 +332,10 @@ def section_profile(ctx: Context, rec: dict) -> None:
     key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     table = events.table(sort_by=key, row_limit=30)
     attr = "self_device_time_total" if cuda else "self_cpu_time_total"
-    total_us = sum(getattr(e, attr) for e in events)
+    # Kernels only, as the table's footer counts: an autograd Function's range (UpFirDn2d, BiasAct)
+    # also carries its kernels' time and would count them twice.
+    kernels_only = [e for e in events if not cuda or e.device_type == torch.autograd.DeviceType.CUDA]
+    total_us = sum(getattr(e, attr) for e in kernels_only)
     top = sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:30]
     unit = "CUDA" if cuda else "CPU"
     header = (f"torch.profiler: {done} iterations of the {row.name} row ({_phase_text(phases)}), after "

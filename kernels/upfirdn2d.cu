@@ -59,15 +59,23 @@ __device__ __forceinline__ int floor_div(int a) {
   return a >= 0 ? a / B : -((-a + B - 1) / B);
 }
 
-// TAPS > 0: that many taps, loops unrolled; TAPS == 0: p.taps (<= SEP_MAX_TAPS) taps.
+// TAPS > 0: that many taps, loops unrolled; TAPS == 0: p.taps (<= SEP_MAX_TAPS) taps. The launch
+// bounds hold the 4-tap kernels to 64 registers (4 blocks per multiprocessor) without spilling; the
+// run-time-taps kernels, with 16-tap register windows, to 128.
 template <typename scalar_t, int UP, int DOWN, int TAPS>
-__global__ void upfirdn2d_sep_kernel(const scalar_t* __restrict__ x, const float* __restrict__ f,
-                                     scalar_t* __restrict__ y, SepParams p) {
+__global__ void __launch_bounds__(SEP_THREADS, TAPS > 0 ? 4 : 2)
+    upfirdn2d_sep_kernel(const scalar_t* __restrict__ x, const float* __restrict__ f, scalar_t* __restrict__ y,
+                         SepParams p) {
   constexpr int T = TAPS > 0 ? TAPS : SEP_MAX_TAPS;  // bound used for the shared arrays
   // A tile reads SPAN consecutive upsampled-grid positions per axis; starting at phase p < UP
   // from an input sample, they cover floor((p + SPAN - 1) / UP) + 1 input samples, at most IN.
   constexpr int SPAN = (SEP_TILE - 1) * DOWN + T;
   constexpr int IN = (SPAN + UP - 2) / UP + 1;
+  constexpr int LOADS = (IN * IN + SEP_THREADS - 1) / SEP_THREADS;  // window elements per thread
+  constexpr int LOAD_BATCH = LOADS < 6 ? LOADS : 6;                    // ... loaded at once
+  constexpr int VY = 4;                                                // output rows per thread, y pass
+  constexpr int WY = (VY - 1) * DOWN + T;                              // positions those rows read
+  static_assert(SEP_TILE % VY == 0, "the y pass splits a tile's columns into VY-row strips");
   __shared__ float s_in[IN][IN];           // the input window
   __shared__ float s_row[IN][SEP_TILE];    // filtered along x: one row per input row
   const int taps = TAPS > 0 ? TAPS : p.taps;
@@ -92,10 +100,24 @@ __global__ void upfirdn2d_sep_kernel(const scalar_t* __restrict__ x, const float
     const int ix0 = floor_div<UP>(kx0), iy0 = floor_div<UP>(ky0);
     const int phase_x = kx0 - ix0 * UP, phase_y = ky0 - iy0 * UP;
     const scalar_t* src = x + plane * p.in_h * p.in_w;
-    for (int i = threadIdx.x; i < IN * IN; i += SEP_THREADS) {
-      const int r = i / IN, c = i % IN, iy = iy0 + r, ix = ix0 + c;
-      s_in[r][c] = (iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w)
-                       ? static_cast<float>(src[(int64_t)iy * p.in_w + ix]) : 0.f;
+    // The window's loads are issued in batches of up to LOAD_BATCH before any is stored: a thread
+    // keeps several reads in flight instead of one (a GPU needs many bytes in flight per
+    // multiprocessor to reach its memory bandwidth, and 2-byte elements bring little each); the
+    // batch bounds the registers this takes, and so the blocks a multiprocessor can hold.
+#pragma unroll
+    for (int l0 = 0; l0 < LOADS; l0 += LOAD_BATCH) {
+      float v[LOAD_BATCH];
+#pragma unroll
+      for (int l = 0; l < LOAD_BATCH; ++l) {
+        const int i = threadIdx.x + (l0 + l) * SEP_THREADS, r = i / IN, c = i % IN, iy = iy0 + r, ix = ix0 + c;
+        v[l] = (l0 + l < LOADS && i < IN * IN && iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w)
+                   ? static_cast<float>(src[(int64_t)iy * p.in_w + ix]) : 0.f;
+      }
+#pragma unroll
+      for (int l = 0; l < LOAD_BATCH; ++l) {
+        const int i = threadIdx.x + (l0 + l) * SEP_THREADS;
+        if (l0 + l < LOADS && i < IN * IN) s_in[i / IN][i % IN] = v[l];
+      }
     }
     __syncthreads();
     // Along x. Output column c reads positions c * DOWN + phase_x + j of the window; with UP = 2
@@ -112,19 +134,31 @@ __global__ void upfirdn2d_sep_kernel(const scalar_t* __restrict__ x, const float
       s_row[r][c] = acc;
     }
     __syncthreads();
-    // Along y, into the output.
+    // Along y, into the output: VY consecutive rows of one column per thread, from one window
+    // of positions held in registers (VY outputs read (VY - 1) * DOWN + taps positions, not
+    // VY * taps); a warp's lanes take consecutive columns, so shared memory serves them at once
+    // and the output writes are coalesced.
     scalar_t* dst = y + plane * p.out_h * p.out_w;
-    for (int i = threadIdx.x; i < SEP_TILE * SEP_TILE; i += SEP_THREADS) {
-      const int r = i / SEP_TILE, c = i % SEP_TILE, oy = oy0 + r, ox = ox0 + c, k = r * DOWN + phase_y;
-      if (oy >= p.out_h || ox >= p.out_w) continue;
-      float acc = 0.f;
+    for (int i = threadIdx.x; i < SEP_TILE * SEP_TILE / VY; i += SEP_THREADS) {
+      const int r0 = (i / SEP_TILE) * VY, c = i % SEP_TILE, ox = ox0 + c, k = r0 * DOWN + phase_y;
+      if (ox >= p.out_w) continue;
+      float win[WY];
 #pragma unroll
-      for (int j = 0; j < T; ++j)
-        if ((TAPS > 0 || j < taps) && (k + j) % UP == 0) {
-          BT_EMU_CHECK((k + j) / UP < IN);
-          acc += wy[j] * s_row[(k + j) / UP][c];
+      for (int m = 0; m < WY; ++m) {
+        win[m] = 0.f;
+        if ((TAPS > 0 || m < (VY - 1) * DOWN + taps) && (k + m) % UP == 0) {
+          BT_EMU_CHECK((k + m) / UP < IN);
+          win[m] = s_row[(k + m) / UP][c];
         }
-      dst[(int64_t)oy * p.out_w + ox] = static_cast<scalar_t>(acc);
+      }
+#pragma unroll
+      for (int h = 0; h < VY; ++h) {
+        const int oy = oy0 + r0 + h;
+        float acc = 0.f;
+#pragma unroll
+        for (int j = 0; j < T; ++j) acc += wy[j] * win[h * DOWN + j];  // wy[j] = 0 for j >= taps
+        if (oy < p.out_h) dst[(int64_t)oy * p.out_w + ox] = static_cast<scalar_t>(acc);
+      }
     }
     __syncthreads();  // the next tile overwrites s_in and s_row
   }

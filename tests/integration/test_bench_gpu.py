@@ -8,7 +8,8 @@ import torch
 from conftest import run_cli
 
 SECTIONS = ["environment", "kernels", "bench-kernels", "train", "profile"]
-ROWS = ["bf16-kernels", "fp16-kernels", "fp32-kernels", "bf16-reference", "fp16-reference", "fp32-reference"]
+ROWS = ["bf16-kernels", "bf16-kernels-sync", "fp16-kernels", "fp32-kernels", "bf16-reference", "fp16-reference",
+        "fp32-reference"]
 
 
 @pytest.mark.slow  # about 15 s; over 30 s when the kernels' CPU emulation must be compiled first
