@@ -529,6 +529,8 @@ def format_report(report: dict) -> str:
     k = head("kernels", "kernels: build and parity")
     if "builds" in k:
         lines.append(k["mode"])
+        if "parallel_build_s" in k:
+            lines.append(f"  the three builds, in parallel processes: {k['parallel_build_s']:.1f} s; then:")
         lines += [f"  {b['kernel']:<10} {b['how']:<22} {b['seconds']:7.1f} s"
                   + (f"  {_first_lines(b['error'])} (the log: gpu-report.json)" if "error" in b else "")
                   for b in k["builds"]]
