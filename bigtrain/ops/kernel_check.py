@@ -72,14 +72,17 @@ def _cases(device: torch.device, dtype: torch.dtype):
     f1 = setup_filter([1, 3, 3, 1], device=device)
     f2 = setup_filter(torch.rand(3, 5, generator=g) + 0.1, device=device)
     f6 = setup_filter(torch.rand(6, generator=g) + 0.1, device=device)
-    # 1-D filters take the tiled kernel (its adjoints too), 2-D ones the generic kernel. The
-    # 37x70 inputs span several 32x32 output tiles, with partial tiles on both edges.
+    f5 = setup_filter(torch.rand(5, generator=g) + 0.1, device=device)
+    # 1-D filters take the tiled kernel (its adjoints too; 4 taps and any other width are separate
+    # kernels), 2-D ones the generic kernel. The 37x70 inputs span several 32x32 output tiles, with
+    # partial tiles on both edges.
     small, large = (2, 3, 13, 11), (2, 3, 37, 70)
     for name, kw, shape in (("up2 1-D", dict(f=f1, up=2, padding=[2, 1, 2, 1], gain=4), small),
                             ("down2 1-D", dict(f=f1, down=2, padding=[1, 1, 1, 1]), small),
                             ("1-D pad, tiles", dict(f=f1, padding=[2, 1, 1, 2], gain=4), large),
                             ("6 taps down2 flip -gain", dict(f=f6, down=2, padding=[3, 2, 2, 3], flip_filter=True,
                                                               gain=-0.5), large),
+                            ("5 taps pad/crop", dict(f=f5, padding=[3, -1, 1, 2]), small),
                             ("2-D 3x5 pad/crop", dict(f=f2, padding=[2, -1, 1, 0], flip_filter=True), small),
                             ("up(2,1) down(1,2) 2-D", dict(f=f2, up=(2, 1), down=(1, 2), padding=[4, 3, 2, 1]), small)):
         yield "upfirdn2d", name, (lambda impl, kw=kw: lambda x: upfirdn2d(x, impl=impl, **kw)), [rnd(*shape)]

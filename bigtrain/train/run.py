@@ -27,6 +27,9 @@ def train(cfg: TrainConfig, resume: str = "auto", config_source: str = "the conf
                    f"{cfg.train.total_kimg}; newest checkpoint {newest}")
             return newest
         path = trainer.run()
+        # Every rank finished: leave together, so no rank tears its process group down while
+        # another still talks to it (a rank that crashed skips this and does not wait).
+        trainer.strategy.barrier()
     finally:
         trainer.strategy.teardown()
     if path:
