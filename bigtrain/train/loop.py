@@ -487,6 +487,13 @@ class Trainer:
             # The optimizer state carries the old run's lr/betas; the config being resumed wins.
             for group in w.optimizer.param_groups:
                 group.update(self._hparams(net))
+                if group["fused"]:
+                    # A checkpoint from a non-fused optimizer (older bigtrain, a CPU run) keeps its
+                    # step counts on the host; fused Adam reads them on the parameters' device.
+                    for p in group["params"]:
+                        st = w.optimizer.state.get(p, {})
+                        if isinstance(st.get("step"), torch.Tensor):
+                            st["step"] = st["step"].to(p.device, torch.float32)
         self.loss.load_state_dict(state["loss"])
         rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # older: rank 0's only
         if len(rng) == self.env.world_size:
