@@ -378,6 +378,7 @@ class _ops:
 
 def _base_overrides(ctx: Context) -> list[str]:
     return [f"run.dir={ctx.out / 'run'}", f"distributed.device={ctx.device.type}", "data.source=synthetic",
+            "train.cudnn_benchmark=true", "train.allow_tf32=false",
             *(TOY_OVERRIDES if ctx.toy else [])]
 
 
@@ -395,10 +396,7 @@ def build_trainer(ctx: Context, row: Row):
     from bigtrain.train.loop import Trainer
 
     cfg = load_config(str(CONFIG), row_overrides(ctx, row), TrainConfig)
-    trainer = Trainer(cfg, config_source=str(CONFIG))
-    # Again after the Trainer, which may set these from its config: this report's are NVlabs'.
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    trainer = Trainer(cfg, config_source=str(CONFIG))  # NVlabs' cuDNN/TF32 settings: _base_overrides
     assert isinstance(trainer.data, SyntheticSource)  # data.source=synthetic, from row_overrides
     trainer.data.to(trainer.device)  # no copy per iteration: the images are resident on the GPU
     return trainer
@@ -476,9 +474,9 @@ def count_params(config: Path = CONFIG, overrides: list[str] | None = None) -> d
 
 # -------------------------------------------------------------------------------------- output
 def write_report(report: dict, out: Path) -> None:
-    tmp = out / "gpu-report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    os.replace(tmp, out / "gpu-report.json")
+    from bigtrain.checkpoint import write_atomic
+    data = (json.dumps(report, indent=2, default=str) + "\n").encode()
+    write_atomic(str(out / "gpu-report.json"), lambda f: f.write(data))
     try:
         text = format_report(report)
     except Exception:  # the JSON holds the figures; a formatting bug must not stop the measuring

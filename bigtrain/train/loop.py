@@ -193,7 +193,7 @@ class Trainer:
         lr = self.stage.g_lr if net == "G" else self.stage.d_lr
         return {"lr": lr * ratio, "betas": (t.betas[0] ** ratio, t.betas[1] ** ratio), "eps": t.eps,
                 # One fused kernel for the whole update on a GPU, which can also skip a step there.
-                "fused": self.fused_optimizer}
+                "fused": self.fused_optimizer or None}  # None, not False: torch keeps its foreach default
 
     def _make_optimizer(self, net: str):
         return lambda params: torch.optim.Adam(params, **self._hparams(net))
