@@ -156,7 +156,8 @@ __global__ void __launch_bounds__(SEP_THREADS, TAPS > 0 ? 4 : 2)
         const int oy = oy0 + r0 + h;
         float acc = 0.f;
 #pragma unroll
-        for (int j = 0; j < T; ++j) acc += wy[j] * win[h * DOWN + j];  // wy[j] = 0 for j >= taps
+        for (int j = 0; j < T; ++j)  // taps past the filter's are skipped: 0 * Inf would be NaN
+          if (TAPS > 0 || j < taps) acc += wy[j] * win[h * DOWN + j];
         if (oy < p.out_h) dst[(int64_t)oy * p.out_w + ox] = static_cast<scalar_t>(acc);
       }
     }

@@ -95,3 +95,17 @@ def test_impl_cuda_takes_cpu_tensors_only_inside_the_emulation(first_run, monkey
     assert not _build.emulating()
     with pytest.raises(RuntimeError, match="needs CUDA tensors"):
         bias_act(x, act="lrelu", impl="cuda")
+
+
+def test_tiled_upfirdn2d_keeps_an_inf_pixel_out_of_rows_it_does_not_reach(first_run, monkeypatch):
+    # The run-time-taps kernel holds a 16-tap register window; taps past a 5-tap filter's must not
+    # multiply window values (0 * Inf is NaN).
+    monkeypatch.setenv("BIGTRAIN_KERNEL_CACHE", str(first_run[0]))
+    from bigtrain.ops import setup_filter, upfirdn2d
+    x = torch.zeros(1, 1, 20, 20)
+    x[0, 0, 9, 10] = float("inf")  # window position 11: read by output row 4's strip, not by row 4
+    f = setup_filter([1, 2, 3, 2, 1])
+    with _build.emulation():
+        y = upfirdn2d(x, f, padding=2, impl="cuda")
+    ref = upfirdn2d(x, f, padding=2, impl="ref")
+    assert torch.equal(y.isnan(), ref.isnan()) and torch.equal(y.isinf(), ref.isinf())
