@@ -44,7 +44,6 @@ setup(
         "tqdm>=4.66,<5",
         "webdataset>=1.0,<2",
         "submitit>=1.5.4,<1.6",  # `bigtrain submit`; private helpers it uses are pinned with it
-        "scipy>=1.11,<2",  # FID's matrix square root
         "torchmetrics>=1.4,<2",  # MS-SSIM
         "matplotlib>=3.8,<4",  # bigtrain plot
         "safetensors>=0.4,<1",  # export snapshots, loaded without pickle
@@ -54,7 +53,8 @@ setup(
     extras_require={
         "deepspeed": ["deepspeed>=0.19,<0.20"],
         # The suite runs real DeepSpeed (CPU, gloo), so the test extra carries it.
-        "test": ["pytest>=8.0,<10", "pytest-timeout>=2.3,<3", "deepspeed>=0.19,<0.20"],
+        "test": ["pytest>=8.0,<10", "pytest-timeout>=2.3,<3", "pytest-xdist>=3.8,<4", "deepspeed>=0.19,<0.20",
+                 "scipy>=1.11,<2"],  # scipy: the tests' independent references (upfirdn, sqrtm, ndtr)
     },
     entry_points={"console_scripts": ["bigtrain=bigtrain.cli:main"]},
     ext_modules=ext_modules,

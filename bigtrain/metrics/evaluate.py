@@ -153,7 +153,7 @@ def evaluate(G, data, specs: list[MetricSpec], net, strategy=None, batch: int = 
         if s.kind == "msssim":
             out[s.name], out[f"{s.name}_real"] = msssim_diversity(G, data, s.num, batch, device, trunc)
         elif s.kind == "fid":
-            out[s.name] = measures.frechet_distance(*measures.mean_cov(r), *measures.mean_cov(f))
+            out[s.name] = measures.fid(r, f)
         elif s.kind == "kid":
             out[s.name] = measures.kid(r, f)
         else:

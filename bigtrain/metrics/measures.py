@@ -11,17 +11,34 @@ def mean_cov(feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), the square root by scipy.linalg.sqrtm; tiny
-    imaginary parts from numerical error are dropped, as every FID implementation does."""
-    from scipy import linalg
-
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2). The eigenvalues of S1 S2 are those of the
+    symmetric S1^1/2 S2 S1^1/2, so the trace of the square root is the sum of the square roots of
+    that matrix's eigenvalues: two symmetric eigensolves, exact for singular covariances too (about
+    3 s at d = 2048 on one core; scipy.linalg.sqrtm of S1 S2 took 13-18 s and needed a nudge of the
+    diagonals when the product was singular)."""
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():  # singular product: nudge the diagonals
-        eps = np.eye(sigma1.shape[0]) * 1e-6
-        covmean = linalg.sqrtm((sigma1 + eps) @ (sigma2 + eps))
-    covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    w, v = np.linalg.eigh(sigma1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = root1 @ sigma2 @ root1
+    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+
+
+def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """FID of two feature sets [n, d]. With fewer images than feature dimensions (fid24 and the
+    like, as in tests and quick checks) the same number comes from an n x n problem: with X the
+    centred features, S = X^T X / (n - 1), and the eigenvalues of S1 S2 that are not 0 are the
+    squared singular values of X1 X2^T / sqrt((n1 - 1)(n2 - 1)), so Tr (S1 S2)^1/2 is that matrix's
+    nuclear norm."""
+    r, f = real.double().cpu().numpy(), fake.double().cpu().numpy()
+    n1, n2, d = len(r), len(f), r.shape[1]
+    if max(n1, n2) >= d:
+        return frechet_distance(*mean_cov(real), *mean_cov(fake))
+    mu1, mu2 = r.mean(axis=0), f.mean(axis=0)
+    x1, x2 = r - mu1, f - mu2
+    trace_sqrt = np.linalg.svd(x1 @ x2.T, compute_uv=False).sum() / np.sqrt((n1 - 1) * (n2 - 1))
+    diff = mu1 - mu2
+    return float(diff @ diff + (x1 * x1).sum() / (n1 - 1) + (x2 * x2).sum() / (n2 - 1) - 2 * trace_sqrt)
 
 
 def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> float:

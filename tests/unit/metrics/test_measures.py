@@ -1,5 +1,5 @@
-"""Metric math against independent computations: FID's matrix square root via a symmetric
-eigendecomposition, KID as literal loops, precision/recall by brute force."""
+"""Metric math against independent computations: FID's matrix square root by scipy's sqrtm of
+S1 S2, KID as literal loops, precision/recall by brute force."""
 from __future__ import annotations
 
 import itertools
@@ -17,9 +17,9 @@ def _spd(d, rng):
     return a @ a.T / d + 0.1 * np.eye(d)
 
 
-def _psd_sqrt(m):
-    w, v = np.linalg.eigh(m)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+def _trace_sqrt_sqrtm(s1, s2):
+    from scipy import linalg
+    return np.trace(linalg.sqrtm(s1 @ s2).real)
 
 
 def test_frechet_distance_of_known_gaussians():
@@ -27,9 +27,8 @@ def test_frechet_distance_of_known_gaussians():
     d = 12
     mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
     s1, s2 = _spd(d, rng), _spd(d, rng)
-    # Tr((S1 S2)^1/2) = Tr((S1^1/2 S2 S1^1/2)^1/2), the latter symmetric: an independent route.
-    r1 = _psd_sqrt(s1)
-    expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(_psd_sqrt(r1 @ s2 @ r1))
+    # The textbook route: the principal square root of the non-symmetric S1 S2 (scipy's sqrtm).
+    expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * _trace_sqrt_sqrtm(s1, s2)
     assert measures.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
     # Equal Gaussians: 0; shifting the mean by v adds |v|^2.
     assert measures.frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0, abs=1e-9)
@@ -42,6 +41,26 @@ def test_fid_of_a_feature_set_against_itself_is_zero():
     assert abs(measures.frechet_distance(*stats, *stats)) < 1e-8
     other = measures.mean_cov(torch.randn(300, 32, dtype=torch.float64) + 0.5)
     assert measures.frechet_distance(*stats, *other) > 32 * 0.2
+
+
+@pytest.mark.parametrize("n_real, n_fake", [(300, 300), (20, 20), (7, 12)])
+def test_fid_of_features_takes_the_small_route_below_the_dimension_and_agrees(n_real, n_fake):
+    """fid(real, fake): the covariance route at n >= d, an n x n singular-value route below it
+    (fid24 of 2048-d features); both against scipy's sqrtm of the (singular) product."""
+    g = torch.Generator().manual_seed(n_real)
+    d = 32
+    real = torch.randn(n_real, d, generator=g, dtype=torch.float64)
+    fake = torch.randn(n_fake, d, generator=g, dtype=torch.float64) * 1.5 + 0.3
+    (m1, s1), (m2, s2) = measures.mean_cov(real), measures.mean_cov(fake)
+    expected = ((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * _trace_sqrt_sqrtm(s1, s2)
+    # sqrtm (and the eigensolve route of frechet_distance) take square roots of the round-off in
+    # the zero eigenvalues of a singular product, about 1e-8 each: a looser match below d.
+    tol = 1e-9 if min(n_real, n_fake) >= d else 1e-6
+    assert measures.fid(real, fake) == pytest.approx(expected, rel=tol)
+    assert measures.fid(real, fake) == pytest.approx(measures.frechet_distance(m1, s1, m2, s2), rel=tol)
+    # Exact cases: fake = 2 real gives S2 = 4 S1, so FID = |mu1|^2 + Tr S1.
+    assert measures.fid(real, 2 * real) == pytest.approx(float((m1 ** 2).sum() + np.trace(s1)), rel=1e-12)
+    assert measures.fid(real, real) == pytest.approx(0, abs=1e-8)
 
 
 def test_kid_equals_the_unbiased_mmd_written_as_loops():
