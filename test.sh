@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Set up, then run the whole test suite. Extra arguments go to pytest.
+# Set up, then run the whole test suite. Extra arguments go to pytest, e.g.
+#   ./test.sh -m "not slow"          the fast tier (docs/benchmarks.md#test-suite)
+#   ./test.sh tests/unit -n 0        one process, no workers
+# Tests run in parallel workers (pytest-xdist), one per core up to 6 (BIGTRAIN_TEST_WORKERS=N to
+# choose); a worker takes a whole test file at a time, so a file's shared fixtures are built once.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash .ci/setup.sh
-exec .venv/bin/python -m pytest "$@"
+cores=$(nproc)
+workers=${BIGTRAIN_TEST_WORKERS:-$(( cores < 6 ? cores : 6 ))}
+exec .venv/bin/python -m pytest -n "$workers" --dist loadfile --no-loadscope-reorder "$@"

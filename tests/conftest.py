@@ -1,9 +1,13 @@
-"""Shared test helpers: a tiny real-data StyleGAN2 config and a CLI runner."""
+"""Shared test helpers: a tiny real-data StyleGAN2 config, a CLI runner, trained runs built once
+per pytest run and shared by every file (and every xdist worker) that reads them, and the order
+in which files start."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -56,10 +60,12 @@ def write_config(path, cfg: dict) -> str:
     return str(path)
 
 
-def run_cli(args: list[str], cwd=None, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd=None, timeout: float = 600, env: dict | None = None,
+            **kwargs) -> subprocess.CompletedProcess:
+    """`python -m bigtrain ARGS` in a real process; env: variables to add to this one's."""
     # One thread: tiny models gain nothing from two, and two OpenMP threads spin badly when the
     # other core is busy (bf16 convs on CPU slowed 100x that way).
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run([sys.executable, "-m", "bigtrain", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, **kwargs)
 
@@ -102,3 +108,94 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+# ---------------------------------------------------------------------------- built once per run
+
+def run_root(tmp_path_factory) -> Path:
+    """The folder of this pytest run that every xdist worker sees (each worker's own basetemp lies
+    inside it); without workers, the run's basetemp."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder made by build(folder) once per pytest run, by whichever worker asks first; the
+    others wait on its lock and reuse it. A failed build leaves nothing behind, so the next asker
+    builds again and fails with its own message. Readers that write (resume, eval's JSON) take a
+    copy: copy_run()."""
+    from filelock import FileLock
+    root = run_root(tmp_path_factory) / "built-once"
+    root.mkdir(exist_ok=True)
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            try:
+                build(folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            (folder / ".built").write_text("")
+    return folder
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A private copy of a built-once run folder, for a test that adds to it."""
+    return Path(shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".built")))
+
+
+def train_once(tmp_path_factory, name: str, cfg_of) -> Path:
+    """The run dir of `bigtrain train` on cfg_of(run_dir), trained once per pytest run."""
+    def build(folder):
+        r = run_cli(["train", write_config(folder / f"{name}.yaml", cfg_of(folder / "run"))])
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        (folder / "train.out").write_text(r.stdout)
+    return built_once(tmp_path_factory, name, build) / "run"
+
+
+@pytest.fixture(scope="session")
+def biggan_run(tmp_path_factory) -> Path:
+    """The run dir of a tiny BigGAN (biggan_config) trained once per pytest run; read it only."""
+    return train_once(tmp_path_factory, "biggan-tiny", biggan_config)
+
+
+def kernel_emulation(tmp_path_factory) -> Path:
+    """`bigtrain kernels --check --emulate` run once per pytest run on an empty kernel cache: the
+    folder holds cache/ (the emulation build, which later users load instead of compiling again)
+    and the run's check.out, check.err and check.rc."""
+    def build(folder):
+        env = dict(os.environ, BIGTRAIN_KERNEL_CACHE=str(folder / "cache"), PYTHONPATH=str(TESTS.parent))
+        r = subprocess.run([sys.executable, "-m", "bigtrain", "kernels", "--check", "--emulate"], env=env,
+                           capture_output=True, text=True, timeout=900)
+        for name, text in (("out", r.stdout), ("err", r.stderr), ("rc", str(r.returncode))):
+            (folder / f"check.{name}").write_text(text)
+    return built_once(tmp_path_factory, "kernel-emulation", build)
+
+
+# ---------------------------------------------------------------------------- file order
+
+# The suite's longest files, longest first (their seconds: docs/benchmarks.md#test-suite). With
+# workers (test.sh), a worker runs a whole file; starting the long files first keeps one of them
+# from running alone at the end while the other workers sit idle. Other files follow in the usual
+# order. A new file that takes over a minute belongs in this list.
+LONGEST_FIRST = [
+    "slurm/test_slurm_cluster.py",
+    "kernels/test_kernel_build.py",
+    "distributed/test_deepspeed.py",
+    "distributed/test_ddp.py",
+    "integration/test_cli_eval.py",
+    "integration/test_export.py",
+    "integration/test_train_metrics.py",
+    "unit/ops/test_kernel_emulation.py",
+    "distributed/test_biggan_ddp.py",
+    "integration/test_cli_train.py",
+    "distributed/test_grow_ddp.py",
+]
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(item.path).resolve().relative_to(TESTS).as_posix(), len(rank)))

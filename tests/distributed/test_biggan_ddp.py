@@ -29,11 +29,8 @@ def test_cross_replica_bn_equals_single_process_bn(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def one_rank(tmp_path_factory):
-    d = tmp_path_factory.mktemp("biggan1")
-    r = run_cli(["train", write_config(d / "one.yaml", biggan_config(d / "one"))])
-    assert r.returncode == 0, r.stderr
-    return d / "one"
+def one_rank(biggan_run):
+    return biggan_run
 
 
 def test_ddp_biggan_two_ranks_equal_one(tmp_path, one_rank):

@@ -7,9 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
-from conftest import free_port, run_cli, run_torchrun, tiny_config, torchrun_cmd, write_config
+from conftest import free_port, run_cli, run_torchrun, tiny_config, torchrun_cmd, train_once, write_config
 
 TOL = 2e-5  # max abs difference of any weight after 4 steps (float32 summation order differs)
 
@@ -37,23 +38,27 @@ def _max_diff(a: dict, b: dict) -> float:
                if a[k].is_floating_point() and not k.endswith("w_avg"))
 
 
-def test_two_ranks_of_4_equal_one_rank_of_8(tmp_path):
-    one = _equiv_config(tmp_path / "one")
-    r = run_cli(["train", write_config(tmp_path / "one.yaml", one)])
-    assert r.returncode == 0, r.stderr
+def equiv_one_rank(tmp_path_factory) -> Path:
+    """The run dir of 1 rank x 8 on _equiv_config, trained once per pytest run (the DDP and
+    DeepSpeed comparisons read it)."""
+    return train_once(tmp_path_factory, "equiv-one-rank", _equiv_config)
+
+
+def test_two_ranks_of_4_equal_one_rank_of_8(tmp_path, tmp_path_factory):
+    one = equiv_one_rank(tmp_path_factory)
     two = _equiv_config(tmp_path / "two", batch_gpu=4)
     two["distributed"] = {"strategy": "ddp"}
     r = run_torchrun(2, ["train", write_config(tmp_path / "two.yaml", two)])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 rank(s)" not in r.stdout and "2 rank(s) x 4 x 1 round(s)" in r.stdout
-    s1, s2 = _final_state(tmp_path / "one"), _final_state(tmp_path / "two")
+    s1, s2 = _final_state(one), _final_state(tmp_path / "two")
     assert s1["progress"]["nimg"] == s2["progress"]["nimg"] == 32
     for net in ("G", "D"):
         d = _max_diff(s1["strategy"][net]["module"], s2["strategy"][net]["module"])
         assert d < TOL, f"{net} differs by {d}"
     assert _max_diff(s1["nets"]["G_ema"], s2["nets"]["G_ema"]) < TOL
     # The tolerance is meaningful: one step moves the weights far more than it.
-    earlier = _final_state(tmp_path / "one", back=2)
+    earlier = _final_state(one, back=2)
     assert earlier["progress"]["nimg"] == 16
     for net in ("G", "D"):
         assert _max_diff(s1["strategy"][net]["module"], earlier["strategy"][net]["module"]) > 50 * TOL

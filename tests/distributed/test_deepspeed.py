@@ -7,15 +7,12 @@ import os
 
 import pytest
 from conftest import run_cli, run_torchrun, write_config
-from test_ddp import TOL, _equiv_config, _final_state, _max_diff
+from test_ddp import TOL, _equiv_config, _final_state, _max_diff, equiv_one_rank
 
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
-    d = tmp_path_factory.mktemp("base")
-    r = run_cli(["train", write_config(d / "one.yaml", _equiv_config(d / "one"))])
-    assert r.returncode == 0, r.stderr
-    return _final_state(d / "one")
+    return _final_state(equiv_one_rank(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

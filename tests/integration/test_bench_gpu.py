@@ -5,17 +5,18 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import kernel_emulation, run_cli
 
 SECTIONS = ["environment", "kernels", "bench-kernels", "train", "profile"]
 ROWS = ["bf16-kernels", "bf16-kernels-sync", "fp16-kernels", "fp32-kernels", "bf16-reference", "fp16-reference",
         "fp32-reference"]
 
 
-@pytest.mark.slow  # about 15 s; over 30 s when the kernels' CPU emulation must be compiled first
-def test_toy_report_has_every_section_row_and_table(tmp_path):
+@pytest.mark.slow  # about 15 s with the emulation built once per run (tests/conftest.py), 35 s without
+def test_toy_report_has_every_section_row_and_table(tmp_path, tmp_path_factory):
     out = tmp_path / "report"
-    r = run_cli(["bench", "gpu", "--toy", "--out", str(out)], timeout=300)
+    cache = kernel_emulation(tmp_path_factory) / "cache"
+    r = run_cli(["bench", "gpu", "--toy", "--out", str(out)], timeout=300, env={"BIGTRAIN_KERNEL_CACHE": str(cache)})
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "gpu-report.json").read_text())
     s = report["sections"]

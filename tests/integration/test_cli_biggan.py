@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import biggan_config, run_cli, write_config
+from conftest import biggan_config, run_cli
 from PIL import Image
 from test_resume import _assert_same_state, _trainer
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("biggan")
-    r = run_cli(["train", write_config(tmp / "b.yaml", biggan_config(tmp / "run"))])
-    assert r.returncode == 0, r.stderr
-    assert "training biggan at 16px" in r.stdout
-    return tmp / "run"
+def trained(biggan_run):
+    assert "training biggan at 16px" in (biggan_run.parent / "train.out").read_text()
+    return biggan_run
 
 
 def test_resume_is_exact(tmp_path):

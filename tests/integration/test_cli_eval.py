@@ -7,31 +7,33 @@ import json
 
 import pytest
 
-from conftest import run_cli, run_torchrun
+from conftest import copy_run, run_cli, run_torchrun, tiny_config, train_once
 
 METRICS = "fid24,kid24,pr24"
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from conftest import tiny_config, write_config
-    tmp = tmp_path_factory.mktemp("eval")
-    cfg = tiny_config(tmp / "run")
-    cfg["train"]["total_kimg"] = 0.032
-    r = run_cli(["train", write_config(tmp / "c.yaml", cfg)])
+    """A copy of the shared tiny StyleGAN2 run (eval writes its JSON beside the checkpoint)."""
+    run = copy_run(train_once(tmp_path_factory, "stylegan2-tiny", tiny_config), tmp_path_factory.mktemp("eval") / "run")
+    return run / "checkpoints" / "ckpt-000000000064.pt"
+
+
+@pytest.fixture(scope="module")
+def first_eval(checkpoint, tmp_path_factory):
+    """One rank, an empty real-feature cache: (the run, its JSON, the cache folder)."""
+    cache = tmp_path_factory.mktemp("eval-cache") / "cache"
+    r = run_cli(["eval", str(checkpoint), "--metrics", METRICS, "--batch", "8", "--cache", str(cache)])
     assert r.returncode == 0, r.stderr
-    return tmp / "run" / "checkpoints" / "ckpt-000000000032.pt"
+    return r, json.loads(checkpoint.with_suffix(".metrics.json").read_text()), cache
 
 
-def test_eval_writes_a_table_and_json_and_caches_the_real_features(checkpoint, tmp_path):
-    cache = tmp_path / "cache"
+def test_eval_writes_a_table_and_json_and_caches_the_real_features(checkpoint, first_eval, tmp_path):
+    first, result, cache = first_eval
     args = ["eval", str(checkpoint), "--metrics", METRICS, "--batch", "8", "--cache", str(cache)]
-    first = run_cli(args)
-    assert first.returncode == 0, first.stderr
     for name in ("fid24", "kid24", "pr24_precision", "pr24_recall"):
         assert name in first.stdout
     assert "24 generated vs 24 real images (computed real features)" in first.stdout
-    result = json.loads(checkpoint.with_suffix(".metrics.json").read_text())
     assert set(result["metrics"]) == {"fid24", "kid24", "pr24_precision", "pr24_recall"}
     assert result["metrics"]["fid24"] > 0 and 0 <= result["metrics"]["pr24_precision"] <= 1
     assert result["inception"].endswith("default_1.pt")
@@ -53,16 +55,17 @@ def test_eval_writes_a_table_and_json_and_caches_the_real_features(checkpoint, t
     assert len(list(cache.glob("real-*.pt"))) == 2
 
 
-def test_two_ranks_give_the_numbers_one_rank_gives(checkpoint, tmp_path):
-    one, two = tmp_path / "one.json", tmp_path / "two.json"
-    base = ["eval", str(checkpoint), "--metrics", METRICS, "--batch", "8", "--no-cache"]
-    r = run_cli([*base, "--json", str(one)])
-    assert r.returncode == 0, r.stderr
-    r = run_torchrun(2, [*base, "--json", str(two)])
+def test_two_ranks_give_the_numbers_one_rank_gives(checkpoint, first_eval, tmp_path):
+    """Against the one-rank evaluation above (its cache only skips work: the test above shows the
+    cached numbers equal the computed ones); both ranks compute their share of the real features."""
+    _, one, _ = first_eval
+    two = tmp_path / "two.json"
+    r = run_torchrun(2, ["eval", str(checkpoint), "--metrics", METRICS, "--batch", "8", "--no-cache",
+                         "--json", str(two)])
     assert r.returncode == 0, r.stderr[-3000:]
-    a, b = json.loads(one.read_text()), json.loads(two.read_text())
-    assert b["world_size"] == 2 and a["world_size"] == 1
-    assert a["metrics"] == b["metrics"]
+    b = json.loads(two.read_text())
+    assert b["world_size"] == 2 and one["world_size"] == 1
+    assert one["metrics"] == b["metrics"]
 
 
 def test_an_unknown_metric_is_refused_before_any_work(checkpoint):

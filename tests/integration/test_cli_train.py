@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import run_cli, tiny_config, write_config
+from conftest import copy_run, run_cli, tiny_config, train_once, write_config
 from PIL import Image
 
 from bigtrain.checkpoint import load_state
@@ -21,20 +21,16 @@ from bigtrain.train.config import TrainConfig
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny CLI run shared by the read-only tests below."""
-    tmp = tmp_path_factory.mktemp("trained")
-    cfg = tiny_config(tmp / "run")
-    path = write_config(tmp / "tiny.yaml", cfg)
-    r = run_cli(["train", path])
-    assert r.returncode == 0, r.stderr
-    return tmp / "run", r
+    """One tiny CLI run shared by the read-only tests below (and by other files): (run dir, stdout)."""
+    run_dir = train_once(tmp_path_factory, "stylegan2-tiny", tiny_config)
+    return run_dir, (run_dir.parent / "train.out").read_text()
 
 
 def test_train_writes_checkpoints_config_samples_and_stats(trained):
-    run_dir, r = trained
+    run_dir, stdout = trained
     ckpts = CheckpointManager(str(run_dir / "checkpoints"), 2).list()
     assert [os.path.basename(p) for p in ckpts] == ["ckpt-000000000048.pt", "ckpt-000000000064.pt"]  # keep=2
-    assert "final checkpoint" in r.stdout
+    assert "final checkpoint" in stdout
     # The resolved config in the run dir loads back to the same config.
     resolved = load_config(str(run_dir / "config.yaml"), [], TrainConfig)
     assert resolved.generator.z_dim == 16 and resolved.loss.r1_interval == 2
@@ -89,11 +85,12 @@ def test_generate_errors_are_plain(trained, tmp_path):
     assert r.returncode == 2 and "unconditional" in r.stderr
 
 
-def test_rerun_resumes_and_reports_complete(trained):
-    run_dir, _ = trained
-    r = run_cli(["train", str(run_dir.parent / "tiny.yaml")])
+def test_rerun_resumes_and_reports_complete(trained, tmp_path):
+    run_dir = copy_run(trained[0], tmp_path / "run")
+    path = write_config(tmp_path / "tiny.yaml", tiny_config(run_dir))
+    r = run_cli(["train", path])
     assert r.returncode == 0 and "already complete" in r.stdout
-    r = run_cli(["train", str(run_dir.parent / "tiny.yaml"), "--resume", "none"])
+    r = run_cli(["train", path, "--resume", "none"])
     assert r.returncode == 2 and "already holds checkpoints" in r.stderr
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from bigtrain.ops import _build
+from conftest import kernel_emulation
 
 pytestmark = pytest.mark.slow
 
@@ -32,9 +33,12 @@ def _kernels_cli(cache: Path, sources: Path | None = None) -> subprocess.Complet
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
-    """`bigtrain kernels --check --emulate` on an empty cache: (the cache, the run)."""
-    cache = tmp_path_factory.mktemp("kernel-cache")
-    return cache, _kernels_cli(cache)
+    """`bigtrain kernels --check --emulate` on an empty cache (once per pytest run: the GPU report's
+    toy loads the same build): (the cache, the run)."""
+    folder = kernel_emulation(tmp_path_factory)
+    run = subprocess.CompletedProcess([], int((folder / "check.rc").read_text()), (folder / "check.out").read_text(),
+                                      (folder / "check.err").read_text())
+    return folder / "cache", run
 
 
 def test_kernel_sources_pass_the_parity_table_on_the_cpu_emulation(first_run):
