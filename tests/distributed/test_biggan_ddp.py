@@ -12,6 +12,8 @@ import pytest
 from conftest import biggan_config, run_cli, run_torchrun, write_config
 from test_ddp import TOL, _final_state, _max_diff
 
+pytestmark = pytest.mark.slow  # real torchrun processes: not in the fast tier
+
 HERE = os.path.dirname(__file__)
 
 

@@ -9,8 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import free_port, run_cli, run_torchrun, tiny_config, torchrun_cmd, train_once, write_config
+
+pytestmark = pytest.mark.slow  # real torchrun processes: not in the fast tier
 
 TOL = 2e-5  # max abs difference of any weight after 4 steps (float32 summation order differs)
 

@@ -9,6 +9,8 @@ import pytest
 from conftest import run_cli, run_torchrun, write_config
 from test_ddp import TOL, _equiv_config, _final_state, _max_diff, equiv_one_rank
 
+pytestmark = pytest.mark.slow  # real torchrun processes and DeepSpeed engines: not in the fast tier
+
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):

@@ -7,6 +7,8 @@ import pytest
 from conftest import run_cli, run_torchrun, write_config
 from test_ddp import TOL, _equiv_config, _final_state, _max_diff
 
+pytestmark = pytest.mark.slow  # real torchrun processes: not in the fast tier
+
 
 def _grow_config(run_dir, **train):
     # 8x8 for one step, the 16x16 fade-in (alpha 0, 0.5), then 16x16 at alpha 1: both kinds of

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import copy_run, run_cli, run_torchrun, tiny_config, train_once
 
+pytestmark = pytest.mark.slow  # InceptionV3 on the CPU: not in the fast tier
+
 METRICS = "fid24,kid24,pr24"
 
 

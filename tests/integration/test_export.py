@@ -104,6 +104,7 @@ def test_export_reproduces_the_checkpoint_in_every_format(runs, family, tmp_path
     assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 
 
+@pytest.mark.slow  # three exports with every format: about 20 s
 def test_same_checkpoint_same_bytes_and_half_precision_halves_the_weights(runs, tmp_path):
     run, _ = runs["stylegan2"]
     digests = []

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import run_cli, tiny_config, write_config
 
+pytestmark = pytest.mark.slow  # InceptionV3 on the CPU: not in the fast tier
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
