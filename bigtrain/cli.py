@@ -122,6 +122,7 @@ def cmd_eval(args) -> int:
     import dataclasses
 
     from bigtrain.data import open_data
+    from bigtrain.data.shards import names_command_or_url
     from bigtrain.distributed import DistEnv, build_strategy, print0
     from bigtrain.distributed.strategy.base import StrategyConfig
     from bigtrain.generate import load_generator_from_checkpoint, standing_stats
@@ -140,6 +141,11 @@ def cmd_eval(args) -> int:
         data_cfg = info["config"].data
         if args.data:
             data_cfg = dataclasses.replace(data_cfg, source=args.data, manifest=None)
+        elif names_command_or_url(data_cfg.source):
+            # The checkpoint may come from anyone: a command or URL stored in it is never run or fetched.
+            raise ValueError(f"{info['checkpoint']} names its training data {data_cfg.source!r}, a command or URL; "
+                             f"bigtrain does not run or fetch what a checkpoint names (docs/security.md): give the "
+                             f"real images with --data")
         data = open_data(data_cfg, seed=0, printer=print0)
         net = InceptionFeatures(args.inception, args.device) if any(s.uses_inception for s in specs) else None
         cache = None if args.no_cache else args.cache
@@ -559,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
 # classes, so handling one never imports the others' modules (whose dependencies, e.g. submitit
 # or pillow, a kernels-only environment may lack).
 _ERRORS = {"DataError": (4, "data error: "), "TrainingDiverged": (3, ""), "SubmitError": (5, ""),
-           "KernelBuildError": (6, ""), "Interrupted": (None, "")}
+           "KernelBuildError": (6, ""), "RunDirBusy": (7, ""), "Interrupted": (None, "")}
 
 
 if __name__ == "__main__":

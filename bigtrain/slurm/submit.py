@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 
+from bigtrain.checkpoint.lock import check_run_dir_free
 from bigtrain.config import ConfigError
 from bigtrain.train.config import TrainConfig
 
@@ -146,6 +147,7 @@ def submit(cfg: TrainConfig, source: str, res: Resources, dry_run: bool = False,
         out(f"# dry run: not submitted. {world} rank(s); run dir {run_dir}; logs in {folder}")
         out(_make_sbatch_string(command=command, folder=folder, **params))
         return None
+    check_run_dir_free(run_dir)  # a training started by hand (bigtrain train, torchrun) holds it
     if not shutil.which("sbatch") or not shutil.which("srun"):
         raise SubmitError("no Slurm client here: sbatch/srun are not on PATH (--dry-run works without them)")
     for job in _jobs(run_dir)[-1:]:

@@ -2,9 +2,12 @@
 (python, torchrun, srun) and the Slurm job that `bigtrain submit` sends."""
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 
 from bigtrain.checkpoint import resolve_resume
+from bigtrain.checkpoint.lock import hold_run_dir
 from bigtrain.distributed import print0
 from bigtrain.train.config import TrainConfig
 
@@ -13,6 +16,16 @@ def train(cfg: TrainConfig, resume: str = "auto", config_source: str = "the conf
     """``resume``: "auto" (newest checkpoint in run.dir, if any), "none" (refuse a run dir that
     holds checkpoints), or a checkpoint file/folder. Returns the final checkpoint (rank 0).
     Raises ``Interrupted`` after the checkpoint a stop signal asks for."""
+    from bigtrain.distributed import DistEnv
+
+    # Rank 0, which writes the checkpoints, holds the run dir until the run ends: a second run on
+    # it fails here, before it reads or writes anything (RunDirBusy, exit code 7).
+    held = hold_run_dir(cfg.run.dir) if DistEnv.from_environ().rank == 0 else contextlib.nullcontext()
+    with held:
+        return _train(cfg, resume, config_source)
+
+
+def _train(cfg: TrainConfig, resume: str, config_source: str) -> str | None:
     from bigtrain.train.loop import Trainer
 
     newest = resolve_resume("auto", cfg.run.dir)
@@ -21,6 +34,7 @@ def train(cfg: TrainConfig, resume: str = "auto", config_source: str = "the conf
                          f"or choose a new run.dir=...")
     start = None if resume == "none" else newest if resume == "auto" else resolve_resume(resume, cfg.run.dir)
     trainer = Trainer(cfg, resume=start, config_source=config_source)
+    strategy = trainer.strategy
     try:
         if trainer.progress.nimg >= cfg.train.total_kimg * 1000:
             print0(f"training already complete: kimg {trainer.progress.kimg:.1f} >= train.total_kimg="
@@ -29,9 +43,15 @@ def train(cfg: TrainConfig, resume: str = "auto", config_source: str = "the conf
         path = trainer.run()
         # Every rank finished: leave together, so no rank tears its process group down while
         # another still talks to it (a rank that crashed skips this and does not wait).
-        trainer.strategy.barrier()
+        strategy.barrier()
     finally:
-        trainer.strategy.teardown()
+        # Free the wrapped networks (DDP's reducer and the gloo work objects it keeps) while the
+        # interpreter is whole, then the process group. Freed during interpreter exit instead, such
+        # a work object needs the GIL that is going away and the rank aborts after a finished run
+        # ("terminate called without an active exception", SIGABRT; seen under load in CI).
+        del trainer
+        gc.collect()
+        strategy.teardown()
     if path:
         print0(f"done: final checkpoint {path}; samples in {os.path.join(cfg.run.dir, 'samples')}")
     return path

@@ -124,6 +124,30 @@ def test_signal_writes_checkpoint_then_resume_continues(tmp_path, sig):
     assert load_state(CheckpointManager(str(tmp_path / "run" / "checkpoints"), 3).latest())["progress"]["nimg"] == nimg + 16
 
 
+def test_a_second_run_on_a_held_run_dir_fails_at_once_and_a_killed_run_frees_it(tmp_path):
+    cfg = tiny_config(tmp_path / "run", train={"total_kimg": 50}, checkpoint={"interval_ticks": 1})
+    path = write_config(tmp_path / "long.yaml", cfg)
+    proc = subprocess.Popen([sys.executable, "-m", "bigtrain", "train", path], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    deadline = time.time() + 120
+    for line in proc.stdout:
+        if line.startswith("tick 1") or time.time() > deadline:
+            break
+    checkpoints = tmp_path / "run" / "checkpoints"
+    r = run_cli(["train", path])
+    assert r.returncode == 7, r.stdout + r.stderr
+    assert f"run dir {tmp_path / 'run'} is in use by host" in r.stderr and f"pid {proc.pid} " in r.stderr
+    assert "Traceback" not in r.stderr and "resumed" not in r.stdout
+    assert proc.poll() is None  # the first run goes on
+
+    proc.kill()  # SIGKILL: no handler runs, the kernel drops the lock
+    proc.wait(timeout=60)
+    newest = CheckpointManager(str(checkpoints), 2).latest()
+    nimg = load_state(newest)["progress"]["nimg"]
+    r = run_cli(["train", path, f"train.total_kimg={(nimg + 8) / 1000}"])
+    assert r.returncode == 0 and f"resumed from {newest}" in r.stdout, r.stderr
+
+
 def test_divergence_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):
     cfg = tiny_config(tmp_path / "run", train={"total_kimg": 0.016, "max_nonfinite_steps": 3})
     path = write_config(tmp_path / "ok.yaml", cfg)

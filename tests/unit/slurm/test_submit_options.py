@@ -101,3 +101,15 @@ def test_submit_without_a_slurm_client_says_so(tmp_path):
     r = subprocess.run([sys.executable, "-m", "bigtrain", "submit", path, "--gpus-per-node", "2"], capture_output=True,
                        text=True, env=dict(os.environ, PATH=os.path.dirname(sys.executable)), timeout=300)
     assert r.returncode == 5 and "no Slurm client here" in r.stderr, r.stderr
+
+
+def test_submit_refuses_a_run_dir_that_a_training_holds(tmp_path):
+    """A training started by hand holds its run dir (bigtrain.checkpoint.lock): submit says so,
+    exit 7, before it looks for Slurm or queues anything."""
+    from bigtrain.checkpoint.lock import hold_run_dir
+    cfg = tiny_config(tmp_path / "run", distributed={"strategy": "ddp"})
+    with hold_run_dir(str(tmp_path / "run")):
+        r = run_cli(["submit", write_config(tmp_path / "c.yaml", cfg), "--gpus-per-node", "0", "--tasks-per-node", "2"])
+    assert r.returncode == 7, r.stderr
+    assert f"run dir {tmp_path / 'run'} is in use by host" in r.stderr and f"pid {os.getpid()}" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "run" / "slurm").exists()
