@@ -13,16 +13,34 @@ import yaml
 from .schema import ConfigError, Sources, _FieldValueError, build, field_error, to_dict
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping (PyYAML keeps the last, so a
+    repeated section would silently drop the first one's keys)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (first on line {seen[key] + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"config error: file {path} does not exist")
     try:
         with open(path) as f:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"config error in {path}: not valid YAML: {e}") from None
     if data is None:
-        return {}
+        # An empty file would train the 25,000-kimg defaults into ./runs/default: surely not meant.
+        raise ConfigError(f"config error in {path}: the file is empty; a config names at least the model and the "
+                          f"data (see configs/ for examples)")
     if not isinstance(data, dict):
         raise ConfigError(f"config error in {path}: the top level must be a mapping of keys, got {type(data).__name__}")
     return data

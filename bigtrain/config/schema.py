@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Literal, Mapping, Union
@@ -121,15 +122,20 @@ def _convert(tp: Any, value: Any, key: str, sources: Sources) -> Any:
             return int(value)
         raise _err(sources, key, f"key '{key}': expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             # YAML 1.1 reads "1e-3" (no dot) as a string; accept it as the number it means.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise _err(sources, key, f"key '{key}': expected a number, got {value!r}")
+        if number is None:
+            raise _err(sources, key, f"key '{key}': expected a number, got {value!r}")
+        if not math.isfinite(number):  # .inf and .nan are YAML floats; no setting means them
+            raise _err(sources, key, f"key '{key}': expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

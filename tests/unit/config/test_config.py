@@ -240,3 +240,29 @@ def test_cli_config_error_exits_2_without_traceback_or_run_dir(tmp_path):
     assert "Traceback" not in proc.stderr
     assert not run_dir.exists()
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- values no run means
+@pytest.mark.parametrize("override, shown", [("train.g_lr=inf", "'inf'"), ("train.d_lr=.nan", "nan"),
+                                             ("loss.r1_gamma=-.inf", "-inf")])
+def test_non_finite_numbers_are_refused_naming_key_and_source(tmp_path, override, shown):
+    msg = error_of(write(tmp_path, "model: stylegan2\n"), [override])
+    key = override.split("=")[0]
+    assert f"command-line override '{override}'" in msg and f"key '{key}': expected a finite number, got {shown}" in msg
+    msg = error_of(write(tmp_path, f"train:\n  g_lr: .inf\n", "inf.yaml"))
+    assert "inf.yaml" in msg and "key 'train.g_lr': expected a finite number" in msg
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    # PyYAML alone keeps the second 'train:' and drops total_kimg without a word.
+    path = write(tmp_path, "model: stylegan2\ntrain:\n  total_kimg: 1\nloss:\n  r1_gamma: 1\ntrain:\n  batch_size: 4\n")
+    msg = error_of(path)
+    assert path in msg and "key 'train' appears twice in one mapping (first on line 2)" in msg and "line 6" in msg
+    msg = error_of(write(tmp_path, "train:\n  g_lr: 0.001\n  g_lr: 0.002\n", "inner.yaml"))
+    assert "key 'g_lr' appears twice" in msg
+
+
+def test_an_empty_config_file_is_refused_rather_than_training_the_defaults(tmp_path):
+    for text in ("", "# nothing but a comment\n"):
+        msg = error_of(write(tmp_path, text, "empty.yaml"))
+        assert "empty.yaml" in msg and "the file is empty" in msg
