@@ -113,6 +113,14 @@ def read_config(folder: str) -> dict:
     for key in ("family", "generator", "resolution", "channels", "c_dim", "weights"):
         if key not in config:
             raise ExportError(f"{path}: key '{key}' is missing")
+    # Sizes bound before any network is built from them (a huge or zero resolution made a traceback).
+    for key, low, high, what in (("resolution", 4, 8192, "a power of 2 from 4 to 8192"),
+                                 ("channels", 1, 4, "an integer from 1 to 4"),
+                                 ("c_dim", 0, 1_000_000, "an integer from 0 to 1000000")):
+        v = config[key]
+        if (not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high
+                or (key == "resolution" and v & (v - 1))):
+            raise ExportError(f"{path}: key '{key}' must be {what}, got {v!r}")
     return config
 
 
@@ -162,7 +170,7 @@ def load_generator(folder: str, device: str | torch.device = "cpu", verify: bool
     def build_G():
         try:
             return family.build_generator(gcfg, config["resolution"], config["channels"], config["c_dim"])
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, ArithmeticError) as e:
             raise ExportError(f"{cpath}: the generator cannot be built from it: {e}") from None
 
     # Shapes first, on the meta device (no memory): a config.json inflated to a huge generator is

@@ -186,6 +186,11 @@ def test_mismatched_or_tampered_files_are_refused(export, runs, tmp_path):
     _edit_config(export, generator=cfg["generator"], w_avg=[0.0] * len(cfg["w_avg"]))
     assert "key 'w_avg' does not match" in _error(export)
     _edit_config(export, w_avg=cfg["w_avg"])
+    for key, bad in (("resolution", 1048576), ("resolution", 24), ("resolution", 0), ("channels", 300),
+                     ("c_dim", -1), ("resolution", True)):
+        _edit_config(export, **{key: bad})
+        assert f"key '{key}' must be" in _error(export), (key, bad)
+        _edit_config(export, **{key: cfg[key]})
     bigtrain.load_generator(str(export))  # restored: loads again
 
     # Weights from another export beside this config.json: the recorded SHA-256 catches it.
