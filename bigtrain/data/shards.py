@@ -46,6 +46,12 @@ def is_shard_source(source: str) -> bool:
             or os.path.isfile(os.path.join(source, MANIFEST)) or source.endswith(MANIFEST))
 
 
+def names_command_or_url(source: str) -> bool:
+    """True when opening ``source`` would run a command (``pipe:``) or fetch a URL (any part of a
+    ``::``-joined list): what bigtrain opens only when the user named it (docs/security.md)."""
+    return any(not _is_local(part.strip()) for part in source.split("::"))
+
+
 def _is_local(url: str) -> bool:
     return not (url.startswith("pipe:") or "://" in url) or url.startswith("file://")
 
