@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+import re
 import struct
 from typing import Literal
 
@@ -116,6 +117,15 @@ def _load_folder(folder: str) -> tuple[np.ndarray, np.ndarray | None, list[str]]
     from PIL import Image
     files = sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f.lower().endswith(IMAGE_EXTS))
     if not files:
+        tars = sorted(f for f in os.listdir(folder) if f.endswith(".tar"))
+        if tars:  # shards without the manifest `bigtrain pack` writes last: a pack that did not finish
+            from bigtrain.data.shards import DataError
+            a, b = re.fullmatch(r"(.*?)(\d+)\.tar", tars[0]), re.fullmatch(r"(.*?)(\d+)\.tar", tars[-1])
+            same = a and b and a[1] == b[1] and len(a[2]) == len(b[2])
+            pattern = os.path.join(folder, f"{a[1]}{{{a[2]}..{b[2]}}}.tar" if same else tars[0])
+            raise DataError(f"data.source={folder} holds {len(tars)} tar shard(s) but no dataset.json, which "
+                            f"`bigtrain pack` writes last: an unfinished pack? Pack again, or name the shards "
+                            f"themselves, e.g. data.source='{pattern}'")
         raise FileNotFoundError(f"data.source={folder} holds no IDX files and no images ({', '.join(IMAGE_EXTS)})")
     classes = sorted({os.path.relpath(os.path.dirname(f), folder) for f in files})
     use_cls = len(classes) > 1

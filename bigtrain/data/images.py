@@ -9,6 +9,7 @@ Fitting to a square resolution R (``fit``):
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 from PIL import Image
@@ -70,7 +71,10 @@ def decode_image(ext: str, data: bytes, res: int, channels: int, fit: str) -> np
     except BadSample:
         raise
     except Exception as e:  # PIL and numpy raise many types for corrupt bytes
-        raise BadSample(f"cannot decode .{ext}: {type(e).__name__}: {e}") from None
+        # PIL names its input by repr ("cannot identify image file <_io.BytesIO object at 0x...>"),
+        # which says nothing; the caller's message names the shard and the sample's key.
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "(the member's bytes)", str(e))
+        raise BadSample(f"cannot decode .{ext}: {type(e).__name__}: {reason}") from None
     img = fit_image(to_mode(img, channels), res, fit)
     arr = np.asarray(img)
     return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))

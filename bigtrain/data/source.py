@@ -94,11 +94,15 @@ class ShardSource(DataSource):
         return img, lbl
 
     def preview(self, n):
-        imgs = []
+        imgs, errors = [], []
         for b in read_epoch(self.shards, n, self.resolution, self.channels, self.cfg.fit):
             imgs.append(b["img"])
+            errors += b["errors"]
             if sum(len(i) for i in imgs) >= n:
                 break
+        if not imgs or not sum(len(i) for i in imgs):  # a pass over every shard found no readable image
+            raise DataError(f"no image could be read from data.source={self.cfg.source} "
+                            f"({len(self.shards.urls)} shard(s)); first errors: " + "; ".join(errors[:3]))
         return torch.cat(imgs)[:n]
 
     def class_probs(self):

@@ -64,6 +64,24 @@ def test_too_much_bad_data_exits_4_with_a_clear_error(shards, tmp_path):
     assert "data error" in r.stderr and "data.max_bad_fraction=0.05" in r.stderr
 
 
+def test_every_shard_unreadable_or_no_manifest_is_a_data_error(shards, tmp_path):
+    """Exit 4 with the reason, not a failure to draw the empty reals grid (exit 2) nor "no images"
+    for a folder of tars whose pack did not finish."""
+    data = _copy(shards, tmp_path / "data")
+    for i in range(8):
+        (data / f"train-{i:06d}.tar").write_bytes(b"not a tar at all" * 64)
+    cfg = tiny_config(tmp_path / "run", data={"source": str(data), "max_images": None, "workers": 0})
+    r = run_cli(["train", write_config(tmp_path / "c.yaml", cfg)])
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert f"no image could be read from data.source={data} (8 shard(s))" in r.stderr and "train-00000" in r.stderr
+    assert "Traceback" not in r.stderr and not os.path.exists(tmp_path / "run" / "checkpoints")
+
+    os.remove(data / "dataset.json")  # what a pack killed before its last step leaves
+    r = run_cli(["train", write_config(tmp_path / "c.yaml", cfg)])
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "holds 8 tar shard(s) but no dataset.json" in r.stderr and "train-{000000..000007}.tar" in r.stderr
+
+
 def test_unmatched_pattern_fails_before_training(tmp_path):
     cfg = tiny_config(tmp_path / "run", data={"source": str(tmp_path / "none-{000..003}.tar"), "max_images": None})
     r = run_cli(["train", write_config(tmp_path / "c.yaml", cfg)])
