@@ -1,8 +1,10 @@
 """``bigtrain export``: a checkpoint's G_ema -> an export folder, each format checked as it is made."""
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
 from typing import Callable
 
@@ -30,6 +32,32 @@ def parse_formats(text: str) -> list[str]:
     return [f for f in FORMATS if f in names]  # safetensors + config.json are always written
 
 
+def _refuse_run_dir(out: str, checkpoint: str) -> None:
+    """An export goes in a folder of its own: not the run dir, its checkpoints folder, or any
+    folder that holds checkpoints (moving files in would mix the two, and a later export would
+    delete what it takes for an earlier export's graph)."""
+    ckpt_dir = os.path.dirname(os.path.realpath(checkpoint))
+    run_dir = os.path.dirname(ckpt_dir) if os.path.basename(ckpt_dir) == "checkpoints" else ckpt_dir
+    target = os.path.realpath(out)
+    if (target in (ckpt_dir, run_dir) or os.path.isdir(os.path.join(target, "checkpoints"))
+            or glob.glob(os.path.join(glob.escape(target), "ckpt-*.pt"))):
+        raise ExportError(f"--out {out} is a run dir or holds checkpoints; give the export a folder of its own")
+
+
+def _remove_dead_staging(out: str) -> None:
+    """Staging folders beside ``out`` left by an export that was killed (its process is gone)."""
+    for folder in glob.glob(glob.escape(out) + ".staging-*"):
+        m = re.fullmatch(r"\.staging-(\d+)", folder[len(out):])
+        if not m or not os.path.isdir(folder):
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (PermissionError, OverflowError):
+            pass  # alive (another user's), or not a PID: left alone
+
+
 def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetensors",), dtype: str = "float32",
                      trunc: float | None = None, standing_stats: int = 0,
                      printer: Callable[[str], None] = print) -> dict:
@@ -46,6 +74,7 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
     if os.path.exists(out) and not os.path.isdir(out):
         raise ExportError(f"--out {out} is a file; give a folder")
     G, info = load_generator_from_checkpoint(checkpoint, "cpu")  # graphs are traced from the reference ops
+    _refuse_run_dir(out, info["checkpoint"])
     if standing_stats:
         run_standing_stats(G, standing_stats)
     sampler = Sampler(G, info["family"]).eval()
@@ -72,6 +101,7 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
     # Everything is written and checked in a staging folder beside ``out``, then moved in with
     # config.json last: a failure or a kill leaves an earlier export in ``out`` as it was.
     out = os.path.normpath(out)
+    _remove_dead_staging(out)
     stage = f"{out}.staging-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     os.makedirs(stage)

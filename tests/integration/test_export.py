@@ -9,6 +9,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -296,3 +298,22 @@ def test_bad_requests_fail_clearly(runs, export, tmp_path):
     assert r.returncode == 2 and "needs a StyleGAN2 generator" in r.stderr
     r = run_cli(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p")])
     assert r.returncode == 2 and "nowhere" in r.stderr
+
+
+def test_export_refuses_the_run_dir_and_clears_a_killed_exports_staging(runs, tmp_path):
+    run = runs["stylegan2"][0]
+    for out in (run, os.path.join(run, "checkpoints")):
+        r = run_cli(["export", run, "--out", out])
+        assert r.returncode == 2 and "is a run dir or holds checkpoints" in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(run, "config.json"))
+    # A staging folder whose export was killed (its process is gone) is cleared by the next export
+    # to the same --out; one whose process lives is left alone.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale, live = tmp_path / f"e.staging-{gone.pid}", tmp_path / f"e.staging-{os.getpid()}"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half written")
+    r = run_cli(["export", run, "--out", str(tmp_path / "e")])
+    assert r.returncode == 0, r.stderr
+    assert not stale.exists() and live.exists()
