@@ -544,6 +544,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)  # full tracebacks, for bug reports
     try:
         return args.fn(args)
+    except KeyboardInterrupt:  # a second Ctrl+C during training, or one anywhere else
+        print("bigtrain: interrupted (Ctrl+C): stopped at once; nothing was written for the step under way",
+              file=sys.stderr)
+        return 130
     except ConfigError as e:
         print(f"bigtrain: {e}", file=sys.stderr)
         return 2
@@ -565,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
 # classes, so handling one never imports the others' modules (whose dependencies, e.g. submitit
 # or pillow, a kernels-only environment may lack).
 _ERRORS = {"DataError": (4, "data error: "), "TrainingDiverged": (3, ""), "SubmitError": (5, ""),
-           "KernelBuildError": (6, ""), "RunDirBusy": (7, ""), "Interrupted": (None, "")}
+           "KernelBuildError": (6, ""), "RunDirBusy": (7, ""), "RunIOError": (8, ""),
+           "Interrupted": (None, "")}
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ one from an untrusted source cannot run code.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import glob
 import os
@@ -41,6 +42,23 @@ def save_atomic(obj: dict, path: str) -> None:
     write_atomic(path, lambda f: torch.save(obj, f))
 
 
+class _Recording:
+    """A binary file whose first refused write's OSError is kept for the caller to raise."""
+
+    def __init__(self, f: BinaryIO):
+        self._f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
 def write_atomic(path: str, write: Callable[[BinaryIO], object]) -> None:
     """``write(f)`` into a temp file beside ``path``, fsynced, renamed over ``path``, the folder
     fsynced: a kill at any moment leaves the old file or the complete new one."""
@@ -49,7 +67,17 @@ def write_atomic(path: str, write: Callable[[BinaryIO], object]) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            write(f)
+            out = _Recording(f)
+            try:
+                write(out)
+            except Exception as e:
+                # torch's zip writer swallows the OSError of a refused write (a full disk, a file
+                # size limit) and raises "unexpected pos"; surface the file system's own error.
+                if out.error is not None:
+                    raise OSError(out.error.errno, out.error.strerror, tmp) from None
+                if isinstance(e, RuntimeError) and ("inline_container" in str(e) or "write" in str(e).lower()):
+                    raise OSError(errno.EIO, f"write failed ({str(e).splitlines()[0]})", tmp) from None
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -72,20 +100,73 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+def content_digest(obj) -> str:
+    """SHA-256 of a checkpoint's content: every tensor's dtype, shape and bytes and every plain
+    value, in a fixed order (dict keys sorted). Written into the checkpoint at save and checked at
+    load, so a flipped byte in a tensor or a value is found, not trained on."""
+    h = hashlib.sha256()
+
+    def walk(x) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(x.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, dict):
+            h.update(f"D{len(x)}".encode())
+            for k in sorted(x, key=repr):
+                h.update(repr(k).encode())
+                walk(x[k])
+        elif isinstance(x, (list, tuple)):
+            h.update(f"L{len(x)}".encode())
+            for v in x:
+                walk(v)
+        else:
+            h.update(f"V{type(x).__name__}:{x!r}".encode())
+    walk(obj)
+    return h.hexdigest()
+
+
+def folder_digest(folder: str) -> dict[str, str]:
+    """relative path -> SHA-256 of every file under ``folder`` (a DeepSpeed .ds folder)."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            full = os.path.join(root, name)
+            out[os.path.relpath(full, folder)] = sha256_file(full)
+    return dict(sorted(out.items()))
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint that does not load, or whose content differs from the digest written with it."""
+
+
 def load_state(path: str) -> dict:
-    """Load a training-state checkpoint without unpickling arbitrary objects."""
+    """Load a training-state checkpoint without unpickling arbitrary objects, and check it against
+    the digest written with it (checkpoints of bigtrain before the digest have none)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, or a pickle holding code objects
-        raise ValueError(f"checkpoint {path} cannot be loaded safely (corrupt, or not a bigtrain "
-                         f"checkpoint): {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # corrupt or truncated file, or a pickle holding code objects
+        raise DamagedCheckpoint(f"checkpoint {path} cannot be loaded safely (corrupt, truncated, or not a bigtrain "
+                                f"checkpoint): {type(e).__name__}: {str(e).splitlines()[0]}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path} is not a bigtrain training-state checkpoint")
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"checkpoint {path} has format version {state['format_version']}, newer than this "
                          f"bigtrain understands ({FORMAT_VERSION}); upgrade bigtrain")
+    digest = state.pop("digest", None)
+    if digest is not None:
+        if not isinstance(digest, dict) or content_digest(state) != digest.get("content"):
+            raise DamagedCheckpoint(f"checkpoint {path} is damaged: its content does not match the SHA-256 "
+                                    f"written with it")
+        if digest.get("ds") is not None:
+            folder = path[:-len(".pt")] + ".ds"
+            found = folder_digest(folder) if os.path.isdir(folder) else {}
+            bad = sorted(k for k in set(digest["ds"]) | set(found) if digest["ds"].get(k) != found.get(k))
+            if bad:
+                raise DamagedCheckpoint(f"checkpoint {path} is damaged: {len(bad)} file(s) of its DeepSpeed folder "
+                                        f"{folder} are missing, extra or changed (first: {bad[0]})")
     return state
 
 
@@ -122,7 +203,17 @@ class CheckpointManager:
         for stale in glob.glob(os.path.join(self.folder, "ckpt-*.pt.tmp*")):
             os.remove(stale)
         path = self.path_for(nimg)
-        save_atomic({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, path)
+        state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
+        ds = self.shard_folder(nimg)  # written before this .pt: its files' digests go into it
+        state["digest"] = {"algorithm": "sha256", "content": content_digest(state),
+                           "ds": folder_digest(ds) if os.path.isdir(ds) else None}
+        save_atomic(state, path)
+        # Room for the next one? (The folder's next checkpoint is about this one's size.)
+        size = os.path.getsize(path) + sum(os.path.getsize(os.path.join(ds, f)) for f in state["digest"]["ds"] or {})
+        free = shutil.disk_usage(self.folder).free
+        if free < size:
+            print(f"warning: {free / 2**20:.0f} MiB free under {self.folder}, less than the last checkpoint "
+                  f"({size / 2**20:.0f} MiB): the next one may not fit", flush=True)
         for old in self.list()[:-self.keep]:
             os.remove(old)
         # Shard folders of rotated-out checkpoints, or of writes killed before their .pt.
@@ -131,6 +222,18 @@ class CheckpointManager:
             if ds not in keep:
                 shutil.rmtree(ds, ignore_errors=True)
         return path
+
+
+def newest_intact(run_dir: str, warn: Callable[[str], None] = print) -> str | None:
+    """The newest checkpoint of the run dir that loads and matches its digest; each newer one that
+    does not is named in a warning (a truncated or damaged file is skipped, not fatal)."""
+    for path in reversed(CheckpointManager(checkpoint_dir(run_dir), 1).list()):
+        try:
+            load_state(path)
+            return path
+        except DamagedCheckpoint as e:
+            warn(f"warning: {e}; skipping it for the one before")
+    return None
 
 
 def resolve_resume(arg: str | None, run_dir: str) -> str | None:

@@ -12,10 +12,12 @@ import contextlib
 import copy
 import dataclasses
 import os
+import random
 import signal
 import time
 import types
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -64,6 +66,7 @@ class Progress:
     nimg: int = 0  # real images shown to D so far (global)
     step: int = 0  # iterations done
     tick: int = 0  # ticks done
+    tick_start_nimg: int = 0  # nimg where the tick under way began (a resume mid-tick ends it where it would have)
     nonfinite_total: int = 0  # iterations skipped for a non-finite loss
     nonfinite_run: int = 0  # ... of them in a row, now
 
@@ -149,8 +152,13 @@ class Trainer:
         self.grid_c = one_hot(torch.arange(n_grid) // per_class if nc else None, nc, n_grid, self.device)
         self._signals: set[int] = set()  # stop signals received, not yet acted on
         self.metrics = TrainingMetrics(cfg.metrics, self.data, self.strategy, self.device, self.run_dir, print0)
-        # Rank-local randomness (augmentation, noise inputs, style mixing) differs per rank.
-        torch.manual_seed(cfg.run.seed * 1_000_003 + self.env.rank)
+        # Rank-local randomness (augmentation, noise inputs, style mixing) differs per rank. Python's
+        # and numpy's generators are seeded alike: checkpoints save and restore them, so a library
+        # that draws from them is exact on resume and repeatable from the start.
+        rank_seed = cfg.run.seed * 1_000_003 + self.env.rank
+        torch.manual_seed(rank_seed)
+        random.seed(rank_seed)
+        np.random.seed(rank_seed % 2 ** 32)
         if resume:
             self.load(resume, config_source)
 
@@ -333,7 +341,8 @@ class Trainer:
             self._samples(obs)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         stats = TickStats()
-        tick_start, tick_start_nimg, t0 = time.time(), p.nimg, time.time()
+        tick_start, tick_start_nimg, t0 = time.time(), p.tick_start_nimg, time.time()
+        timed_from_nimg = p.nimg  # a tick's rates count this process's images only (not those before a resume)
         last_ckpt = None
         try:
             while p.nimg < total_nimg:
@@ -352,9 +361,10 @@ class Trainer:
                 # Maintenance tick.
                 self.settle_nonfinite()
                 p.tick += 1
+                p.tick_start_nimg = p.nimg  # the next tick starts here (checkpoints below record it)
                 now = time.time()
                 sec = now - tick_start
-                kimg_done = (p.nimg - tick_start_nimg) / 1000
+                kimg_done = (p.nimg - timed_from_nimg) / 1000
                 values = {
                     "Progress/kimg": p.kimg, "Progress/tick": p.tick,
                     "Progress/nonfinite_skipped": p.nonfinite_total,
@@ -383,6 +393,7 @@ class Trainer:
                     # Never during a non-finite streak: it would rotate the last good checkpoint out.
                     last_ckpt = self.save()
                 tick_start, tick_start_nimg = time.time(), p.nimg
+                timed_from_nimg = p.nimg
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -474,7 +485,8 @@ class Trainer:
         check_model_config(state, to_dict(self.cfg), self.model_info, path, config_source)
         # The stage (and so the wrapped parameter set) the checkpoint's last step ran at, before
         # loading: the next step moves on to the stage of nimg, as the uninterrupted run would.
-        self.progress = Progress(**state["progress"])
+        # Checkpoints before tick_start_nimg existed resume with a tick starting where they stopped.
+        self.progress = Progress(**{"tick_start_nimg": state["progress"]["nimg"], **state["progress"]})
         self._enter_stage(checkpoint_stage(state, self.cfg, self.model_info["resolution"]))
         try:
             self.G_ema.load_state_dict(state["nets"]["G_ema"])

@@ -6,7 +6,8 @@ import contextlib
 import gc
 import os
 
-from bigtrain.checkpoint import resolve_resume
+from bigtrain.checkpoint import checkpoint_dir, resolve_resume
+from bigtrain.checkpoint.state import newest_intact
 from bigtrain.checkpoint.lock import hold_run_dir
 from bigtrain.distributed import print0
 from bigtrain.train.config import TrainConfig
@@ -21,8 +22,21 @@ def train(cfg: TrainConfig, resume: str = "auto", config_source: str = "the conf
     # Rank 0, which writes the checkpoints, holds the run dir until the run ends: a second run on
     # it fails here, before it reads or writes anything (RunDirBusy, exit code 7).
     held = hold_run_dir(cfg.run.dir) if DistEnv.from_environ().rank == 0 else contextlib.nullcontext()
-    with held:
-        return _train(cfg, resume, config_source)
+    try:
+        with held:
+            return _train(cfg, resume, config_source)
+    except OSError as e:
+        if e.errno is None:  # bigtrain's own messages (a data source that does not exist, ...)
+            raise
+        # Disk full, permission denied, a folder gone: one line naming what failed and what is left.
+        newest = newest_intact(cfg.run.dir, warn=lambda _: None)
+        what = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        raise RunIOError(f"I/O error, training stopped: {what}; the newest intact checkpoint is "
+                         f"{newest or 'none'}" + (" (resume from it once the cause is fixed)" if newest else "")) from None
+
+
+class RunIOError(Exception):
+    """Training stopped because a read or write of the file system failed (exit code 8)."""
 
 
 def _train(cfg: TrainConfig, resume: str, config_source: str) -> str | None:
@@ -32,7 +46,15 @@ def _train(cfg: TrainConfig, resume: str, config_source: str) -> str | None:
     if resume == "none" and newest:
         raise ValueError(f"run dir {cfg.run.dir} already holds checkpoints; resume with --resume auto "
                          f"or choose a new run.dir=...")
-    start = None if resume == "none" else newest if resume == "auto" else resolve_resume(resume, cfg.run.dir)
+    if resume == "auto":
+        # The newest checkpoint that loads and matches its digest; a truncated or damaged newer
+        # one is named in a warning and passed over.
+        start = newest = newest_intact(cfg.run.dir, print0)
+        if start is None and resolve_resume("auto", cfg.run.dir):
+            raise ValueError(f"no checkpoint in {checkpoint_dir(cfg.run.dir)} is intact (see the warnings above); "
+                             f"resume from another with --resume PATH, or start over in another run.dir=...")
+    else:
+        start = None if resume == "none" else resolve_resume(resume, cfg.run.dir)
     trainer = Trainer(cfg, resume=start, config_source=config_source)
     strategy = trainer.strategy
     try:

@@ -94,6 +94,42 @@ def test_rerun_resumes_and_reports_complete(trained, tmp_path):
     assert r.returncode == 2 and "already holds checkpoints" in r.stderr
 
 
+def test_a_truncated_newest_checkpoint_is_named_and_passed_over(trained, tmp_path):
+    run_dir = copy_run(trained[0], tmp_path / "run")
+    newest, before = (run_dir / "checkpoints" / f"ckpt-{n:012d}.pt" for n in (64, 48))
+    newest.write_bytes(newest.read_bytes()[:newest.stat().st_size // 3])  # as a full disk or a crash leaves it
+    path = write_config(tmp_path / "tiny.yaml", tiny_config(run_dir))
+    r = run_cli(["train", path, "train.total_kimg=0.056"])
+    assert r.returncode == 0, r.stderr
+    assert f"warning: checkpoint {newest} cannot be loaded safely" in r.stdout and "skipping it" in r.stdout
+    assert f"resumed from {before} at kimg 0.048" in r.stdout
+    r = run_cli(["train", path, "--resume", str(newest)])
+    assert r.returncode == 2 and f"checkpoint {newest} cannot be loaded safely" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_failed_checkpoint_write_ends_in_one_line_naming_the_newest_intact_checkpoint(tmp_path):
+    """A write that the file system refuses, injected with RLIMIT_FSIZE (the process may write no
+    file over 300 KB: the 450 KB checkpoint fails with EFBIG, as a full disk fails with ENOSPC)."""
+    import resource
+    path = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "run", train={"total_kimg": 0.016}))
+    assert run_cli(["train", path]).returncode == 0
+    good = tmp_path / "run" / "checkpoints" / "ckpt-000000000016.pt"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+    r = subprocess.run([sys.executable, "-m", "bigtrain", "train", path, "train.total_kimg=0.064"], text=True,
+                       capture_output=True, timeout=300, preexec_fn=limit,
+                       env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
+    assert r.returncode == 8, r.stdout + r.stderr
+    err = r.stderr.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    assert err.startswith("bigtrain: I/O error, training stopped: File too large") and "ckpt-000000000032.pt" in err
+    assert err.endswith(f"the newest intact checkpoint is {good} (resume from it once the cause is fixed)")
+    assert sorted(os.listdir(good.parent)) == [good.name]  # no temp file left behind
+    assert load_state(str(good))["progress"]["nimg"] == 16
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_writes_checkpoint_then_resume_continues(tmp_path, sig):
     cfg = tiny_config(tmp_path / "run", train={"total_kimg": 50}, checkpoint={"interval_ticks": 1000})
@@ -122,6 +158,26 @@ def test_signal_writes_checkpoint_then_resume_continues(tmp_path, sig):
     assert r.returncode == 0, r.stderr
     assert f"resumed from {ckpts[0]} at kimg {nimg / 1000:.3f}" in r.stdout
     assert load_state(CheckpointManager(str(tmp_path / "run" / "checkpoints"), 3).latest())["progress"]["nimg"] == nimg + 16
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
+    cfg = tiny_config(tmp_path / "run", train={"total_kimg": 50}, checkpoint={"interval_ticks": 1000})
+    proc = subprocess.Popen([sys.executable, "-m", "bigtrain", "train", write_config(tmp_path / "c.yaml", cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    deadline = time.time() + 120
+    for line in proc.stdout:
+        if line.startswith("tick 1") or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    for line in proc.stdout:  # the first Ctrl+C is acknowledged; the second one aborts the step
+        if line.startswith("received signal"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "interrupted (Ctrl+C): stopped at once" in err or "checkpoint written to" in out  # or it had finished
 
 
 def test_a_second_run_on_a_held_run_dir_fails_at_once_and_a_killed_run_frees_it(tmp_path):

@@ -90,3 +90,46 @@ def test_resume_may_change_schedule_keys(tmp_path):
     assert longer.progress.nimg == 16
     longer.run()
     assert longer.progress.nimg == 32
+
+
+def test_python_and_numpy_generators_are_seeded_from_run_seed(tmp_path):
+    """Checkpoints save Python's and numpy's generator states; a run seeds them from run.seed too,
+    so a draw from either is the same in every run of one config (and another seed changes it)."""
+    import random
+
+    import numpy as np
+    draws = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        _trainer(tiny_config(tmp_path / name, run={"dir": str(tmp_path / name), "seed": seed}), tmp_path, name)
+        draws.append((random.random(), float(np.random.random())))
+    assert draws[0] == draws[1] and draws[0][0] != draws[2][0] and draws[0][1] != draws[2][1]
+
+
+def test_a_resume_in_the_middle_of_a_tick_ends_that_tick_where_the_straight_run_does(tmp_path):
+    """Stopped by a signal at 40 images (ticks of 16), resumed: ticks at 48 and 64 as straight,
+    numbered 3 and 4, not at 56 (a tick restarted at the resume point)."""
+    import json
+    import signal
+
+    from bigtrain.train.loop import Interrupted
+
+    def ticks(run):
+        rows = [json.loads(line) for line in open(run / "stats.jsonl")]
+        return [(r["Progress/tick"], round(r["Progress/kimg"] * 1000)) for r in rows]
+
+    straight = _trainer(tiny_config(tmp_path / "straight"), tmp_path, "straight")
+    straight.run()
+    first = _trainer(tiny_config(tmp_path / "split"), tmp_path, "first")
+    step = first.train_step
+
+    def stop_at_40(stats):
+        step(stats)
+        if first.progress.nimg == 40:
+            first._signals.add(signal.SIGTERM)  # as the handler records a delivered SIGTERM
+    first.train_step = stop_at_40
+    with pytest.raises(Interrupted) as stop:
+        first.run()
+    first.strategy.teardown()
+    second = _trainer(tiny_config(tmp_path / "split"), tmp_path, "second", resume=stop.value.checkpoint)
+    second.run()
+    assert ticks(tmp_path / "split") == ticks(tmp_path / "straight") == [(1, 16), (2, 32), (3, 48), (4, 64)]

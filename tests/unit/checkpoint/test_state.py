@@ -98,3 +98,45 @@ def test_rng_state_round_trip():
     restore_rng(state)
     b = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def _flip_a_byte_inside_the_largest_tensor(path) -> None:
+    """Flip one bit in the middle of the largest tensor's stored bytes (torch's zip stores them
+    uncompressed, and torch.load does not check the zip's CRCs)."""
+    import struct
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    with open(path, "r+b") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", f.read(4))
+        pos = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+        f.seek(pos)
+        byte = f.read(1)[0]
+        f.seek(pos)
+        f.write(bytes([byte ^ 0x10]))
+
+
+def test_a_flipped_byte_or_a_truncation_is_found_and_auto_resume_takes_the_one_before(tmp_path):
+    from bigtrain.checkpoint.state import DamagedCheckpoint, newest_intact
+    run = tmp_path / "run"
+    ckpts = CheckpointManager(str(run / "checkpoints"), 3)
+    for nimg in (16, 32):
+        ckpts.save({"nets": {"w": torch.randn(4096, generator=torch.Generator().manual_seed(nimg))},
+                    "progress": {"nimg": nimg, "lr": 0.002}, "rng": [1, (2, 3)]}, nimg)
+    assert load_state(ckpts.path_for(32))["progress"] == {"nimg": 32, "lr": 0.002}
+    assert newest_intact(str(run)) == ckpts.path_for(32)
+
+    _flip_a_byte_inside_the_largest_tensor(ckpts.path_for(32))
+    assert torch.load(ckpts.path_for(32), weights_only=True)["progress"]["nimg"] == 32  # torch alone sees nothing
+    with pytest.raises(DamagedCheckpoint, match="ckpt-000000000032.pt is damaged: its content does not match"):
+        load_state(ckpts.path_for(32))
+    warnings = []
+    assert newest_intact(str(run), warnings.append) == ckpts.path_for(16)
+    assert len(warnings) == 1 and "ckpt-000000000032.pt" in warnings[0] and "skipping it" in warnings[0]
+
+    data = open(ckpts.path_for(16), "rb").read()
+    open(ckpts.path_for(16), "wb").write(data[:len(data) // 2])
+    with pytest.raises(DamagedCheckpoint, match="truncated"):
+        load_state(ckpts.path_for(16))
+    assert newest_intact(str(run), warnings.append) is None

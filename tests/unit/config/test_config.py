@@ -249,7 +249,7 @@ def test_non_finite_numbers_are_refused_naming_key_and_source(tmp_path, override
     msg = error_of(write(tmp_path, "model: stylegan2\n"), [override])
     key = override.split("=")[0]
     assert f"command-line override '{override}'" in msg and f"key '{key}': expected a finite number, got {shown}" in msg
-    msg = error_of(write(tmp_path, f"train:\n  g_lr: .inf\n", "inf.yaml"))
+    msg = error_of(write(tmp_path, "train:\n  g_lr: .inf\n", "inf.yaml"))
     assert "inf.yaml" in msg and "key 'train.g_lr': expected a finite number" in msg
 
 
