@@ -136,6 +136,15 @@ def folder_digest(folder: str) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+def seal(state: dict, ds_folder: str | None = None) -> dict:
+    """``state`` with its ``digest``: of its content, and of the files of its DeepSpeed folder when
+    it has one. (A digest finds damage, not forgery: anyone can seal a file they wrote.)"""
+    state = {k: v for k, v in state.items() if k != "digest"}
+    state["digest"] = {"algorithm": "sha256", "content": content_digest(state),
+                       "ds": folder_digest(ds_folder) if ds_folder and os.path.isdir(ds_folder) else None}
+    return state
+
+
 class DamagedCheckpoint(ValueError):
     """A checkpoint that does not load, or whose content differs from the digest written with it."""
 
@@ -203,10 +212,8 @@ class CheckpointManager:
         for stale in glob.glob(os.path.join(self.folder, "ckpt-*.pt.tmp*")):
             os.remove(stale)
         path = self.path_for(nimg)
-        state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
         ds = self.shard_folder(nimg)  # written before this .pt: its files' digests go into it
-        state["digest"] = {"algorithm": "sha256", "content": content_digest(state),
-                           "ds": folder_digest(ds) if os.path.isdir(ds) else None}
+        state = seal({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, ds)
         save_atomic(state, path)
         # Room for the next one? (The folder's next checkpoint is about this one's size.)
         size = os.path.getsize(path) + sum(os.path.getsize(os.path.join(ds, f)) for f in state["digest"]["ds"] or {})

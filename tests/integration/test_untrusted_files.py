@@ -6,6 +6,8 @@ import pytest
 import torch
 from conftest import run_cli, tiny_config, train_once
 
+from bigtrain.checkpoint.state import seal
+
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
@@ -20,7 +22,7 @@ def test_eval_never_runs_or_fetches_the_data_a_checkpoint_names(checkpoint, tmp_
     state = torch.load(checkpoint, weights_only=True)
     state["config"]["data"]["source"] = source.format(marker=marker)
     crafted = tmp_path / "crafted.pt"
-    torch.save(state, crafted)
+    torch.save(seal(state), crafted)  # a hostile file carries a digest that matches it
     r = run_cli(["eval", str(crafted), "--metrics", "fid4", "--batch", "4", "--no-cache"])
     assert r.returncode == 2, r.stdout + r.stderr
     assert f"{crafted} names its training data" in r.stderr and "a command or URL" in r.stderr
