@@ -145,6 +145,14 @@ def seal(state: dict, ds_folder: str | None = None) -> dict:
     return state
 
 
+def load_error(e: Exception) -> str:
+    """One line for a failed weights-only load: what the file asked for (torch's message opens with
+    advice to load with code allowed, which is not shown), else the first line."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    refused = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln]
+    return f"{type(e).__name__}: {(refused or lines or [''])[0]}"
+
+
 class DamagedCheckpoint(ValueError):
     """A checkpoint that does not load, or whose content differs from the digest written with it."""
 
@@ -158,7 +166,7 @@ def load_state(path: str) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt or truncated file, or a pickle holding code objects
         raise DamagedCheckpoint(f"checkpoint {path} cannot be loaded safely (corrupt, truncated, or not a bigtrain "
-                                f"checkpoint): {type(e).__name__}: {str(e).splitlines()[0]}") from None
+                                f"checkpoint): {load_error(e)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path} is not a bigtrain training-state checkpoint")
     if state.get("format_version", 0) > FORMAT_VERSION:

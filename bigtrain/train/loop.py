@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import errno
 import os
 import random
 import signal
@@ -151,6 +152,7 @@ class Trainer:
         self.grid_z = latents_from_seeds(list(range(n_grid)), G.z_dim, self.device)
         self.grid_c = one_hot(torch.arange(n_grid) // per_class if nc else None, nc, n_grid, self.device)
         self._signals: set[int] = set()  # stop signals received, not yet acted on
+        self._io_error: OSError | None = None  # a failed write of logs or samples (rank 0), see _log
         self.metrics = TrainingMetrics(cfg.metrics, self.data, self.strategy, self.device, self.run_dir, print0)
         # Rank-local randomness (augmentation, noise inputs, style mixing) differs per rank. Python's
         # and numpy's generators are seeded alike: checkpoints save and restore them, so a library
@@ -379,16 +381,22 @@ class Trainer:
                        for k, v in self.data.stats().items()},
                     **{k: self.strategy.all_reduce(torch.tensor(v), "mean").item() for k, v in stats.means().items()},
                 }
-                obs.scalars(values, p.kimg, p.nimg)
+                self._log(obs.scalars, values, p.kimg, p.nimg)
                 eta = (total_nimg - p.nimg) / max(values["Timing/img_per_sec"], 1e-9)
                 grow = f"res {self.stage.resolution:<4d}alpha {self.stage.alpha:<6.3f}" if cfg.grow.enabled else ""
-                obs.line(f"tick {p.tick:<4d} kimg {p.kimg:<9.3f} {grow}sec/kimg {values['Timing/sec_per_kimg']:<7.2f} "
+                self._log(obs.line, f"tick {p.tick:<4d} kimg {p.kimg:<9.3f} {grow}sec/kimg {values['Timing/sec_per_kimg']:<7.2f} "
                          f"img/s {values['Timing/img_per_sec']:<7.1f} G {values.get('Loss/G/main', float('nan')):<7.3f}"
                          f"D {values.get('Loss/D/main', float('nan')):<7.3f} ETA {eta / 60:.1f} min")
                 if cfg.log.image_ticks and (p.tick % cfg.log.image_ticks == 0 or done):
-                    self._samples(obs)
+                    self._log(self._samples, obs)
                 if self.metrics.due(tick_start_nimg, p.nimg, done):
                     self._evaluate(obs, t0)
+                # A write of logs or samples failed on rank 0 (disk full, a folder gone): every rank
+                # writes a checkpoint now, keeping the work since the last one if the disk allows
+                # it, and the run stops naming the failure and the newest intact checkpoint.
+                if self.strategy.all_reduce(torch.tensor(float(self._io_error is not None)), "max").item():
+                    self.save()
+                    raise self._io_error or OSError(errno.EIO, "rank 0 could not write its logs (see its message)")
                 if (p.tick % cfg.checkpoint.interval_ticks == 0 or done) and p.nonfinite_run == 0:
                     # Never during a non-finite streak: it would rotate the last good checkpoint out.
                     last_ckpt = self.save()
@@ -417,14 +425,27 @@ class Trainer:
             standing_stats(self.G_ema, self.cfg.log.standing_stats, self.batch_gpu, self.device)
         values, sec = m.evaluate(self.G_ema)
         share = m.seconds / max(time.time() - t0, 1e-9)
-        obs.scalars({**{f"Metrics/{k}": v for k, v in values.items()}, "Timing/metrics_sec": sec,
-                     "Timing/metrics_share": share}, p.kimg, p.nimg)
+        self._log(obs.scalars, {**{f"Metrics/{k}": v for k, v in values.items()}, "Timing/metrics_sec": sec,
+                                "Timing/metrics_share": share}, p.kimg, p.nimg)
         line = (f"metrics at kimg {p.kimg:.3f}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items())
                 + f" ({sec:.0f} s; evaluation is {100 * share:.0f}% of this run's time so far)")
         if self.strategy.is_main and m.improves(values):
-            self.save_best(values)
+            self._log(self.save_best, values)
             line += f"; new best {m.best.name}: {m.best_path}"
-        obs.line(line)
+        self._log(obs.line, line)
+
+    def _log(self, write, *args) -> None:
+        """``write(*args)``, a write of logs, samples or best.pt. An I/O error there does not end
+        the run on the spot (rank 0 alone would leave the others waiting): it is kept, and the tick
+        ends with a checkpoint and a stop (run)."""
+        if self._io_error is not None:
+            return
+        try:
+            write(*args)
+        except OSError as e:
+            if e.errno is None:
+                raise
+            self._io_error = e
 
     def save_best(self, values: dict) -> str:
         """checkpoints/best.pt: G_ema with its config and scores, for generate, eval and export
@@ -491,7 +512,7 @@ class Trainer:
         try:
             self.G_ema.load_state_dict(state["nets"]["G_ema"])
             for k, w in self.wrapped.items():
-                self.strategy.load_state_dict(w, state["strategy"][k], os.path.dirname(path))
+                self.strategy.load_state_dict(w, state["strategy"][k], os.path.splitext(path)[0] + ".ds")
         except (RuntimeError, KeyError) as e:
             raise ValueError(f"checkpoint {path} does not fit the model built from {config_source}: "
                              f"{str(e).splitlines()[0]}") from None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,6 +129,24 @@ def test_a_failed_checkpoint_write_ends_in_one_line_naming_the_newest_intact_che
     assert err.endswith(f"the newest intact checkpoint is {good} (resume from it once the cause is fixed)")
     assert sorted(os.listdir(good.parent)) == [good.name]  # no temp file left behind
     assert load_state(str(good))["progress"]["nimg"] == 16
+
+
+def test_a_log_write_failing_between_checkpoints_checkpoints_then_stops_in_one_line(tmp_path):
+    """The run's samples/ folder is replaced by a file mid-run (a folder gone; a full disk fails the
+    same writes): the tick saves a checkpoint of the work since the last one, then stops."""
+    cfg = tiny_config(tmp_path / "run", train={"total_kimg": 0.016}, log={"image_ticks": 1},
+                      checkpoint={"interval_ticks": 4})
+    path = write_config(tmp_path / "c.yaml", cfg)
+    assert run_cli(["train", path]).returncode == 0
+    samples = tmp_path / "run" / "samples"
+    shutil.rmtree(samples)
+    samples.write_text("not a folder")
+    r = run_cli(["train", path, "train.total_kimg=0.064"])
+    assert r.returncode == 8, r.stdout + r.stderr
+    newest = tmp_path / "run" / "checkpoints" / "ckpt-000000000032.pt"  # not due until kimg 0.080: written for the fault
+    assert r.stderr.strip() == (f"bigtrain: I/O error, training stopped: File exists: {samples}; the newest intact "
+                                f"checkpoint is {newest} (resume from it once the cause is fixed)"), r.stderr
+    assert load_state(str(newest))["progress"]["nimg"] == 32
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

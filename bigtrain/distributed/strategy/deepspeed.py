@@ -14,6 +14,12 @@
 - Checkpoints: each engine writes its (possibly partitioned) state with save_checkpoint
   into ``ckpt-<nimg>.ds/<net>/`` beside our ``ckpt-<nimg>.pt``, which is written last and
   is what marks the checkpoint complete. Resuming needs the same world size.
+- Loading those files never runs code from them: each engine's checkpoint engine is wrapped so
+  that its loads use ``torch.load(weights_only=True)`` with an allow-list of the four plain
+  DeepSpeed classes its files hold (``_SafeLoads``), instead of DeepSpeed's
+  ``weights_only=False``; the folder is the one beside the ``.pt`` being resumed, never a path
+  read from it; and DeepSpeed's universal-checkpoint loader (which loads unsafely on its own
+  paths) is refused in the config.
 
 User settings pass through from ``distributed.deepspeed_config`` (merged over ours).
 """
@@ -33,6 +39,36 @@ def deep_merge(base: dict, extra: dict) -> dict:
     for k, v in extra.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def _ds_allowed_globals() -> list:
+    """The classes DeepSpeed 0.19's ZeRO 0-3 checkpoint files hold besides tensors and containers
+    (found by listing the GLOBAL opcodes of each stage's files, fp32 and bf16). Plain data
+    classes and an enum: weights_only builds them without calling their methods."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+class _SafeLoads:
+    """DeepSpeed's checkpoint engine with ``load`` replaced by a weights-only load: a file of a
+    ``.ds`` folder holding anything else (a pickled callable, code) is refused, nothing run."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def load(self, path: str, map_location=None):
+        try:
+            with torch.serialization.safe_globals(_ds_allowed_globals()):
+                return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:
+            from bigtrain.checkpoint.state import DamagedCheckpoint, load_error
+            raise DamagedCheckpoint(f"DeepSpeed file {path} cannot be loaded safely (it holds something other "
+                                    f"than tensors and DeepSpeed's plain state, or is corrupt): {load_error(e)}") from None
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
 
 
 class DeepSpeedStrategy(DDPStrategy):
@@ -63,6 +99,11 @@ class DeepSpeedStrategy(DDPStrategy):
                 f"config error in {source}: key 'distributed.zero_stage': orthogonal regularization "
                 "(loss.ortho_weight) reads G's weights outside its forward pass, where ZeRO-3 keeps them "
                 "partitioned; use zero_stage 1 or 2, or set loss.ortho_weight to 0")
+        if (self.user_config.get("checkpoint") or {}).get("load_universal"):
+            raise ConfigError(
+                f"config error in {source}: key 'distributed.deepspeed_config.checkpoint.load_universal': bigtrain's "
+                "DeepSpeed checkpoints are not universal checkpoints, and DeepSpeed's universal loader unpickles "
+                "files with code allowed; remove the key")
         penalties = [k for k in ("r1_gamma", "pl_weight", "gp_weight") if getattr(cfg.loss, k) > 0]
         if self.zero_stage == 3 and penalties:
             raise ConfigError(
@@ -99,6 +140,7 @@ class DeepSpeedStrategy(DDPStrategy):
         engine, ds_optimizer, _, _ = deepspeed.initialize(model=net, optimizer=make_optimizer(params),
                                                           config=self.ds_config())
         w.requires_grad_(False)
+        engine.checkpoint_engine = _SafeLoads(engine.checkpoint_engine)
         self.engines[name] = engine
         # Forward passes call the module itself, never engine.forward: the engine hooks its
         # outputs for torch-style backward, and the autograd.grad calls of R1 and path length
@@ -169,6 +211,15 @@ class DeepSpeedStrategy(DDPStrategy):
         if state["zero_stage"] != self.zero_stage:
             raise ValueError(f"this deepspeed checkpoint was written at ZeRO stage {state['zero_stage']}; "
                              f"set distributed.zero_stage={state['zero_stage']} to resume it")
-        path = os.path.join(folder, state["deepspeed_dir"])
+        # The folder is the .ds beside the .pt being resumed; the path the .pt stores is only
+        # checked (an absolute or ../ path there once loaded any folder on disk).
+        expected = os.path.join(os.path.basename(folder), w.name)
+        if state["deepspeed_dir"] != expected:
+            from bigtrain.checkpoint.state import DamagedCheckpoint
+            raise DamagedCheckpoint(f"this checkpoint names its DeepSpeed state {state['deepspeed_dir']!r}; bigtrain "
+                                    f"reads only the folder beside it ({expected!r})")
+        path = os.path.join(folder, w.name)
+        if not os.path.isdir(os.path.join(path, "state")):
+            raise FileNotFoundError(f"DeepSpeed state {path} of this checkpoint is missing")
         self.engines[w.name].load_checkpoint(path, tag="state", load_optimizer_states=True,
                                              load_lr_scheduler_states=False)
