@@ -6,7 +6,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from bigtrain.checkpoint import load_state
+from bigtrain.checkpoint.schema import Checkpoint
 from bigtrain.checkpoint.state import resolve_resume
 from bigtrain.config import build
 from bigtrain.models import get_family
@@ -21,15 +21,14 @@ def load_generator_from_checkpoint(path: str, device: str | torch.device = "cpu"
     "config" (its TrainConfig). ``path`` may be a checkpoint file or a run dir."""
     if os.path.isdir(path):
         path = resolve_resume(path, path)
-    state = load_state(path)
+    ckpt = Checkpoint.read(path)
     from bigtrain.train.config import TrainConfig
-    cfg = build(TrainConfig, state["config"], sources=f"the config stored in {path}")
-    info = dict(state["model_info"], checkpoint=path, config=cfg, kind=state.get("kind", "train"),
-                kimg=state["progress"]["nimg"] / 1000, best=state.get("best"))
+    cfg = build(TrainConfig, ckpt.config, sources=f"the config stored in {path}")
+    info = dict(ckpt.model_info, checkpoint=path, config=cfg, kind=ckpt.kind, kimg=ckpt.nimg / 1000, best=ckpt.best)
     G = get_family(info["family"]).build_generator(cfg.generator, info["resolution"], info["channels"], info["c_dim"])
-    G.load_state_dict(state["nets"]["G_ema"])
+    G.load_state_dict(ckpt.G_ema)
     # A checkpoint taken while growing makes images at its stage (upsampled to full size here).
-    stage = checkpoint_stage(state, cfg, info["resolution"])
+    stage = checkpoint_stage(ckpt, cfg, info["resolution"])
     set_stage(G, stage.resolution, stage.alpha)
     return G.eval().requires_grad_(False).to(device), info
 

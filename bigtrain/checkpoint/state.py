@@ -239,18 +239,6 @@ class CheckpointManager:
         return path
 
 
-def newest_intact(run_dir: str, warn: Callable[[str], None] = print) -> str | None:
-    """The newest checkpoint of the run dir that loads and matches its digest; each newer one that
-    does not is named in a warning (a truncated or damaged file is skipped, not fatal)."""
-    for path in reversed(CheckpointManager(checkpoint_dir(run_dir), 1).list()):
-        try:
-            load_state(path)
-            return path
-        except DamagedCheckpoint as e:
-            warn(f"warning: {e}; skipping it for the one before")
-    return None
-
-
 def resolve_resume(arg: str | None, run_dir: str) -> str | None:
     """``--resume auto`` -> newest checkpoint in the run dir (None if there is none);
     a folder -> newest checkpoint in it (or its checkpoints/); a file -> itself."""

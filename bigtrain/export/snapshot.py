@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from bigtrain.checkpoint import sha256_file, write_atomic
+from bigtrain.checkpoint.schema import size_problem
 
 FORMAT = "bigtrain-generator"
 FORMAT_VERSION = 1
@@ -114,13 +115,9 @@ def read_config(folder: str) -> dict:
         if key not in config:
             raise ExportError(f"{path}: key '{key}' is missing")
     # Sizes bound before any network is built from them (a huge or zero resolution made a traceback).
-    for key, low, high, what in (("resolution", 4, 8192, "a power of 2 from 4 to 8192"),
-                                 ("channels", 1, 4, "an integer from 1 to 4"),
-                                 ("c_dim", 0, 1_000_000, "an integer from 0 to 1000000")):
-        v = config[key]
-        if (not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high
-                or (key == "resolution" and v & (v - 1))):
-            raise ExportError(f"{path}: key '{key}' must be {what}, got {v!r}")
+    problem = size_problem(config)
+    if problem:
+        raise ExportError(f"{path}: {problem}")
     return config
 
 

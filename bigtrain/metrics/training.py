@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 
-import torch
 
 from bigtrain.checkpoint import write_atomic
 from bigtrain.config import require
@@ -108,11 +107,11 @@ class TrainingMetrics:
         comparing against it); None when there is none or it scored another metric."""
         if not os.path.isfile(self.best_path):
             return None
+        from bigtrain.checkpoint.schema import Checkpoint
         try:
-            state = torch.load(self.best_path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:
-            return None  # unreadable: the next evaluation replaces it
-        kept = state.get("best", {})
+            kept = Checkpoint.read(self.best_path).best or {}
+        except ValueError:
+            return None  # unreadable or damaged: the next evaluation replaces it
         return kept.get("value") if kept.get("metric") == self.best.name else None
 
     def improves(self, values: dict) -> bool:

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bigtrain.checkpoint import CheckpointManager, capture_rng, checkpoint_dir, load_state, restore_rng
-from bigtrain.checkpoint.state import FORMAT, FORMAT_VERSION, save_atomic
+from bigtrain.checkpoint import CheckpointManager, capture_rng, checkpoint_dir, restore_rng
+from bigtrain.checkpoint.schema import Checkpoint
 from bigtrain.config import ConfigError, dump_yaml, to_dict
 from bigtrain.data import open_data
 from bigtrain.distributed import DistEnv, build_strategy, print0
@@ -451,12 +451,10 @@ class Trainer:
         """checkpoints/best.pt: G_ema with its config and scores, for generate, eval and export
         (it holds no optimizer or D state, so it cannot be resumed from). Rank 0 only."""
         m = self.metrics
-        save_atomic({"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "best",
-                     "config": to_dict(self.cfg), "model_info": self.model_info,
-                     "nets": {"G_ema": self.G_ema.state_dict()}, "progress": dataclasses.asdict(self.progress),
-                     "stage": dataclasses.asdict(self.stage),
-                     "best": {"metric": m.best.name, "value": values[m.best.name]}, "metrics": values},
-                    m.best_path)
+        Checkpoint(kind="best", config=to_dict(self.cfg), model_info=self.model_info,
+                   G_ema=self.G_ema.state_dict(), progress=dataclasses.asdict(self.progress),
+                   stage=dataclasses.asdict(self.stage), best={"metric": m.best.name, "value": values[m.best.name]},
+                   metrics=values).write(m.best_path)
         m.write_summary(values, self.progress.kimg)
         return m.best_path
 
@@ -475,44 +473,38 @@ class Trainer:
         obs.image("Samples/fakes", grid, self.progress.nimg, png)
 
     # ---------------------------------------------------------------- checkpoints
-    def state_dict(self, shard_folder: str | None = None) -> dict:
-        return {
-            "config": to_dict(self.cfg),
-            "model_info": self.model_info,
-            "nets": {"G_ema": self.G_ema.state_dict()},
-            "strategy": {k: self.strategy.state_dict(w, shard_folder) for k, w in self.wrapped.items()},
-            "loss": self.loss.state_dict(),
-            "progress": dataclasses.asdict(self.progress),
-            "stage": dataclasses.asdict(self.stage),  # of the last step: what the nets are wrapped for
+    def state_dict(self, shard_folder: str | None = None) -> Checkpoint:
+        return Checkpoint(
+            kind="train", config=to_dict(self.cfg), model_info=self.model_info, G_ema=self.G_ema.state_dict(),
+            progress=dataclasses.asdict(self.progress),
+            stage=dataclasses.asdict(self.stage),  # of the last step: what the nets are wrapped for
+            strategy={k: self.strategy.state_dict(w, shard_folder) for k, w in self.wrapped.items()},
+            loss=self.loss.state_dict(),
             # Every rank's generators: augmentation, noise and style mixing draw per rank.
-            "rng": self.strategy.all_gather_object(capture_rng()),
-            "data": self.data.state_dict(),
-        }
+            rng=self.strategy.all_gather_object(capture_rng()),
+            data=self.data.state_dict())
 
     def save(self) -> str | None:
         self.settle_nonfinite()  # the counters are part of the state
         # On every rank: a sharding strategy writes its shards into the .ds folder here.
-        state = self.state_dict(self.ckpt.shard_folder(self.progress.nimg))
+        ckpt = self.state_dict(self.ckpt.shard_folder(self.progress.nimg))
         self.strategy.barrier()
-        path = self.ckpt.save(state, self.progress.nimg) if self.strategy.is_main else None
+        path = self.ckpt.save(ckpt.to_state(), self.progress.nimg) if self.strategy.is_main else None
         self.strategy.barrier()
         return path
 
     def load(self, path: str, config_source: str) -> None:
-        state = load_state(path)
-        if state.get("kind") == "best":
-            raise ValueError(f"{path} is a best-metric snapshot: it holds G_ema only (no D, no optimizer state), "
-                             f"for generate, eval and export; resume from a ckpt-*.pt in the same folder")
-        check_model_config(state, to_dict(self.cfg), self.model_info, path, config_source)
+        ckpt = Checkpoint.read(path, kind="train")
+        check_model_config(ckpt, to_dict(self.cfg), self.model_info, path, config_source)
         # The stage (and so the wrapped parameter set) the checkpoint's last step ran at, before
         # loading: the next step moves on to the stage of nimg, as the uninterrupted run would.
         # Checkpoints before tick_start_nimg existed resume with a tick starting where they stopped.
-        self.progress = Progress(**{"tick_start_nimg": state["progress"]["nimg"], **state["progress"]})
-        self._enter_stage(checkpoint_stage(state, self.cfg, self.model_info["resolution"]))
+        self.progress = Progress(**{"tick_start_nimg": ckpt.nimg, **ckpt.progress})
+        self._enter_stage(checkpoint_stage(ckpt, self.cfg, self.model_info["resolution"]))
         try:
-            self.G_ema.load_state_dict(state["nets"]["G_ema"])
+            self.G_ema.load_state_dict(ckpt.G_ema)
             for k, w in self.wrapped.items():
-                self.strategy.load_state_dict(w, state["strategy"][k], os.path.splitext(path)[0] + ".ds")
+                self.strategy.load_state_dict(w, ckpt.strategy[k], os.path.splitext(path)[0] + ".ds")
         except (RuntimeError, KeyError) as e:
             raise ValueError(f"checkpoint {path} does not fit the model built from {config_source}: "
                              f"{str(e).splitlines()[0]}") from None
@@ -527,8 +519,8 @@ class Trainer:
                         st = w.optimizer.state.get(p, {})
                         if isinstance(st.get("step"), torch.Tensor):
                             st["step"] = st["step"].to(p.device, torch.float32)
-        self.loss.load_state_dict(state["loss"])
-        rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # older: rank 0's only
+        self.loss.load_state_dict(ckpt.loss)
+        rng = ckpt.rng if isinstance(ckpt.rng, list) else [ckpt.rng]  # older: rank 0's only
         if len(rng) == self.env.world_size:
             restore_rng(rng[self.env.rank])  # exact: each rank carries on with its own stream
         else:
@@ -537,11 +529,11 @@ class Trainer:
             restore_rng(rng[0])
             if self.env.rank:
                 torch.manual_seed(self.cfg.run.seed * 1_000_003 + self.env.rank + 7919 * self.progress.step)
-        self.data.load_state_dict(state["data"])
+        self.data.load_state_dict(ckpt.data)
         print0(f"resumed from {path} at kimg {self.progress.kimg:.3f}")
 
 
-def check_model_config(state: dict, cfg_dict: dict, model_info: dict, path: str, source: str) -> None:
+def check_model_config(ckpt: Checkpoint, cfg_dict: dict, model_info: dict, path: str, source: str) -> None:
     """A resumed checkpoint must describe the same networks; name every key that differs."""
     diffs = []
 
@@ -553,10 +545,10 @@ def check_model_config(state: dict, cfg_dict: dict, model_info: dict, path: str,
             diffs.append(f"{prefix}: checkpoint has {a!r}, {source} has {b!r}")
 
     for key in MODEL_KEYS:
-        walk(state["config"].get(key), cfg_dict.get(key), key)
+        walk(ckpt.config.get(key), cfg_dict.get(key), key)
     for k in ("resolution", "channels", "c_dim"):
-        if state["model_info"].get(k) != model_info.get(k):
-            diffs.append(f"data {k}: checkpoint has {state['model_info'].get(k)!r}, the dataset gives {model_info.get(k)!r}")
+        if ckpt.model_info.get(k) != model_info.get(k):
+            diffs.append(f"data {k}: checkpoint has {ckpt.model_info.get(k)!r}, the dataset gives {model_info.get(k)!r}")
     if diffs:
         raise ConfigError(f"checkpoint {path} was trained with a different model than {source} describes:\n  "
                           + "\n  ".join(diffs))

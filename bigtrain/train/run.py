@@ -7,7 +7,7 @@ import gc
 import os
 
 from bigtrain.checkpoint import checkpoint_dir, resolve_resume
-from bigtrain.checkpoint.state import newest_intact
+from bigtrain.checkpoint.schema import newest_intact
 from bigtrain.checkpoint.lock import hold_run_dir
 from bigtrain.distributed import print0
 from bigtrain.train.config import TrainConfig

@@ -93,14 +93,14 @@ def stage_at(nimg: int, grow: GrowConfig, final_res: int, batch_size: int, g_lr:
                  grow.g_lr.get(key, g_lr), grow.d_lr.get(key, d_lr))
 
 
-def checkpoint_stage(state: dict, cfg, final_res: int) -> Stage:
-    """The stage a checkpoint's last step ran at (what its nets were wrapped and set for); older
-    checkpoints that did not record it get the schedule's stage for their nimg. ``cfg`` is the
-    TrainConfig."""
-    if "stage" in state:
-        return Stage(**state["stage"])
+def checkpoint_stage(ckpt, cfg, final_res: int) -> Stage:
+    """The stage a checkpoint (a checkpoint.schema.Checkpoint) last step ran at (what its nets
+    were wrapped and set for); older checkpoints that did not record it get the schedule's stage
+    for their nimg. ``cfg`` is the TrainConfig."""
+    if ckpt.stage is not None:
+        return Stage(**ckpt.stage)
     t = cfg.train
-    return stage_at(state["progress"]["nimg"], cfg.grow, final_res, t.batch_size, t.g_lr, t.d_lr)
+    return stage_at(ckpt.nimg, cfg.grow, final_res, t.batch_size, t.g_lr, t.d_lr)
 
 
 def check_grow(grow: GrowConfig, train, final_res: int, G, D, family: str, world_size: int, source: str) -> None:

@@ -47,7 +47,7 @@ def test_resume_in_the_middle_of_a_fade_in_is_exact(tmp_path, make):
     assert second.wrapped["D"].raw.alpha == second.G_ema.alpha == 0.0
     assert second._stage_at(second.progress.nimg).alpha == 0.5
     second.run()
-    a, b = straight.state_dict(), second.state_dict()
+    a, b = straight.state_dict().to_state(), second.state_dict().to_state()
     assert a["progress"] == b["progress"] and straight.stage.resolution == 16
     for key in ("nets", "strategy", "loss", "data"):
         _assert_same_state(a[key], b[key], key)

@@ -46,7 +46,7 @@ def test_resume_is_exact(tmp_path):
     assert second.progress.nimg == 32
     second.run()
 
-    a, b = straight.state_dict(), second.state_dict()
+    a, b = straight.state_dict().to_state(), second.state_dict().to_state()
     assert a["progress"] == b["progress"] and a["progress"]["step"] == 8
     for key in ("nets", "strategy", "loss", "data"):
         _assert_same_state(a[key], b[key], key)

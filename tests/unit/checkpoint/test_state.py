@@ -118,13 +118,14 @@ def _flip_a_byte_inside_the_largest_tensor(path) -> None:
 
 
 def test_a_flipped_byte_or_a_truncation_is_found_and_auto_resume_takes_the_one_before(tmp_path):
-    from bigtrain.checkpoint.state import DamagedCheckpoint, newest_intact
+    from bigtrain.checkpoint.schema import newest_intact
+    from bigtrain.checkpoint.state import DamagedCheckpoint
+    from test_schema import train_checkpoint
     run = tmp_path / "run"
     ckpts = CheckpointManager(str(run / "checkpoints"), 3)
     for nimg in (16, 32):
-        ckpts.save({"nets": {"w": torch.randn(4096, generator=torch.Generator().manual_seed(nimg))},
-                    "progress": {"nimg": nimg, "lr": 0.002}, "rng": [1, (2, 3)]}, nimg)
-    assert load_state(ckpts.path_for(32))["progress"] == {"nimg": 32, "lr": 0.002}
+        ckpts.save(train_checkpoint(nimg).to_state(), nimg)
+    assert load_state(ckpts.path_for(32))["progress"] == {"nimg": 32, "step": 4}
     assert newest_intact(str(run)) == ckpts.path_for(32)
 
     _flip_a_byte_inside_the_largest_tensor(ckpts.path_for(32))

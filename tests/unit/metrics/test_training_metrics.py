@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bigtrain.config import ConfigError, build
+from bigtrain.checkpoint.schema import Checkpoint
 from bigtrain.metrics import measures
 from bigtrain.metrics.plot import read_series
 from bigtrain.metrics.training import MetricsConfig, TrainingMetrics
@@ -49,7 +50,11 @@ def test_a_resumed_run_compares_against_the_best_kept_on_disk(tmp_path):
     m = TrainingMetrics(MetricsConfig(names=["msssim4", "kid50"], best="kid50"), None, None, "cpu", str(tmp_path))
     assert m.improves({"kid50": 9.0})
     (tmp_path / "checkpoints").mkdir()
-    torch.save({"best": {"metric": "kid50", "value": 0.5}}, tmp_path / "checkpoints" / "best.pt")
+    def best(metric, value):
+        Checkpoint(kind="best", config={}, model_info={"family": "stylegan2", "resolution": 16, "channels": 1,
+                                                       "c_dim": 0}, G_ema={}, progress={"nimg": 64},
+                   best={"metric": metric, "value": value}).write(str(tmp_path / "checkpoints" / "best.pt"))
+    best("kid50", 0.5)
     assert not m.improves({"kid50": 0.6}) and m.improves({"kid50": 0.4})
-    torch.save({"best": {"metric": "fid50", "value": 0.1}}, tmp_path / "checkpoints" / "best.pt")
+    best("fid50", 0.1)
     assert m.improves({"kid50": 0.6})  # another metric's best does not count
