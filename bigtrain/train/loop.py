@@ -60,6 +60,9 @@ class Interrupted(Exception):
 
 # Signals that stop training cleanly: Ctrl+C, a scheduler's kill, Slurm's time-limit warning.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+# Under Slurm, how long a run stopped by SIGTERM alone waits after its checkpoint for a SIGUSR2
+# (a requeue request): submitit's preemption sends the two in separate scancel calls.
+REQUEUE_GRACE_S = 2.0
 
 
 @dataclasses.dataclass
@@ -356,6 +359,8 @@ class Trainer:
                 signum, requeue = (int(v) for v in self.strategy.all_reduce(flags, "max").tolist())
                 if signum and not done:  # on the last step the run simply finishes
                     path = self.save()
+                    if signum == signal.SIGTERM and not requeue and os.environ.get("SLURM_JOB_ID"):
+                        requeue = self._late_requeue_request()
                     obs.line(f"signal {signum}: checkpoint written to {path}; exiting")
                     raise Interrupted(signum, path, requeue=bool(requeue))
                 if not done and p.nimg < tick_start_nimg + tick_nimg:
@@ -384,9 +389,10 @@ class Trainer:
                 self._log(obs.scalars, values, p.kimg, p.nimg)
                 eta = (total_nimg - p.nimg) / max(values["Timing/img_per_sec"], 1e-9)
                 grow = f"res {self.stage.resolution:<4d}alpha {self.stage.alpha:<6.3f}" if cfg.grow.enabled else ""
-                self._log(obs.line, f"tick {p.tick:<4d} kimg {p.kimg:<9.3f} {grow}sec/kimg {values['Timing/sec_per_kimg']:<7.2f} "
-                         f"img/s {values['Timing/img_per_sec']:<7.1f} G {values.get('Loss/G/main', float('nan')):<7.3f}"
-                         f"D {values.get('Loss/D/main', float('nan')):<7.3f} ETA {eta / 60:.1f} min")
+                self._log(obs.line, f"tick {p.tick:<4d} kimg {p.kimg:<9.3f} {grow}sec/kimg "
+                          f"{values['Timing/sec_per_kimg']:<7.2f} img/s {values['Timing/img_per_sec']:<7.1f} "
+                          f"G {values.get('Loss/G/main', float('nan')):<7.3f}"
+                          f"D {values.get('Loss/D/main', float('nan')):<7.3f} ETA {eta / 60:.1f} min")
                 if cfg.log.image_ticks and (p.tick % cfg.log.image_ticks == 0 or done):
                     self._log(self._samples, obs)
                 if self.metrics.due(tick_start_nimg, p.nimg, done):
@@ -395,7 +401,8 @@ class Trainer:
                 # writes a checkpoint now, keeping the work since the last one if the disk allows
                 # it, and the run stops naming the failure and the newest intact checkpoint.
                 if self.strategy.all_reduce(torch.tensor(float(self._io_error is not None)), "max").item():
-                    self.save()
+                    if p.nonfinite_run == 0:  # (as below: a streak's state never replaces a good checkpoint)
+                        self.save()
                     raise self._io_error or OSError(errno.EIO, "rank 0 could not write its logs (see its message)")
                 if (p.tick % cfg.checkpoint.interval_ticks == 0 or done) and p.nonfinite_run == 0:
                     # Never during a non-finite streak: it would rotate the last good checkpoint out.
@@ -408,6 +415,15 @@ class Trainer:
             obs.close()
             self.data.close()
         return last_ckpt
+
+    def _late_requeue_request(self) -> int:
+        """After a SIGTERM's checkpoint under Slurm: did a SIGUSR2 follow (on any rank) within
+        REQUEUE_GRACE_S? On a loaded node the second scancel of submitit's preemption lands
+        after the step that saw the first (seen in CI: the job then ended FAILED, not requeued)."""
+        deadline = time.time() + REQUEUE_GRACE_S
+        while signal.SIGUSR2 not in self._signals and time.time() < deadline:
+            time.sleep(0.05)
+        return int(self.strategy.all_reduce(torch.tensor(float(signal.SIGUSR2 in self._signals)), "max").item())
 
     def _on_signal(self, signum, frame) -> None:
         if signum == signal.SIGINT and signum in self._signals:
