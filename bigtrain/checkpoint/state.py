@@ -38,6 +38,19 @@ class CheckpointConfig:
         require(self.keep >= 1, "keep", self.keep, "must be >= 1")
 
 
+def pid_alive(text: str) -> bool:
+    """Whether ``text`` is the PID of a live process (this host)."""
+    if not text.isdigit():
+        return False
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or not a PID we can judge): left alone
+    return True
+
+
 def save_atomic(obj: dict, path: str) -> None:
     write_atomic(path, lambda f: torch.save(obj, f))
 
@@ -216,9 +229,12 @@ class CheckpointManager:
         return self.path_for(nimg)[:-len(".pt")] + ".ds"
 
     def save(self, state: dict, nimg: int) -> str:
-        # Temp files left by a writer that was killed mid-write are garbage; only rank 0 writes.
+        # Temp files left by a writer that was killed mid-write are garbage: this process's own,
+        # and those of a PID that is gone. (A live process's are left alone, though the run-dir lock
+        # already keeps a second writer out.)
         for stale in glob.glob(os.path.join(self.folder, "ckpt-*.pt.tmp*")):
-            os.remove(stale)
+            if not pid_alive(stale.rsplit(".tmp", 1)[1]) or stale.endswith(f".tmp{os.getpid()}"):
+                os.remove(stale)
         path = self.path_for(nimg)
         ds = self.shard_folder(nimg)  # written before this .pt: its files' digests go into it
         state = seal({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, ds)

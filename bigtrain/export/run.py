@@ -11,6 +11,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from bigtrain.checkpoint.state import pid_alive
+
 from .graph import Sampler, example_inputs, run_onnx, run_torchscript, to_onnx, to_torchscript
 from .snapshot import CONFIG, DTYPES, WEIGHTS, ExportError, is_export, load_generator, save_snapshot, source_of, write_bytes
 
@@ -50,12 +52,8 @@ def _remove_dead_staging(out: str) -> None:
         m = re.fullmatch(r"\.staging-(\d+)", folder[len(out):])
         if not m or not os.path.isdir(folder):
             continue
-        try:
-            os.kill(int(m.group(1)), 0)
-        except ProcessLookupError:
+        if not pid_alive(m.group(1)):
             shutil.rmtree(folder, ignore_errors=True)
-        except (PermissionError, OverflowError):
-            pass  # alive (another user's), or not a PID: left alone
 
 
 def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetensors",), dtype: str = "float32",

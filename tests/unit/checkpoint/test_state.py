@@ -141,3 +141,17 @@ def test_a_flipped_byte_or_a_truncation_is_found_and_auto_resume_takes_the_one_b
     with pytest.raises(DamagedCheckpoint, match="truncated"):
         load_state(ckpts.path_for(16))
     assert newest_intact(str(run), warnings.append) is None
+
+
+def test_a_save_removes_only_temp_files_of_dead_writers(tmp_path):
+    """A killed writer's ckpt-*.pt.tmpPID is cleared by the next save; a live process's is not."""
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    m = CheckpointManager(str(tmp_path), keep=2)
+    os.makedirs(tmp_path, exist_ok=True)
+    for pid in (dead, str(os.getppid())):
+        (tmp_path / f"ckpt-000000000016.pt.tmp{pid}").write_bytes(b"partial")
+    m.save({"x": torch.zeros(2)}, 32)
+    assert sorted(os.listdir(tmp_path)) == [f"ckpt-000000000016.pt.tmp{os.getppid()}", "ckpt-000000000032.pt"]
