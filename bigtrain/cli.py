@@ -146,6 +146,11 @@ def cmd_eval(args) -> int:
             raise ValueError(f"{info['checkpoint']} names its training data {data_cfg.source!r}, a command or URL; "
                              f"bigtrain does not run or fetch what a checkpoint names (docs/security.md): give the "
                              f"real images with --data")
+        else:
+            # Nor is a path it names read: the user names the real images (the stored one is shown to copy).
+            raise ValueError(f"give the real images with --data: {info['checkpoint']} was trained on "
+                             f"--data {data_cfg.source!r}, and bigtrain does not open what a checkpoint names "
+                             f"(docs/security.md)")
         data = open_data(data_cfg, seed=0, printer=print0)
         net = InceptionFeatures(args.inception, args.device) if any(s.uses_inception for s in specs) else None
         cache = None if args.no_cache else args.cache
@@ -432,7 +437,8 @@ def make_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="FID / KID / precision-recall of a checkpoint's G_ema against real data")
     e.add_argument("checkpoint", help="training checkpoint (ckpt-*.pt) or run directory")
     e.add_argument("--metrics", default="fid10k", help="comma-separated: fidN, kidN, prN (N images, e.g. fid10k, kid1k), msssimN (N pairs)")
-    e.add_argument("--data", help="real data (data.source syntax); default: the checkpoint's training data")
+    e.add_argument("--data", help="real data (data.source syntax), required: a path, command or URL stored in "
+                                  "the checkpoint is never opened (the error shows the one it was trained on)")
     e.add_argument("--batch", type=int, default=64)
     e.add_argument("--device", default="cpu")
     e.add_argument("--trunc", type=float, default=None, help="truncation, as for generate (default none)")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import copy_run, run_cli, run_torchrun, tiny_config, train_once
+from conftest import FASHION_MNIST, copy_run, run_cli, run_torchrun, tiny_config, train_once
 
 pytestmark = pytest.mark.slow  # InceptionV3 on the CPU: not in the fast tier
 
@@ -25,14 +25,15 @@ def checkpoint(tmp_path_factory):
 def first_eval(checkpoint, tmp_path_factory):
     """One rank, an empty real-feature cache: (the run, its JSON, the cache folder)."""
     cache = tmp_path_factory.mktemp("eval-cache") / "cache"
-    r = run_cli(["eval", str(checkpoint), "--metrics", METRICS, "--batch", "8", "--cache", str(cache)])
+    r = run_cli(["eval", str(checkpoint), "--data", FASHION_MNIST, "--metrics", METRICS, "--batch", "8",
+                 "--cache", str(cache)])
     assert r.returncode == 0, r.stderr
     return r, json.loads(checkpoint.with_suffix(".metrics.json").read_text()), cache
 
 
 def test_eval_writes_a_table_and_json_and_caches_the_real_features(checkpoint, first_eval, tmp_path):
     first, result, cache = first_eval
-    args = ["eval", str(checkpoint), "--metrics", METRICS, "--batch", "8", "--cache", str(cache)]
+    args = ["eval", str(checkpoint), "--metrics", METRICS, "--batch", "8", "--cache", str(cache), "--data", FASHION_MNIST]
     for name in ("fid24", "kid24", "pr24_precision", "pr24_recall"):
         assert name in first.stdout
     assert "24 generated vs 24 real images (computed real features)" in first.stdout
@@ -62,7 +63,7 @@ def test_two_ranks_give_the_numbers_one_rank_gives(checkpoint, first_eval, tmp_p
     cached numbers equal the computed ones); both ranks compute their share of the real features."""
     _, one, _ = first_eval
     two = tmp_path / "two.json"
-    r = run_torchrun(2, ["eval", str(checkpoint), "--metrics", METRICS, "--batch", "8", "--no-cache",
+    r = run_torchrun(2, ["eval", str(checkpoint), "--data", FASHION_MNIST, "--metrics", METRICS, "--batch", "8", "--no-cache",
                          "--json", str(two)])
     assert r.returncode == 0, r.stderr[-3000:]
     b = json.loads(two.read_text())

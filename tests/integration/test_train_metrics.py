@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import run_cli, tiny_config, write_config
+from conftest import FASHION_MNIST, run_cli, tiny_config, write_config
 
 pytestmark = pytest.mark.slow  # InceptionV3 on the CPU: not in the fast tier
 
@@ -51,7 +51,7 @@ def test_best_checkpoint_holds_the_lowest_fid_and_eval_reproduces_it(run, tmp_pa
     assert summary["value"] == pytest.approx(fid[best_kimg], rel=1e-9)
 
     best = run_dir / "checkpoints" / "best.pt"
-    r = run_cli(["eval", str(best), "--metrics", "fid16", "--batch", "8", "--no-cache",
+    r = run_cli(["eval", str(best), "--data", FASHION_MNIST, "--metrics", "fid16", "--batch", "8", "--no-cache",
                  "--json", str(tmp_path / "m.json")])
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "m.json").read_text())["metrics"]["fid16"] == pytest.approx(fid[best_kimg], rel=1e-6)

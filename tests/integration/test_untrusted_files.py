@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_cli, tiny_config, train_once, write_config
+from conftest import FASHION_MNIST, run_cli, tiny_config, train_once, write_config
 
 from bigtrain.checkpoint.state import seal
 
@@ -28,6 +28,15 @@ def test_eval_never_runs_or_fetches_the_data_a_checkpoint_names(checkpoint, tmp_
     assert f"{crafted} names its training data" in r.stderr and "a command or URL" in r.stderr
     assert "--data" in r.stderr and "Traceback" not in r.stderr
     assert not marker.exists()
+
+
+def test_eval_never_reads_a_local_path_a_checkpoint_names(checkpoint):
+    """Nor a path: the user names the real images, and the error shows the stored one to copy."""
+    r = run_cli(["eval", str(checkpoint), "--metrics", "fid4", "--batch", "4", "--no-cache"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == (f"bigtrain: error: give the real images with --data: {checkpoint} was trained on "
+                                f"--data '{FASHION_MNIST}', and bigtrain does not open what a checkpoint names "
+                                f"(docs/security.md)")
 
 
 class _Payload:
