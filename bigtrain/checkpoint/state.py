@@ -191,7 +191,9 @@ def load_state(path: str) -> dict:
             raise DamagedCheckpoint(f"checkpoint {path} is damaged: its content does not match the SHA-256 "
                                     f"written with it")
         if digest.get("ds") is not None:
-            folder = path[:-len(".pt")] + ".ds"
+            if not isinstance(digest["ds"], dict):
+                raise DamagedCheckpoint(f"checkpoint {path} is damaged: its DeepSpeed folder's digest is not a table")
+            folder = os.path.splitext(path)[0] + ".ds"
             found = folder_digest(folder) if os.path.isdir(folder) else {}
             bad = sorted(k for k in set(digest["ds"]) | set(found) if digest["ds"].get(k) != found.get(k))
             if bad:
