@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any, Callable
 
 import torch
@@ -85,7 +86,7 @@ class Checkpoint:
     def read(cls, path: str, kind: str | None = None) -> "Checkpoint":
         """Load ``path`` (weights only, digest checked) and check every field; ``kind`` "train"
         refuses a best.pt with a message saying what it is for."""
-        ckpt = cls.from_state(load_state(path), path)
+        ckpt = cls.from_state(load_state(path, shards=kind == "train"), path)
         if kind == "train" and ckpt.kind == "best":
             raise ValueError(f"{path} is a best-metric snapshot: it holds G_ema only (no D, no optimizer state), "
                              f"for generate, eval and export; resume from a ckpt-*.pt in the same folder")
@@ -106,6 +107,9 @@ class Checkpoint:
         info = state["model_info"]
         if not isinstance(info.get("family"), str):
             bad("model_info.family", "a model family name", info.get("family"))
+        names = info.get("label_names")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            bad("model_info.label_names", "a list of class names", names)
         problem = size_problem(info)
         if problem:
             raise DamagedCheckpoint(f"checkpoint {path}: model_info {problem}")
@@ -142,13 +146,22 @@ class Checkpoint:
                    data=state.get("data"), best=best, metrics=state.get("metrics"))
 
 
-def newest_intact(run_dir: str, warn: Callable[[str], None] = print) -> str | None:
-    """The newest checkpoint of the run dir that loads and matches its digest; each newer one that
-    does not is named in a warning (a truncated or damaged file is skipped, not fatal)."""
+def newest_intact(run_dir: str, warn: Callable[[str], None] = print, set_aside: bool = False) -> str | None:
+    """The newest checkpoint of the run dir that loads and matches its digest (its DeepSpeed folder
+    included); each newer one that does not is named in a warning (a truncated or damaged file is
+    skipped, not fatal). ``set_aside`` (rank 0 of a resuming run): each skipped one is renamed
+    ``*.pt.damaged``, so that it is neither "the newest" for later commands nor counted by the
+    rotation that keeps the newest ``checkpoint.keep``."""
     for path in reversed(CheckpointManager(checkpoint_dir(run_dir), 1).list()):
         try:
-            Checkpoint.read(path)
+            Checkpoint.read(path, kind="train")
             return path
+        except FileNotFoundError:
+            continue  # set aside by rank 0 meanwhile
         except DamagedCheckpoint as e:
-            warn(f"warning: {e}; skipping it for the one before")
+            if set_aside:
+                os.replace(path, path + ".damaged")
+                warn(f"warning: {e}; renamed it {os.path.basename(path)}.damaged and took the one before")
+            else:
+                warn(f"warning: {e}; skipping it for the one before")
     return None

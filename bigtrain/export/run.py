@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import socket
 from typing import Callable
 
 import numpy as np
@@ -48,11 +49,12 @@ def _refuse_run_dir(out: str, checkpoint: str) -> None:
 
 def _remove_dead_staging(out: str) -> None:
     """Staging folders beside ``out`` left by an export that was killed (its process is gone)."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
     for folder in glob.glob(glob.escape(out) + ".staging-*"):
-        m = re.fullmatch(r"\.staging-(\d+)", folder[len(out):])
-        if not m or not os.path.isdir(folder):
-            continue
-        if not pid_alive(m.group(1)):
+        m = re.fullmatch(r"\.staging-(.+)-(\d+)", folder[len(out):])
+        if not m or m.group(1) != host or not os.path.isdir(folder):
+            continue  # another host's export (a shared file system): its PID cannot be judged here
+        if not pid_alive(m.group(2)):
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -100,7 +102,7 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
     # config.json last: a failure or a kill leaves an earlier export in ``out`` as it was.
     out = os.path.normpath(out)
     _remove_dead_staging(out)
-    stage = f"{out}.staging-{os.getpid()}"
+    stage = f"{out}.staging-{re.sub(r'[^A-Za-z0-9.-]', '_', socket.gethostname())}-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     os.makedirs(stage)
     try:

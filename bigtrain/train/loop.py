@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from bigtrain.checkpoint import CheckpointManager, capture_rng, checkpoint_dir, restore_rng
 from bigtrain.checkpoint.schema import Checkpoint
+from bigtrain.checkpoint.state import DamagedCheckpoint
 from bigtrain.config import ConfigError, dump_yaml, to_dict
 from bigtrain.data import open_data
 from bigtrain.distributed import DistEnv, build_strategy, print0
@@ -505,8 +506,16 @@ class Trainer:
         # On every rank: a sharding strategy writes its shards into the .ds folder here.
         ckpt = self.state_dict(self.ckpt.shard_folder(self.progress.nimg))
         self.strategy.barrier()
-        path = self.ckpt.save(ckpt.to_state(), self.progress.nimg) if self.strategy.is_main else None
-        self.strategy.barrier()
+        path, error = None, None
+        if self.strategy.is_main:
+            try:
+                path = self.ckpt.save(ckpt.to_state(), self.progress.nimg)
+            except OSError as e:  # disk full, quota: every rank stops (the others would wait forever)
+                if e.errno is None:
+                    raise
+                error = e
+        if self.strategy.all_reduce(torch.tensor(float(error is not None)), "max").item():  # and a barrier
+            raise error or OSError(errno.EIO, "rank 0 could not write the checkpoint (see its message)")
         return path
 
     def load(self, path: str, config_source: str) -> None:
@@ -521,7 +530,7 @@ class Trainer:
             self.G_ema.load_state_dict(ckpt.G_ema)
             for k, w in self.wrapped.items():
                 self.strategy.load_state_dict(w, ckpt.strategy[k], os.path.splitext(path)[0] + ".ds")
-        except (RuntimeError, KeyError) as e:
+        except (RuntimeError, KeyError, TypeError, AttributeError, IndexError) as e:
             raise ValueError(f"checkpoint {path} does not fit the model built from {config_source}: "
                              f"{str(e).splitlines()[0]}") from None
         for net, w in self.wrapped.items():
@@ -535,17 +544,23 @@ class Trainer:
                         st = w.optimizer.state.get(p, {})
                         if isinstance(st.get("step"), torch.Tensor):
                             st["step"] = st["step"].to(p.device, torch.float32)
-        self.loss.load_state_dict(ckpt.loss)
-        rng = ckpt.rng if isinstance(ckpt.rng, list) else [ckpt.rng]  # older: rank 0's only
-        if len(rng) == self.env.world_size:
-            restore_rng(rng[self.env.rank])  # exact: each rank carries on with its own stream
-        else:
-            # Another world size: rank 0's state, and fresh per-rank streams so ranks do not repeat
-            # each other's augmentation and noise.
-            restore_rng(rng[0])
-            if self.env.rank:
-                torch.manual_seed(self.cfg.run.seed * 1_000_003 + self.env.rank + 7919 * self.progress.step)
-        self.data.load_state_dict(ckpt.data)
+        # The states their owners read (the schema checks only their outer type): one that does not
+        # load is an error naming the checkpoint, not a traceback.
+        try:
+            self.loss.load_state_dict(ckpt.loss)
+            rng = ckpt.rng if isinstance(ckpt.rng, list) else [ckpt.rng]  # older: rank 0's only
+            if len(rng) == self.env.world_size:
+                restore_rng(rng[self.env.rank])  # exact: each rank carries on with its own stream
+            else:
+                # Another world size: rank 0's state, and fresh per-rank streams so ranks do not repeat
+                # each other's augmentation and noise.
+                restore_rng(rng[0])
+                if self.env.rank:
+                    torch.manual_seed(self.cfg.run.seed * 1_000_003 + self.env.rank + 7919 * self.progress.step)
+            self.data.load_state_dict(ckpt.data)
+        except (KeyError, TypeError, IndexError, AttributeError, RuntimeError) as e:
+            raise DamagedCheckpoint(f"checkpoint {path}: its loss, RNG or data state does not load "
+                                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
         print0(f"resumed from {path} at kimg {self.progress.kimg:.3f}")
 
 

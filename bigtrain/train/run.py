@@ -29,7 +29,10 @@ def train(cfg: TrainConfig, resume: str = "auto", config_source: str = "the conf
         if e.errno is None:  # bigtrain's own messages (a data source that does not exist, ...)
             raise
         # Disk full, permission denied, a folder gone: one line naming what failed and what is left.
-        newest = newest_intact(cfg.run.dir, warn=lambda _: None)
+        try:
+            newest = newest_intact(cfg.run.dir, warn=lambda _: None)
+        except (OSError, ValueError):
+            newest = None  # the folder itself unreadable: the error above is the one to show
         what = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
         raise RunIOError(f"I/O error, training stopped: {what}; the newest intact checkpoint is "
                          f"{newest or 'none'}" + (" (resume from it once the cause is fixed)" if newest else "")) from None
@@ -40,6 +43,7 @@ class RunIOError(Exception):
 
 
 def _train(cfg: TrainConfig, resume: str, config_source: str) -> str | None:
+    from bigtrain.distributed import DistEnv
     from bigtrain.train.loop import Trainer
 
     newest = resolve_resume("auto", cfg.run.dir)
@@ -49,7 +53,7 @@ def _train(cfg: TrainConfig, resume: str, config_source: str) -> str | None:
     if resume == "auto":
         # The newest checkpoint that loads and matches its digest; a truncated or damaged newer
         # one is named in a warning and passed over.
-        start = newest = newest_intact(cfg.run.dir, print0)
+        start = newest = newest_intact(cfg.run.dir, print0, set_aside=DistEnv.from_environ().rank == 0)
         if start is None and resolve_resume("auto", cfg.run.dir):
             raise ValueError(f"no checkpoint in {checkpoint_dir(cfg.run.dir)} is intact (see the warnings above); "
                              f"resume from another with --resume PATH, or start over in another run.dir=...")

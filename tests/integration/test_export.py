@@ -310,10 +310,14 @@ def test_export_refuses_the_run_dir_and_clears_a_killed_exports_staging(runs, tm
     # to the same --out; one whose process lives is left alone.
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    stale, live = tmp_path / f"e.staging-{gone.pid}", tmp_path / f"e.staging-{os.getpid()}"
-    for folder in (stale, live):
+    import re
+    import socket
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
+    stale, live = tmp_path / f"e.staging-{host}-{gone.pid}", tmp_path / f"e.staging-{host}-{os.getpid()}"
+    elsewhere = tmp_path / f"e.staging-otherhost-{gone.pid}"  # another host's PID: not judged here
+    for folder in (stale, live, elsewhere):
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"half written")
     r = run_cli(["export", run, "--out", str(tmp_path / "e")])
     assert r.returncode == 0, r.stderr
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and live.exists() and elsewhere.exists()

@@ -3,6 +3,8 @@ a checkpoint whose fields are wrong (sealed with a matching digest, as a hostile
 refused naming the field, before anything is built from it."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -65,3 +67,53 @@ def test_a_field_of_the_wrong_type_or_out_of_bounds_is_refused_naming_it(tmp_pat
     with pytest.raises(DamagedCheckpoint) as e:
         Checkpoint.read(path)
     assert str(e.value).startswith(f"checkpoint {path}: ") and message in str(e.value), str(e.value)
+
+
+def test_deep_nesting_links_and_extra_files_in_a_checkpoint(tmp_path):
+    """A sealed file nested 5000 deep is damaged, not a RecursionError; a .ds folder's extra file
+    (zero_to_fp32's output) is ignored, a link in place of one of its files is damaged and not
+    followed; generate/export/eval (kind None) read the .pt without its folder."""
+    import os
+
+    from bigtrain.checkpoint.state import load_state
+    deep = []
+    for _ in range(5000):
+        deep = [deep]
+    path = str(tmp_path / "deep.pt")
+    import sys
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20000)  # for torch.save to write it
+    try:
+        torch.save({"format": "bigtrain-train-state", "format_version": 1, "x": deep,
+                    "digest": {"algorithm": "sha256", "content": "0" * 64, "ds": None}}, path)
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(DamagedCheckpoint):
+        load_state(path)
+
+    ckpts = CheckpointManager(str(tmp_path / "run" / "checkpoints"), 2)
+    ds = tmp_path / "run" / "checkpoints" / "ckpt-000000000016.ds"
+    (ds / "G").mkdir(parents=True)
+    (ds / "G" / "state.pt").write_bytes(b"shard")
+    path = ckpts.save(train_checkpoint(16).to_state(), 16)
+    (ds / "G" / "pytorch_model.bin").write_bytes(b"zero_to_fp32 output")
+    assert Checkpoint.read(path, kind="train").nimg == 16
+    os.remove(ds / "G" / "state.pt")
+    os.symlink("/dev/zero", ds / "G" / "state.pt")
+    with pytest.raises(DamagedCheckpoint, match="missing or changed .first: G/state.pt"):
+        Checkpoint.read(path, kind="train")
+    assert Checkpoint.read(path).nimg == 16  # G_ema alone: the shards are not needed
+
+
+def test_auto_resume_sets_a_damaged_newest_checkpoint_aside(tmp_path):
+    """So it is not "the newest" for later commands, nor kept by the rotation in place of a good one."""
+    from bigtrain.checkpoint.schema import newest_intact
+    ckpts = CheckpointManager(str(tmp_path / "run" / "checkpoints"), 2)
+    for nimg in (16, 32):
+        ckpts.save(train_checkpoint(nimg).to_state(), nimg)
+    good, bad = ckpts.path_for(16), ckpts.path_for(32)
+    open(bad, "r+b").truncate(1000)
+    said = []
+    assert newest_intact(str(tmp_path / "run"), said.append, set_aside=True) == good
+    assert "renamed it ckpt-000000000032.pt.damaged" in said[0]
+    assert ckpts.list() == [good] and os.path.exists(bad + ".damaged")
