@@ -147,6 +147,13 @@ class Checkpoint:
 
 
 def newest_intact(run_dir: str, warn: Callable[[str], None] = print, set_aside: bool = False) -> str | None:
+    """The path of :func:`newest_intact_checkpoint`, or None."""
+    found = newest_intact_checkpoint(run_dir, warn, set_aside)
+    return found[0] if found else None
+
+
+def newest_intact_checkpoint(run_dir: str, warn: Callable[[str], None] = print,
+                             set_aside: bool = False) -> tuple[str, Checkpoint] | None:
     """The newest checkpoint of the run dir that loads and matches its digest (its DeepSpeed folder
     included); each newer one that does not is named in a warning (a truncated or damaged file is
     skipped, not fatal). ``set_aside`` (rank 0 of a resuming run): each skipped one is renamed
@@ -154,8 +161,7 @@ def newest_intact(run_dir: str, warn: Callable[[str], None] = print, set_aside: 
     rotation that keeps the newest ``checkpoint.keep``."""
     for path in reversed(CheckpointManager(checkpoint_dir(run_dir), 1).list()):
         try:
-            Checkpoint.read(path, kind="train")
-            return path
+            return path, Checkpoint.read(path, kind="train")  # read once: resume uses it as it is
         except FileNotFoundError:
             continue  # set aside by rank 0 meanwhile
         except DamagedCheckpoint as e:

@@ -220,8 +220,8 @@ def checkpoint_dir(run_dir: str) -> str:
 class CheckpointManager:
     """ckpt-<nimg>.pt files in one folder; the newest ``keep`` survive."""
 
-    def __init__(self, folder: str, keep: int):
-        self.folder, self.keep = folder, keep
+    def __init__(self, folder: str, keep: int, printer: Callable[[str], None] = print):
+        self.folder, self.keep, self.printer = folder, keep, printer
 
     def path_for(self, nimg: int) -> str:
         return os.path.join(self.folder, f"ckpt-{nimg:012d}.pt")
@@ -255,8 +255,8 @@ class CheckpointManager:
         size = os.path.getsize(path) + sum(os.path.getsize(os.path.join(ds, f)) for f in state["digest"]["ds"] or {})
         free = shutil.disk_usage(self.folder).free
         if free < size:
-            print(f"warning: {free / 2**20:.0f} MiB free under {self.folder}, less than the last checkpoint "
-                  f"({size / 2**20:.0f} MiB): the next one may not fit", flush=True)
+            self.printer(f"warning: {free / 2**20:.0f} MiB free under {self.folder}, less than the last checkpoint "
+                         f"({size / 2**20:.0f} MiB): the next one may not fit")
         for old in self.list()[:-self.keep]:
             os.remove(old)
         # Shard folders of rotated-out checkpoints, or of writes killed before their .pt.

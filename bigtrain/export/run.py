@@ -47,9 +47,14 @@ def _refuse_run_dir(out: str, checkpoint: str) -> None:
         raise ExportError(f"--out {out} is a run dir or holds checkpoints; give the export a folder of its own")
 
 
+def _host() -> str:
+    """This host's name as it appears in staging folder names (only [A-Za-z0-9.-])."""
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
+
+
 def _remove_dead_staging(out: str) -> None:
     """Staging folders beside ``out`` left by an export that was killed (its process is gone)."""
-    host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
+    host = _host()
     for folder in glob.glob(glob.escape(out) + ".staging-*"):
         m = re.fullmatch(r"\.staging-(.+)-(\d+)", folder[len(out):])
         if not m or m.group(1) != host or not os.path.isdir(folder):
@@ -102,7 +107,7 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
     # config.json last: a failure or a kill leaves an earlier export in ``out`` as it was.
     out = os.path.normpath(out)
     _remove_dead_staging(out)
-    stage = f"{out}.staging-{re.sub(r'[^A-Za-z0-9.-]', '_', socket.gethostname())}-{os.getpid()}"
+    stage = f"{out}.staging-{_host()}-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     os.makedirs(stage)
     try:

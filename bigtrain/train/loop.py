@@ -81,7 +81,10 @@ class Progress:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: str | None = None, config_source: str = "the config"):
+    def __init__(self, cfg: TrainConfig, resume: str | None = None, config_source: str = "the config",
+                 loaded: Checkpoint | None = None):
+        """``resume``: a checkpoint to continue from; ``loaded``: that checkpoint already read (and
+        checked) by the caller, so that it is not read twice."""
         self.cfg = cfg
         self.env = DistEnv.from_environ()
         self.strategy = build_strategy(cfg.distributed, self.env)
@@ -147,7 +150,7 @@ class Trainer:
         self.loss.reduce_mean = lambda t: self.strategy.all_reduce(t, "mean")
         self.progress = Progress()
         self.run_dir = cfg.run.dir
-        self.ckpt = CheckpointManager(checkpoint_dir(self.run_dir), cfg.checkpoint.keep)
+        self.ckpt = CheckpointManager(checkpoint_dir(self.run_dir), cfg.checkpoint.keep, printer=print0)
         # Conditional models: one row per class (grid_size // classes seeds each).
         nc = self.data.num_classes
         per_class = max(1, cfg.log.grid_size // nc) if nc else None
@@ -166,7 +169,7 @@ class Trainer:
         random.seed(rank_seed)
         np.random.seed(rank_seed % 2 ** 32)
         if resume:
-            self.load(resume, config_source)
+            self.load(resume, config_source, loaded)
 
     def _build_phase_nets(self) -> None:
         # Per phase: the trained net through its strategy wrapper, the other one plain (frozen,
@@ -518,8 +521,8 @@ class Trainer:
             raise error or OSError(errno.EIO, "rank 0 could not write the checkpoint (see its message)")
         return path
 
-    def load(self, path: str, config_source: str) -> None:
-        ckpt = Checkpoint.read(path, kind="train")
+    def load(self, path: str, config_source: str, ckpt: Checkpoint | None = None) -> None:
+        ckpt = ckpt or Checkpoint.read(path, kind="train")
         check_model_config(ckpt, to_dict(self.cfg), self.model_info, path, config_source)
         # The stage (and so the wrapped parameter set) the checkpoint's last step ran at, before
         # loading: the next step moves on to the stage of nimg, as the uninterrupted run would.

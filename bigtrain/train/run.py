@@ -7,7 +7,7 @@ import gc
 import os
 
 from bigtrain.checkpoint import checkpoint_dir, resolve_resume
-from bigtrain.checkpoint.schema import newest_intact
+from bigtrain.checkpoint.schema import newest_intact, newest_intact_checkpoint
 from bigtrain.checkpoint.lock import hold_run_dir
 from bigtrain.distributed import print0
 from bigtrain.train.config import TrainConfig
@@ -53,13 +53,15 @@ def _train(cfg: TrainConfig, resume: str, config_source: str) -> str | None:
     if resume == "auto":
         # The newest checkpoint that loads and matches its digest; a truncated or damaged newer
         # one is named in a warning and passed over.
-        start = newest = newest_intact(cfg.run.dir, print0, set_aside=DistEnv.from_environ().rank == 0)
+        found = newest_intact_checkpoint(cfg.run.dir, print0, set_aside=DistEnv.from_environ().rank == 0)
+        start, loaded = found or (None, None)
+        newest = start
         if start is None and resolve_resume("auto", cfg.run.dir):
             raise ValueError(f"no checkpoint in {checkpoint_dir(cfg.run.dir)} is intact (see the warnings above); "
                              f"resume from another with --resume PATH, or start over in another run.dir=...")
     else:
-        start = None if resume == "none" else resolve_resume(resume, cfg.run.dir)
-    trainer = Trainer(cfg, resume=start, config_source=config_source)
+        start, loaded = None if resume == "none" else resolve_resume(resume, cfg.run.dir), None
+    trainer = Trainer(cfg, resume=start, config_source=config_source, loaded=loaded)
     strategy = trainer.strategy
     try:
         if trainer.progress.nimg >= cfg.train.total_kimg * 1000:
