@@ -1,4 +1,4 @@
-"""`bigtrain train | submit | pack | generate | export | eval | plot | bench | kernels | config`: one entry point under python, torchrun,
+"""`bigtrain train | submit | pack | generate | export | import | eval | plot | bench | kernels | config`: one entry point under python, torchrun,
 srun or submitit."""
 from __future__ import annotations
 
@@ -115,6 +115,14 @@ def cmd_export(args) -> int:
 
     export_generator(args.checkpoint, args.out, parse_formats(args.format), args.dtype, args.trunc,
                      args.standing_stats, printer=print0)
+    return 0
+
+
+def cmd_import(args) -> int:
+    from bigtrain.distributed import print0
+    from bigtrain.export.importer import import_nvlabs
+
+    import_nvlabs(args.src, args.out, args.trunc, printer=print0)
     return 0
 
 
@@ -433,6 +441,14 @@ def make_parser() -> argparse.ArgumentParser:
     x.add_argument("--standing-stats", type=int, default=0, metavar="N",
                    help="batch-norm generators (BigGAN): re-estimate BN statistics over N batches before exporting")
     x.set_defaults(fn=cmd_export)
+
+    im = sub.add_parser("import", help="an NVlabs StyleGAN2 pickle (stylegan2-ada-pytorch, stylegan3) -> an export "
+                                       "folder, reading it without running anything in it")
+    im.add_argument("src", help="network pickle with G_ema (network-snapshot-*.pkl or a published pretrained one)")
+    im.add_argument("--out", required=True, help="export folder to write (model.safetensors + config.json)")
+    im.add_argument("--trunc", type=float, default=None,
+                    help="default truncation recorded in config.json, used by bigtrain generate on this export")
+    im.set_defaults(fn=cmd_import)
 
     e = sub.add_parser("eval", help="FID / KID / precision-recall of a checkpoint's G_ema against real data")
     e.add_argument("checkpoint", help="training checkpoint (ckpt-*.pt) or run directory")

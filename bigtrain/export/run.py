@@ -74,12 +74,15 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
 
     if dtype not in DTYPES:
         raise ExportError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
-    if is_export(checkpoint):
-        raise ExportError(f"{checkpoint} is already an export; give the checkpoint or run dir it came from")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ExportError(f"--out {out} is a file; give a folder")
-    G, info = load_generator_from_checkpoint(checkpoint, "cpu")  # graphs are traced from the reference ops
-    _refuse_run_dir(out, info["checkpoint"])
+    if is_export(checkpoint):  # an export (bigtrain import's, say) re-exported with graphs or in another dtype
+        if os.path.realpath(out) == os.path.realpath(checkpoint):
+            raise ExportError(f"--out {out} is the export being read; give the new export a folder of its own")
+        G, info = _from_export(checkpoint)
+    else:
+        G, info = load_generator_from_checkpoint(checkpoint, "cpu")  # graphs are traced from the reference ops
+        _refuse_run_dir(out, info["checkpoint"])
     if standing_stats:
         run_standing_stats(G, standing_stats)
     sampler = Sampler(G, info["family"]).eval()
@@ -112,7 +115,7 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
     os.makedirs(stage)
     try:
         files = {k: FILES[k] for k in graphs}
-        config = save_snapshot(G, info, stage, dtype, trunc, source_of(info), files)
+        config = save_snapshot(G, info, stage, dtype, trunc, info.get("source") or source_of(info), files)
         G2, _ = load_generator(stage)
         checks["safetensors"] = _check("load_generator",
                                        [generate_images(G2, seeds, trunc=t).numpy() for t in truncs], want, tol)
@@ -135,6 +138,21 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
     printer(f"wrote {out} ({info['family']}, {info['resolution']}x{info['resolution']}, "
             f"{config['weights']['parameters'] / 1e6:.2f}M parameters, {dtype})")
     return checks
+
+
+def _from_export(folder: str):
+    """(G, info) of an export folder, with its own source record carried over."""
+    import types
+
+    from bigtrain.config import build
+    from bigtrain.models import get_family
+
+    G, config = load_generator(folder)
+    gcfg = build(get_family(config["family"]).generator.Config, config["generator"], sources=folder, prefix="generator")
+    info = {k: config[k] for k in ("family", "resolution", "channels", "c_dim", "label_names")}
+    info.update(config=types.SimpleNamespace(generator=gcfg), checkpoint=folder,
+                source=dict(config.get("source") or {}, export=os.path.abspath(folder)))
+    return G, info
 
 
 def _check(what: str, got: list[np.ndarray], want: list[torch.Tensor], tol: float) -> dict:

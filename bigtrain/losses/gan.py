@@ -16,7 +16,7 @@ from torch import nn
 from bigtrain.config import require
 
 from .adversarial import d_loss, g_loss
-from .augment import AUGMENTATIONS, diff_augment
+from .augment import AUGMENTATIONS, AugmentConfig, diff_augment
 from .regularizers import gradient_penalty, orthogonal_penalty, path_lengths, r1_penalty
 
 
@@ -51,7 +51,7 @@ class GANLoss(nn.Module):
         pl_batch_shrink: int = 2  # Path-length batch = batch_gpu / this, to save compute.
         style_mixing_prob: float = 0.9  # Probability of mixing two latents at a random layer (StyleGAN2); 0 = off.
         ortho_weight: float = 0.0  # BigGAN's orthogonal regularization of G's weights (beta ||W W^T * (1 - I)||_F^2), every G step; 0 = off.
-        augment: list[str] = dataclasses.field(default_factory=list)  # Differentiable augmentation of every D input (DiffAugment): any of translation, cutout, brightness, contrast; [] = off.
+        augment: list[str] = dataclasses.field(default_factory=list)  # Older spelling of augment.kind: diffaugment with augment.policy (kept so earlier configs and checkpoints load); [] = off.
 
         def __post_init__(self):
             for k in ("r1_gamma", "gp_weight", "drift", "pl_weight", "ortho_weight"):
@@ -63,9 +63,16 @@ class GANLoss(nn.Module):
             bad = [a for a in self.augment if a not in AUGMENTATIONS]
             require(not bad, "augment", self.augment, f"unknown augmentation(s) {bad}; choose from {list(AUGMENTATIONS)}")
 
-    def __init__(self, cfg: "GANLoss.Config"):
+    def __init__(self, cfg: "GANLoss.Config", augment: AugmentConfig | None = None):
+        """``augment``: what D's inputs go through (the run's augment section); None: only the
+        older ``loss.augment`` list."""
         super().__init__()
         self.cfg = cfg
+        augment = augment or AugmentConfig()
+        self.policy = list(augment.policy) if augment.kind == "diffaugment" else list(cfg.augment)
+        # ADA's pipe (its p a buffer) and controller (its accumulators a buffer) are submodules, so
+        # both are in this loss's state_dict and resume continues p exactly.
+        self.augment_pipe, self.ada = augment.build()
         # Running mean of path lengths; a buffer so it is checkpointed with the loss.
         self.register_buffer("pl_mean", torch.zeros([]))
         # Averages a detached statistic over ranks (set by the trainer under a distributed
@@ -126,6 +133,8 @@ class GANLoss(nn.Module):
             real_img = batch["real_img"].detach().requires_grad_(do_reg and c.r1_gamma > 0)
             fake_logits = D(fake, batch["gen_c"])
             real_logits = D(real_img, batch["real_c"])
+            if self.ada is not None:
+                self.ada.accumulate(real_logits)  # the overfitting heuristic's signs, on the device
             loss = d_loss(c.type, real_logits, fake_logits).mean()
             terms["Loss/scores/real"] = real_logits.detach().mean()
             terms["Loss/scores/fake"] = fake_logits.detach().mean()
@@ -154,9 +163,11 @@ class GANLoss(nn.Module):
 
     def _augmented(self, D):
         """D with the configured augmentation applied to its input (identity when off)."""
-        if not self.cfg.augment:
-            return D
-        return lambda img, c: D(diff_augment(img, self.cfg.augment), c)
+        if self.augment_pipe is not None:
+            return lambda img, c: D(self.augment_pipe(img), c)
+        if self.policy:
+            return lambda img, c: D(diff_augment(img, self.policy), c)
+        return D
 
     def _g_kwargs(self) -> dict:
         return {"style_mixing_prob": self.cfg.style_mixing_prob} if self.cfg.style_mixing_prob > 0 else {}

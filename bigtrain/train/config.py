@@ -14,7 +14,7 @@ from bigtrain.checkpoint import CheckpointConfig
 from bigtrain.config import deep_merge, require
 from bigtrain.data import DataConfig
 from bigtrain.distributed.strategy import StrategyConfig
-from bigtrain.losses import GANLoss
+from bigtrain.losses import AugmentConfig, GANLoss
 from bigtrain.metrics.training import MetricsConfig
 from bigtrain.models import family_names, get_family
 from bigtrain.train.schedule import GrowConfig
@@ -45,6 +45,8 @@ class LoopConfig:
     skip_nonfinite_on_device: bool = True  # GPU (single, ddp): a step with a NaN/Inf loss is skipped by the fused optimizer on the device and counted at the next tick, instead of the host waiting for the GPU once per phase to decide.
     cudnn_benchmark: bool = True  # GPU: cuDNN times its convolution algorithms for each new shape and keeps the fastest (the first iterations are slower).
     allow_tf32: bool = False  # GPU: float32 convolutions and matmuls in TF32 on Ampere and newer (faster, about 1e-3 relative error); off as in NVlabs' StyleGAN2.
+    init_from: str | None = None  # Fine-tuning: start G, D (when the file has it) and G_ema from an NVlabs pickle, a bigtrain checkpoint or an export folder; the optimizers start fresh and kimg at 0. Ignored on resume.
+    freeze_d: int = 0  # FreezeD: keep D's this many highest-resolution blocks at their starting weights; 0 = train all of D.
     reduced_precision_res: int | None = None  # StyleGAN2's scheme: only the N highest-resolution blocks of G and D run in bf16/fp16 (pair with conv_clamp: 256); null = autocast everywhere.
 
     def __post_init__(self):
@@ -59,6 +61,9 @@ class LoopConfig:
         require(self.ema_halflife_kimg >= 0, "ema_halflife_kimg", self.ema_halflife_kimg, "must be >= 0")
         require(self.max_nonfinite_steps >= 1, "max_nonfinite_steps", self.max_nonfinite_steps, "must be >= 1")
         require(self.num_d_steps >= 1, "num_d_steps", self.num_d_steps, "must be >= 1")
+        require(self.freeze_d >= 0, "freeze_d", self.freeze_d, "must be >= 0")
+        require(self.init_from is None or bool(self.init_from.strip()), "init_from", self.init_from,
+                "must be a path or null")
         require(self.reduced_precision_res is None or self.reduced_precision_res >= 1, "reduced_precision_res",
                 self.reduced_precision_res, "must be >= 1 or null")
 
@@ -100,6 +105,7 @@ class TrainConfig:
     generator: Any = None  # The family's generator Config (see its model folder).
     discriminator: Any = None  # The family's discriminator Config.
     loss: GANLoss.Config = dataclasses.field(default_factory=GANLoss.Config)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     train: LoopConfig = dataclasses.field(default_factory=LoopConfig)
     grow: GrowConfig = dataclasses.field(default_factory=GrowConfig)
     log: LogConfig = dataclasses.field(default_factory=LogConfig)

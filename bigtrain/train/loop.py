@@ -12,6 +12,7 @@ import contextlib
 import copy
 import dataclasses
 import errno
+import json
 import os
 import random
 import signal
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bigtrain.checkpoint import CheckpointManager, capture_rng, checkpoint_dir, restore_rng
+from bigtrain.checkpoint import CheckpointManager, capture_rng, checkpoint_dir, restore_rng, write_atomic
 from bigtrain.checkpoint.schema import Checkpoint
 from bigtrain.checkpoint.state import DamagedCheckpoint
 from bigtrain.config import ConfigError, dump_yaml, to_dict
@@ -37,6 +38,7 @@ from bigtrain.models.common.layers import set_reduced_precision
 from bigtrain.models.sampling import latents_from_seeds, one_hot
 from bigtrain.train.config import TrainConfig
 from bigtrain.train.ema import ema_beta, update_ema
+from bigtrain.train.init import load_into, read_start
 from bigtrain.train.observe import Observer, TickStats, image_grid, peak_memory_gb
 from bigtrain.train.phases import build_phases, lazy_ratio
 from bigtrain.train.schedule import Stage, check_grow, checkpoint_stage, stage_at
@@ -113,10 +115,26 @@ class Trainer:
                                            growing=cfg.grow.enabled).to(self.device)
         except ValueError as e:
             raise ConfigError(f"config error in {config_source}: {e}") from None
+        start = None
+        if cfg.train.init_from and not resume:  # fine-tuning (a resume has all of it in its checkpoint)
+            start = read_start(cfg.train.init_from, cfg, self.model_info, config_source)
+            load_into(G, start.G, "generator", cfg.train.init_from)
+            if start.D is not None:
+                load_into(D, start.D, "discriminator", cfg.train.init_from)
         self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        if start is not None:
+            load_into(self.G_ema, start.G_ema, "generator", cfg.train.init_from)
+        self.started_from = start.record if start is not None else None
+        # FreezeD: D's highest-resolution blocks keep their starting weights (never in an optimizer).
+        self.frozen = {id(p) for p in self._frozen_d_parameters(D, config_source)}
         check_grow(cfg.grow, cfg.train, R, G, D, cfg.model, self.env.world_size, config_source)
         self.stage = self._stage_at(0)
-        self.loss = GANLoss(cfg.loss).to(self.device)
+        if cfg.loss.augment and cfg.augment.kind != "none":
+            raise ConfigError(f"config error in {config_source}: keys 'loss.augment' and 'augment.kind' are both "
+                              f"set; 'loss.augment' is the older spelling of augment.kind: diffaugment with "
+                              f"augment.policy: keep one")
+        self.loss = GANLoss(cfg.loss, cfg.augment).to(self.device)
+        self.augment_stats: dict[str, float] = {}
         if cfg.loss.pl_weight > 0 and not hasattr(G, "num_ws"):
             raise ConfigError(f"config error in {config_source}: key 'loss.pl_weight': path-length "
                               f"regularization needs a style-based generator; {cfg.model} has none; set it to 0")
@@ -135,8 +153,8 @@ class Trainer:
                 set_reduced_precision(net, self.strategy.amp_dtype, cfg.train.reduced_precision_res, R)
         self.fused_optimizer = self.strategy.skips_on_device
         self.wrapped = {
-            "G": self.strategy.wrap("G", G, self._make_optimizer("G"), active_parameters(G)),
-            "D": self.strategy.wrap("D", D, self._make_optimizer("D"), active_parameters(D)),
+            "G": self.strategy.wrap("G", G, self._make_optimizer("G"), self._trained(G)),
+            "D": self.strategy.wrap("D", D, self._make_optimizer("D"), self._trained(D)),
         }
         self._build_phase_nets()
         # Layers that track their weights across steps (spectral norm's power iteration) hear of each step.
@@ -171,6 +189,23 @@ class Trainer:
         if resume:
             self.load(resume, config_source, loaded)
 
+    def _trained(self, net: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """The parameters the optimizer of ``net`` trains: those in use at the stage, less FreezeD's."""
+        return [p for p in active_parameters(net) if id(p) not in self.frozen]
+
+    def _frozen_d_parameters(self, D: torch.nn.Module, source: str) -> list[torch.nn.Parameter]:
+        k = self.cfg.train.freeze_d
+        if not k:
+            return []
+        blocks = D.resolution_blocks() if hasattr(D, "resolution_blocks") else None
+        if not blocks:
+            raise ConfigError(f"config error in {source}: key 'train.freeze_d': {self.cfg.model}'s discriminator "
+                              f"has no resolution blocks to freeze; set it to 0")
+        if k > len(blocks):
+            raise ConfigError(f"config error in {source}: key 'train.freeze_d': {k} blocks, but D has "
+                              f"{len(blocks)} ({', '.join(f'{r}x{r}' for r, _ in blocks)}) besides its output layers")
+        return [p for _, block in blocks[:k] for p in block.parameters()]
+
     def _build_phase_nets(self) -> None:
         # Per phase: the trained net through its strategy wrapper, the other one plain (frozen,
         # or a sampler under no_grad), so a DDP/DeepSpeed wrapper only ever sees its own backward.
@@ -194,7 +229,7 @@ class Trainer:
         if stage.key != previous.key or stage.batch_size != previous.batch_size:
             self.batch_gpu, self.rounds = self.cfg.train.rounds(self.env.world_size, batch_size=stage.batch_size)
             self.strategy.set_batch(self.batch_gpu, self.rounds)
-            self.wrapped = {k: self.strategy.rewrap(w, active_parameters(w.raw)) for k, w in self.wrapped.items()}
+            self.wrapped = {k: self.strategy.rewrap(w, self._trained(w.raw)) for k, w in self.wrapped.items()}
             self._build_phase_nets()
             print0(f"stage: {stage.resolution}x{stage.resolution}"
                    f"{' fading in' if stage.fading else ''}, batch {stage.batch_size} from kimg {self.progress.kimg:g}")
@@ -293,6 +328,11 @@ class Trainer:
                     skipped.append(phase.name)
         for other in self.wrapped.values():
             other.requires_grad_(False)
+        # Adjust ADA's p (every rank alike: the signs are summed over ranks).
+        ada = self.loss.ada
+        if ada is not None and ada.due(p.step):
+            self.augment_stats = ada.adjust(self.loss.augment_pipe.p, self.stage.batch_size * self.cfg.train.num_d_steps,
+                                            all_reduce=lambda t: t.copy_(self.strategy.all_reduce(t, "sum")))
         # Update EMA.
         t = self.cfg.train
         batch = self.stage.batch_size * t.num_d_steps
@@ -304,6 +344,16 @@ class Trainer:
         self._unsettled.append((p.kimg, skipped, device_flags))
         if len(self._unsettled) >= 1024 or not any(flags for _, _, flags in self._unsettled):
             self.settle_nonfinite()
+
+    def _augment_values(self) -> dict[str, float]:
+        """ADA's p and the r_t of its last adjustment, for the tick's scalars (fixed p: p alone)."""
+        pipe = self.loss.augment_pipe
+        if pipe is None:
+            return {}
+        out = {"Progress/augment_p": float(pipe.p)}
+        if "augment_rt" in self.augment_stats:
+            out["Progress/augment_rt"] = self.augment_stats["augment_rt"]
+        return out
 
     def settle_nonfinite(self) -> None:
         """Count the iterations that skipped a step, in order: at once where the host checked, at
@@ -340,6 +390,13 @@ class Trainer:
         if is_main:
             os.makedirs(self.run_dir, exist_ok=True)
             dump_yaml(cfg, os.path.join(self.run_dir, "config.yaml"))
+            if self.started_from is not None:  # where a fine-tuning run started (a resume keeps the file)
+                write_atomic(os.path.join(self.run_dir, "init_from.json"),
+                             lambda f: f.write((json.dumps(self.started_from, indent=2) + "\n").encode()))
+        if self.started_from is not None:
+            r = self.started_from
+            print0(f"starting from {r['path']} ({r['kind']}: {', '.join(r['nets'])}); optimizers fresh, kimg 0"
+                   + (f"; D's {cfg.train.freeze_d} highest-resolution blocks frozen" if cfg.train.freeze_d else ""))
         obs = Observer(self.run_dir, is_main, total_nimg, p.nimg, cfg.log.progress_bar)
         print0(f"training {cfg.model} at {self.model_info['resolution']}px: {total_nimg} images, "
                f"batch {self.stage.batch_size} = {self.env.world_size} rank(s) x {self.batch_gpu} x {self.rounds} "
@@ -384,6 +441,7 @@ class Trainer:
                     "Resources/peak_mem_gb": peak_memory_gb(self.device),
                     "Progress/resolution": self.stage.resolution, "Progress/alpha": self.stage.alpha,
                     "Progress/batch_size": self.stage.batch_size,
+                    **self._augment_values(),
                     "LR/G": self.wrapped["G"].optimizer.param_groups[0]["lr"],
                     "LR/D": self.wrapped["D"].optimizer.param_groups[0]["lr"],
                     **{k: self.strategy.all_reduce(torch.tensor(float(v)), "sum").item()

@@ -286,8 +286,8 @@ def test_weights_path_in_config_is_not_followed(export, tmp_path):
 def test_bad_requests_fail_clearly(runs, export, tmp_path):
     r = run_cli(["export", runs["biggan"][0], "--out", str(tmp_path / "b"), "--trunc", "0"])
     assert r.returncode == 2 and "threshold must be > 0" in r.stderr
-    r = run_cli(["export", str(export), "--out", str(tmp_path / "b")])
-    assert r.returncode == 2 and "already an export" in r.stderr
+    r = run_cli(["export", str(export), "--out", str(export)])
+    assert r.returncode == 2 and "is the export being read" in r.stderr
     r = run_cli(["generate", str(export), "--seeds", "0", "--style-mix", "1", "--class", "12", "--out", str(tmp_path / "x.png")])
     assert r.returncode == 2 and "--class 12 is out of range" in r.stderr
     r = run_cli(["export", runs["progan"][0], "--out", str(tmp_path / "p"), "--trunc", "0.7"])

@@ -79,6 +79,8 @@ class StyleGAN2Discriminator(Growable):
         mbstd_group_size: int = 4  # Group size of the minibatch-stddev layer (largest divisor of the batch up to this).
         mbstd_num_channels: int = 1  # Features from minibatch-stddev; 0 = off.
         cmap_dim: int | None = None  # Projection dimension for class conditioning; null = channels at 4x4.
+        mapping_layers: int = 2  # Class conditioning: depth of the label-embedding network (NVlabs' networks: 8).
+        mapping_lr_mul: float = 1.0  # Class conditioning: learning-rate multiplier of that network (NVlabs' networks: 0.01).
         conv_clamp: float | None = None  # Clamp conv outputs to +-this (for reduced precision); null = off.
         resample_filter: list[int] = dataclasses.field(default_factory=lambda: [1, 3, 3, 1])  # FIR taps for downsampling.
 
@@ -86,6 +88,8 @@ class StyleGAN2Discriminator(Growable):
             for k in ("channel_base", "channel_max", "mbstd_group_size"):
                 require(getattr(self, k) >= 1, k, getattr(self, k), "must be >= 1")
             require(self.mbstd_num_channels >= 0, "mbstd_num_channels", self.mbstd_num_channels, "must be >= 0")
+            require(self.mapping_layers >= 1, "mapping_layers", self.mapping_layers, "must be >= 1")
+            require(self.mapping_lr_mul > 0, "mapping_lr_mul", self.mapping_lr_mul, "must be > 0")
 
     def __init__(self, cfg: "StyleGAN2Discriminator.Config", img_resolution: int, img_channels: int, c_dim: int = 0,
                  growing: bool = False):
@@ -104,7 +108,8 @@ class StyleGAN2Discriminator(Growable):
             self.blocks[f"b{res}"] = DiscriminatorBlock(in_ch, ch(res), ch(res // 2), img_channels,
                                                         cfg.resample_filter, cfg.conv_clamp, resolution=res,
                                                         fromrgb=growing)
-        self.mapping = (MappingNetwork(0, c_dim, cmap_dim, num_ws=None, num_layers=2, lr_multiplier=1.0,
+        self.mapping = (MappingNetwork(0, c_dim, cmap_dim, num_ws=None, num_layers=cfg.mapping_layers,
+                                       lr_multiplier=cfg.mapping_lr_mul,
                                        w_avg_beta=None) if c_dim > 0 else None)
         self.b4 = DiscriminatorEpilogue(ch(4), cmap_dim, 4, cfg.mbstd_group_size, cfg.mbstd_num_channels,
                                         cfg.conv_clamp)
@@ -123,6 +128,11 @@ class StyleGAN2Discriminator(Growable):
             x = block(x, img)
         cmap = self.mapping(None, c) if self.mapping is not None else None
         return self.b4(x, cmap)
+
+    def resolution_blocks(self) -> list[tuple[int, nn.Module]]:
+        """(resolution, block), highest resolution first, not counting the 4x4 output layers
+        (what FreezeD, ``train.freeze_d``, freezes from the top)."""
+        return [(res, self.blocks[f"b{res}"]) for res in self.block_resolutions]
 
     # ---------------------------------------------------------------- progressive growing
     def stage_resolutions(self) -> list[int]:
