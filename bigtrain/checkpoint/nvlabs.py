@@ -9,7 +9,8 @@ resolves only an allow-list of names, each mapped to a function of ours:
 - torch's tensor, parameter and storage rebuilders -> checked rebuilds; storages are read by
   ``torch.load(weights_only=True)``;
 - ``collections.OrderedDict``, ``builtins.set``, ``dnnlib.util.EasyDict`` -> plain containers;
-- numpy's scalar and dtype -> a Python number decoded from its bytes (numeric dtypes only).
+- numpy's scalar, dtype and array -> a Python number or a numpy array decoded from its bytes
+  (numeric dtypes only).
 
 Anything else the file asks for is a :class:`ForeignPickleError` naming it, raised before it could
 be called. What the records mean (which network, which settings) is the model family's business
@@ -116,6 +117,30 @@ def _np_scalar(dtype: Any, data: Any = None) -> int | float | bool:
     return np.frombuffer(data, dtype=dt)[0].item()
 
 
+class _NdArray:
+    """numpy.core.multiarray._reconstruct(ndarray, ...) + its state: a numeric array decoded from its
+    bytes (StyleGAN3's records keep filter parameters as arrays)."""
+
+    def __init__(self, cls: Any = None, shape: Any = None, typecode: Any = None):
+        if cls is not _NDARRAY:
+            raise ForeignPickleError("a numpy array of a class other than numpy.ndarray")
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], _DType)
+                and isinstance(state[4], bytes) and isinstance(state[1], tuple)
+                and all(isinstance(n, int) and n >= 0 for n in state[1])):
+            raise ForeignPickleError("a numpy array that is not a numeric array with its bytes")
+        _, shape, dtype, fortran, raw = state
+        dt = np.dtype(dtype.name).newbyteorder(dtype.order)
+        if int(np.prod(shape, dtype=np.int64)) * dt.itemsize != len(raw):
+            raise ForeignPickleError(f"a numpy array of shape {shape} with {len(raw)} bytes")
+        self.array = np.frombuffer(raw, dtype=dt).reshape(shape, order="F" if fortran else "C").copy()
+
+
+_NDARRAY = object()  # what numpy.ndarray resolves to: only a marker for _NdArray
+
+
 def _storage_from_bytes(data: Any):
     """torch.storage._load_from_bytes, but the bytes are read as weights only."""
     if not isinstance(data, (bytes, bytearray)):
@@ -169,6 +194,9 @@ _ALLOWED = {
     ("numpy", "dtype"): _DType,
     ("numpy.core.multiarray", "scalar"): _np_scalar,
     ("numpy._core.multiarray", "scalar"): _np_scalar,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy.core.multiarray", "_reconstruct"): _NdArray,
+    ("numpy._core.multiarray", "_reconstruct"): _NdArray,
 }
 
 

@@ -119,3 +119,14 @@ def test_what_bigtrain_cannot_represent_is_named(tmp_path):
     torch.save({"a": torch.zeros(1)}, pkl)
     with pytest.raises(ForeignPickleError, match="not a readable NVlabs pickle|persistent id"):
         read_pickle(str(pkl))
+
+
+def test_numpy_values_are_decoded_not_constructed(tmp_path):
+    import numpy as np
+    pkl = tmp_path / "n.pkl"
+    pkl.write_bytes(pickle.dumps({"a": np.arange(6.0).reshape(2, 3), "g": np.float64(0.25)}))
+    data = read_pickle(str(pkl))
+    assert np.array_equal(data["a"].array, np.arange(6.0).reshape(2, 3)) and data["g"] == 0.25
+    pkl.write_bytes(pickle.dumps({"a": np.array([print], dtype=object)}))
+    with pytest.raises(ForeignPickleError, match="numpy dtype 'O8'"):
+        read_pickle(str(pkl))
