@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from bigtrain.checkpoint import CheckpointManager, capture_rng, checkpoint_dir, restore_rng, write_atomic
 from bigtrain.checkpoint.schema import Checkpoint
 from bigtrain.checkpoint.state import DamagedCheckpoint
-from bigtrain.config import ConfigError, dump_yaml, to_dict
+from bigtrain.config import ConfigError, build, dump_yaml, to_dict
 from bigtrain.data import open_data
 from bigtrain.distributed import DistEnv, build_strategy, print0
 from bigtrain.generate import standing_stats
@@ -636,8 +636,14 @@ def check_model_config(ckpt: Checkpoint, cfg_dict: dict, model_info: dict, path:
         elif a != b:
             diffs.append(f"{prefix}: checkpoint has {a!r}, {source} has {b!r}")
 
+    # Built from the schema, so a key added since the checkpoint was written (a new setting) reads
+    # as its default there rather than as a difference.
+    try:
+        theirs = to_dict(build(TrainConfig, ckpt.config, sources=f"the config stored in {path}"))
+    except ConfigError:
+        theirs = ckpt.config
     for key in MODEL_KEYS:
-        walk(ckpt.config.get(key), cfg_dict.get(key), key)
+        walk(theirs.get(key), cfg_dict.get(key), key)
     for k in ("resolution", "channels", "c_dim"):
         if ckpt.model_info.get(k) != model_info.get(k):
             diffs.append(f"data {k}: checkpoint has {ckpt.model_info.get(k)!r}, the dataset gives {model_info.get(k)!r}")

@@ -1,5 +1,6 @@
 """Fine-tuning (train.init_from, train.freeze_d) and ADA (augment.kind: ada) in real tiny runs."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -37,12 +38,21 @@ def test_ada_moves_p_logs_it_and_resume_continues_it_exactly(tmp_path):
     # Half, then resumed: the same p and the same weights at the end.
     half = _trainer(_ada_config(tmp_path / "split", total_kimg=0.032), tmp_path, "half")
     mid = half.run()
+    shutil.copy(mid, tmp_path / "mid.pt")
     resumed = _trainer(_ada_config(tmp_path / "split"), tmp_path, "resumed", resume=mid)
     end2 = Checkpoint.read(resumed.run())
     assert torch.equal(end2.loss["augment_pipe.p"], ckpt.loss["augment_pipe.p"])
     assert torch.equal(end2.loss["ada.acc"], ckpt.loss["ada.acc"])
     for k, v in ckpt.G_ema.items():
         assert torch.equal(end2.G_ema[k], v), k
+    # A checkpoint written before the discriminator's mapping keys existed, resumed with ADA switched
+    # off: the missing keys read as their defaults, the ADA state is dropped.
+    old = Checkpoint.read(str(tmp_path / "mid.pt"))
+    for k in ("mapping_layers", "mapping_lr_mul"):
+        del old.config["discriminator"][k]
+    old.write(str(tmp_path / "mid.pt"))
+    plain = tiny_config(tmp_path / "plain", train={"total_kimg": 0.048})
+    assert _trainer(plain, tmp_path, "plain", resume=str(tmp_path / "mid.pt")).run()
 
 
 def _pretrained(tmp_path):

@@ -239,3 +239,33 @@ def test_controller_uses_all_reduce_sums():
     assert len(calls) == 1 and calls[0].tolist() == [4.0, 6.0]
     assert a == b and b["augment_rt"] == pytest.approx(4 / 6) and torch.equal(p0, p1)
     assert b["augment_p"] == pytest.approx(0.3 + 10 / (500 * 1000), abs=1e-7)
+
+
+def test_p_rises_when_d_overfits_and_stays_low_when_it_cannot():
+    """A real StyleGAN2 D trained on 8 images: against noise it wins (r_t -> 1) and p climbs; against
+    the same images as fakes it cannot (r_t about 0 < 0.6) and p stays at 0."""
+    import torch.nn.functional as F
+
+    from bigtrain.models.stylegan2 import StyleGAN2Discriminator
+
+    torch.manual_seed(0)
+    reals = torch.rand(8, 1, 16, 16) * 2 - 1
+
+    def final_p(fakes_are_reals: bool) -> float:
+        torch.manual_seed(1)
+        D = StyleGAN2Discriminator(StyleGAN2Discriminator.Config(channel_base=64, channel_max=8), 16, 1)
+        pipe, ada = AugmentPipe.for_groups("bgc"), AdaController(speed_kimg=0.4, interval=1)
+        opt = torch.optim.Adam(D.parameters(), 2e-3, betas=(0.0, 0.99))
+        for _ in range(30):
+            fakes = reals[torch.randperm(8)] if fakes_are_reals else torch.randn(8, 1, 16, 16) * 0.3
+            real_logits, fake_logits = D(pipe(reals)), D(pipe(fakes))
+            loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            ada.accumulate(real_logits)
+            ada.adjust(pipe.p, 8)
+        return float(pipe.p)
+
+    assert final_p(fakes_are_reals=False) > 0.25
+    assert final_p(fakes_are_reals=True) < 0.05
