@@ -9,13 +9,12 @@ export --format onnx, eval and ``bigtrain.load_generator`` work on it.
 from __future__ import annotations
 
 import os
-import shutil
 import types
 from typing import Callable
 
 from bigtrain.checkpoint import sha256_file
 
-from .run import _host, _remove_dead_staging
+from .run import staging
 from .snapshot import CONFIG, WEIGHTS, ExportError, is_export, load_generator, save_snapshot
 
 CHECK_SEEDS = [0, 1, 2]
@@ -64,11 +63,7 @@ def import_nvlabs(src: str, out: str, trunc: float | None = None, printer: Calla
               "written_by": writer_of(data["G_ema"].module_src), "num_fp16_res": imported.num_fp16_res}
 
     out = os.path.normpath(out)
-    _remove_dead_staging(out)
-    stage = f"{out}.staging-{_host()}-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    os.makedirs(stage)
-    try:
+    with staging(out) as stage:
         config = save_snapshot(G, info, stage, "float32", trunc, source)
         G2, _ = load_generator(stage)
         err = 0.0
@@ -80,8 +75,6 @@ def import_nvlabs(src: str, out: str, trunc: float | None = None, printer: Calla
         os.makedirs(out, exist_ok=True)
         for name in (WEIGHTS, CONFIG):
             os.replace(os.path.join(stage, name), os.path.join(out, name))
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     printer(f"read {src} ({source['written_by']}): StyleGAN2 G_ema, {imported.resolution}x{imported.resolution}, "
             f"{imported.channels} channel(s), {imported.c_dim} classes, "
             f"{sum(t.numel() for t in G.parameters()) / 1e6:.2f}M parameters; nothing in the file was run")

@@ -1,6 +1,7 @@
 """``bigtrain export``: a checkpoint's G_ema -> an export folder, each format checked as it is made."""
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -50,6 +51,21 @@ def _refuse_run_dir(out: str, checkpoint: str) -> None:
 def _host() -> str:
     """This host's name as it appears in staging folder names (only [A-Za-z0-9.-])."""
     return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
+
+
+@contextlib.contextmanager
+def staging(out: str):
+    """A fresh staging folder beside ``out`` (``OUT.staging-HOST-PID``) to write and check an export in
+    before its files are moved into ``out``; removed afterwards, also on failure. Staging folders of
+    killed exports on this host are cleared first."""
+    _remove_dead_staging(out)
+    stage = f"{out}.staging-{_host()}-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    os.makedirs(stage)
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _remove_dead_staging(out: str) -> None:
@@ -109,11 +125,7 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
     # Everything is written and checked in a staging folder beside ``out``, then moved in with
     # config.json last: a failure or a kill leaves an earlier export in ``out`` as it was.
     out = os.path.normpath(out)
-    _remove_dead_staging(out)
-    stage = f"{out}.staging-{_host()}-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    os.makedirs(stage)
-    try:
+    with staging(out) as stage:
         files = {k: FILES[k] for k in graphs}
         config = save_snapshot(G, info, stage, dtype, trunc, info.get("source") or source_of(info), files)
         G2, _ = load_generator(stage)
@@ -128,8 +140,6 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
         for k, name in FILES.items():  # an earlier export's graph that this one does not have
             if k not in graphs and os.path.exists(os.path.join(out, name)):
                 os.remove(os.path.join(out, name))
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     for name in ["safetensors"] + list(graphs):
         c = checks[name]
         file = config["weights"]["file"] if name == "safetensors" else FILES[name]
