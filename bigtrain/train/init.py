@@ -105,7 +105,7 @@ def _from_nvlabs(path: str, cfg, model_info: dict, record: dict) -> Start:
     if "G_ema" not in data:
         raise ForeignPickleError(f"{path} has no 'G_ema' (it holds {', '.join(map(str, data)) or 'nothing'})")
     g_ema = read_generator(data["G_ema"], "G_ema")
-    g = read_generator(data["G"], "G") if "G" in data else g_ema
+    g = read_generator(data["G"], "G") if data.get("G") is not None else g_ema
     d = read_discriminator(data["D"]) if data.get("D") is not None else None
     _same_data({"resolution": g_ema.resolution, "channels": g_ema.channels, "c_dim": g_ema.c_dim}, model_info)
     _same_settings("generator", to_dict(g_ema.config), to_dict(cfg.generator))
