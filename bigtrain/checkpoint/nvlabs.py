@@ -181,8 +181,21 @@ def _set(items=()):
     return set(items)
 
 
+def _record(meta: Any) -> Record:
+    return Record(meta)
+
+
+def _dtype(*args: Any) -> _DType:
+    return _DType(*args)
+
+
+def _ndarray(*args: Any) -> _NdArray:
+    return _NdArray(*args)
+
+
+# Functions, not classes: NEWOBJ could otherwise make a Record without its checks.
 _ALLOWED = {
-    ("torch_utils.persistence", "_reconstruct_persistent_obj"): Record,
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _record,
     ("torch._utils", "_rebuild_tensor_v2"): _tensor,
     ("torch._utils", "_rebuild_parameter"): _parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _parameter,
@@ -191,16 +204,39 @@ _ALLOWED = {
     ("builtins", "set"): _set,
     ("__builtin__", "set"): _set,
     ("dnnlib.util", "EasyDict"): _EasyDict,
-    ("numpy", "dtype"): _DType,
+    ("numpy", "dtype"): _dtype,
     ("numpy.core.multiarray", "scalar"): _np_scalar,
     ("numpy._core.multiarray", "scalar"): _np_scalar,
     ("numpy", "ndarray"): _NDARRAY,
-    ("numpy.core.multiarray", "_reconstruct"): _NdArray,
-    ("numpy._core.multiarray", "_reconstruct"): _NdArray,
+    ("numpy.core.multiarray", "_reconstruct"): _ndarray,
+    ("numpy._core.multiarray", "_reconstruct"): _ndarray,
 }
 
 
-class _Unpickler(pickle.Unpickler):
+def _refuse(op: str):
+    def refuse(self):
+        raise ForeignPickleError(f"it uses the {op} opcode, which an NVlabs network pickle does not")
+    return refuse
+
+
+class _Unpickler(pickle._Unpickler):
+    """pickle's Python unpickler with BUILD confined to numpy's dtype and array state (a BUILD on a
+    tensor would resize it past the checks, one on our functions would change them) and INST, OBJ
+    and the extension registry refused."""
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def _build(self):
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if not isinstance(inst, (_DType, _NdArray)):
+            raise ForeignPickleError(f"it sets the state of a {type(inst).__name__} (BUILD), which an NVlabs "
+                                     f"network pickle does only for numpy values")
+        inst.__setstate__(state)
+
+    dispatch[pickle.BUILD[0]] = _build
+    for _op in ("INST", "OBJ", "EXT1", "EXT2", "EXT4"):
+        dispatch[getattr(pickle, _op)[0]] = _refuse(_op)
+
     def find_class(self, module: str, name: str):
         fn = _ALLOWED.get((module, name))
         if fn is None:

@@ -130,3 +130,18 @@ def test_numpy_values_are_decoded_not_constructed(tmp_path):
     pkl.write_bytes(pickle.dumps({"a": np.array([print], dtype=object)}))
     with pytest.raises(ForeignPickleError, match="numpy dtype 'O8'"):
         read_pickle(str(pkl))
+
+
+def test_build_on_a_tensor_is_refused(tmp_path):
+    """A BUILD after a tensor rebuild would call Tensor.__setstate__ (set_ past the size checks)."""
+    t = torch.zeros(4)
+
+    class Grown:
+        def __reduce__(self):
+            return (torch._utils._rebuild_tensor_v2, (t.storage(), 0, (4,), (1,), False, {}),
+                    (t.storage(), 0, (1000000,), (1,)))
+
+    pkl = tmp_path / "g.pkl"
+    pkl.write_bytes(pickle.dumps({"G_ema": Grown()}))
+    with pytest.raises(ForeignPickleError, match=r"BUILD"):
+        read_pickle(str(pkl))
