@@ -15,7 +15,7 @@ from typing import Callable
 from bigtrain.checkpoint import sha256_file
 
 from .run import staging
-from .snapshot import CONFIG, WEIGHTS, ExportError, is_export, load_generator, save_snapshot
+from .snapshot import CONFIG, WEIGHTS, ExportError, load_generator, save_snapshot
 
 CHECK_SEEDS = [0, 1, 2]
 
@@ -35,7 +35,7 @@ def import_nvlabs(src: str, out: str, trunc: float | None = None, printer: Calla
 
     if not os.path.isfile(src):
         raise ExportError(f"{src}: no such file (give an NVlabs network pickle, e.g. network-snapshot-*.pkl)")
-    if is_export(src) or (os.path.isdir(out) and os.path.isdir(os.path.join(out, "checkpoints"))):
+    if os.path.isdir(out) and os.path.isdir(os.path.join(out, "checkpoints")):
         raise ExportError(f"--out {out} is a run dir; give the import a folder of its own")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ExportError(f"--out {out} is a file; give a folder")
