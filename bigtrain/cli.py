@@ -47,7 +47,8 @@ def cmd_pack(args) -> int:
     from bigtrain.data.pack import PackOptions, describe, pack
     opts = PackOptions(resolution=args.resolution, shard_size=args.shard_size, fmt=args.format, labels=args.labels,
                        workers=args.workers, channels=args.channels, fit=args.fit, quality=args.quality,
-                       prefix=args.prefix, split=args.split, seed=args.seed, max_images=args.max_images)
+                       prefix=args.prefix, split=args.split, seed=args.seed, max_images=args.max_images,
+                       classes=args.classes.split(",") if args.classes else None)
     manifest = pack(args.src, args.out_dir, opts, progress=not args.quiet)
     print(describe(manifest, args.out_dir))
     return 0
@@ -396,7 +397,10 @@ def make_parser() -> argparse.ArgumentParser:
     k.add_argument("--prefix", default="train", help="shard name prefix (default train)")
     k.add_argument("--split", default="train", help="IDX folders: train or t10k")
     k.add_argument("--seed", type=int, default=0, help="shuffles samples across shards; -1 keeps source order")
-    k.add_argument("--max-images", type=int, default=None, help="pack only the first N source images")
+    k.add_argument("--max-images", type=int, default=None,
+                   help="pack only the first N source images (of the --classes chosen)")
+    k.add_argument("--classes", help="comma-separated class names or indices: pack only images of these classes "
+                                     "(labelled sources; indices and names stay the source's)")
     k.add_argument("--quiet", action="store_true", help="no progress bar")
     k.set_defaults(fn=cmd_pack)
 

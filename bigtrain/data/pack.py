@@ -54,7 +54,8 @@ class PackOptions:
     prefix: str = "train"
     split: str = "train"  # IDX sources: train | t10k
     seed: int = 0  # shuffles which shard a sample lands in; -1 keeps source order
-    max_images: int | None = None
+    max_images: int | None = None  # applied after ``classes``
+    classes: list[str] | None = None  # keep only these classes (label names or indices); None: all
 
 
 @dataclasses.dataclass
@@ -233,6 +234,22 @@ def _write_shard(job: tuple[str, list[int], dict]) -> dict:
             "class_counts": class_counts}
 
 
+def _class_filter(src: Source, wanted: list[str], src_path: str) -> set[int]:
+    """Class indices for ``--classes``: each item a label name, else an index into them."""
+    if src.labels is None:
+        raise PackError(f"--classes: {src_path} has no labels to select by (unlabelled, or --labels none)")
+    keep = set()
+    for w in wanted:
+        if w in src.label_names:
+            keep.add(src.label_names.index(w))
+        elif w.strip().isdigit() and int(w) < len(src.label_names):
+            keep.add(int(w))
+        else:
+            raise PackError(f"--classes: {w!r} is neither a class of {src_path} ({', '.join(src.label_names)}) "
+                            f"nor an index below {len(src.label_names)}")
+    return keep
+
+
 def _init_worker(src: Source) -> None:
     global _SOURCE
     _SOURCE = src
@@ -253,18 +270,27 @@ def pack(src_path: str, out_dir: str, opts: PackOptions, progress: bool = True, 
     if opts.fit not in ("resize", "pad"):
         raise PackError(f"--fit {opts.fit}: expected resize or pad")
     src = open_source(src_path, opts)
-    n = src.n if opts.max_images is None else min(src.n, opts.max_images)
+    chosen = list(range(src.n))
+    kept_classes = None
+    if opts.classes is not None:
+        kept_classes = _class_filter(src, opts.classes, src_path)
+        chosen = [i for i in chosen if int(src.labels[i]) in kept_classes]
+        if not chosen:
+            raise PackError(f"{src_path}: no images of --classes {','.join(opts.classes)}")
+    if opts.max_images is not None:
+        chosen = chosen[:opts.max_images]
+    n = len(chosen)
     channels = opts.channels
     if channels is None:
         gray = src.grayscale
-        for i in range(min(n, 100)) if gray is None else ():
+        for i in chosen[:100] if gray is None else ():
             try:
                 gray = src.load(i).mode in ("1", "L", "LA", "I", "I;16", "F")
                 break
             except Exception:  # unreadable: _write_shard reports it
                 continue
         channels = 1 if gray else 3
-    order = list(range(n))
+    order = list(chosen)
     if opts.seed >= 0:
         random.Random(opts.seed).shuffle(order)
     num_shards = (n + opts.shard_size - 1) // opts.shard_size
@@ -322,6 +348,7 @@ def pack(src_path: str, out_dir: str, opts: PackOptions, progress: bool = True, 
         "fit": opts.fit, "label_names": src.label_names if src.labels is not None else [],
         "class_counts": class_counts, "skipped": len(skipped), "source": os.path.abspath(src_path),
         "source_kind": src.kind, "shuffle_seed": opts.seed, "sha256": digest, "shards": entries,
+        "classes_kept": None if kept_classes is None else [src.label_names[k] for k in sorted(kept_classes)],
     }
     tmp = man_path + ".tmp"
     with open(tmp, "w") as f:
@@ -335,6 +362,8 @@ def pack(src_path: str, out_dir: str, opts: PackOptions, progress: bool = True, 
 def describe(manifest: dict, out_dir: str) -> str:
     m = manifest
     labels = f", {len(m['label_names'])} classes" if m["label_names"] else ", unlabelled"
+    if m.get("classes_kept"):
+        labels = f", {len(m['classes_kept'])} of {len(m['label_names'])} classes ({', '.join(m['classes_kept'])})"
     return (f"packed {m['count']} images ({m['resolution']}x{m['resolution']}x{m['channels']}, {m['image_format']}"
             f"{labels}) into {len(m['shards'])} shard(s) in {out_dir}; sha256 {m['sha256'][:16]}"
             + (f"; {m['skipped']} unreadable image(s) skipped" if m["skipped"] else ""))

@@ -77,6 +77,25 @@ def test_fashion_mnist_idx_with_pad(tmp_path):
     assert (imgs[:, :, :2] == 0).all() and (imgs[:, :, 30:] == 0).all()
 
 
+def test_classes_select_by_name_or_index_before_max_images(tmp_path):
+    """--classes 'Sandal,7' --max-images 50 via the CLI: the first 50 source images of those classes,
+    keys and labels the source's, the kept names in the manifest; a class not in the source is named."""
+    from bigtrain.data.arrays import _read_idx
+    y = _read_idx(os.path.join(FASHION_MNIST, "train-labels-idx1-ubyte.gz"))
+    out = tmp_path / "shoes"
+    r = run_cli(["pack", FASHION_MNIST, str(out), "--resolution", "32", "--fit", "pad", "--classes", "Sandal,7",
+                 "--max-images", "50", "--quiet"])
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "dataset.json").read_text())
+    assert m["count"] == 50 and m["classes_kept"] == ["Sandal", "Sneaker"]
+    _, labels, keys = _read_all(out, 32, 1)
+    expected = [i for i in range(len(y)) if y[i] in (5, 7)][:50]
+    assert sorted(int(k) for k in keys) == expected
+    assert sorted(labels.tolist()) == sorted(y[expected].tolist()) and set(labels.tolist()) == {5, 7}
+    r = run_cli(["pack", FASHION_MNIST, str(tmp_path / "x"), "--resolution", "32", "--classes", "Sandals"])
+    assert r.returncode == 2 and "'Sandals' is neither a class" in r.stderr and not (tmp_path / "x").exists()
+
+
 def _image_folder(root, classes=("cat", "dog"), per_class=6, size=(24, 20), mode="RGB"):
     rng = np.random.default_rng(1)
     for c in classes:
