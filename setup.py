@@ -36,7 +36,7 @@ setup(
     # torch is deliberately a range: CPU machines install the CPU wheel first (see README),
     # GPU machines a CUDA build; both satisfy it.
     install_requires=[
-        "torch>=2.4,<2.15",
+        "torch>=2.6,<2.15",  # 2.6: torch.load(weights_only=True) without CVE-2025-32434 (NVlabs import)
         "numpy>=1.24,<3",
         "pyyaml>=6.0,<7",
         "pillow>=10.0,<14",

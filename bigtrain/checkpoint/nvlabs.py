@@ -63,9 +63,11 @@ class Record:
         m = mods.get(name)
         return m if isinstance(m, Record) else None
 
-    def tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
+    def tensors(self, prefix: str = "", _path: tuple = ()) -> dict[str, torch.Tensor]:
         """Parameters and persistent buffers of this record and its children, by dotted name (as
         nn.Module.state_dict names them)."""
+        if any(r is self for r in _path):  # a pickle can make a record its own descendant
+            raise ForeignPickleError(f"{self.class_name}: submodule '{prefix[:-1]}' contains itself")
         out: dict[str, torch.Tensor] = {}
         skip = self.state.get("_non_persistent_buffers_set") or set()
         for group in ("_parameters", "_buffers"):
@@ -78,7 +80,7 @@ class Record:
                 out[prefix + name] = t
         for name, m in (self.state.get("_modules") or {}).items():
             if isinstance(m, Record):
-                out.update(m.tensors(f"{prefix}{name}."))
+                out.update(m.tensors(f"{prefix}{name}.", (*_path, self)))
             elif m is not None:
                 raise ForeignPickleError(f"{self.class_name}: submodule '{prefix}{name}' is a "
                                          f"{type(m).__name__}, not a persistence record")
@@ -157,8 +159,10 @@ def _storage_from_bytes(data: Any):
 def _tensor(storage, offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     if not isinstance(storage, (torch.UntypedStorage, torch.TypedStorage)):
         raise ForeignPickleError(f"a tensor whose storage is a {type(storage).__name__}")
-    if not (isinstance(offset, int) and all(isinstance(v, int) and v >= 0 for v in (*size, *stride))):
-        raise ForeignPickleError("a tensor with a non-integer size, stride or offset")
+    if not (isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list)) and len(size) == len(stride)
+            and all(isinstance(v, int) and v >= 0 for v in (offset, *size, *stride))):
+        raise ForeignPickleError("a tensor whose size, stride or offset is not non-negative integers of "
+                                 "matching lengths")
     if backward_hooks:
         raise ForeignPickleError("a tensor with backward hooks")
     need = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if all(size) else 0
@@ -257,7 +261,7 @@ def read_pickle(path: str) -> dict:
     except ForeignPickleError as e:
         raise ForeignPickleError(f"{path}: {e}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            MemoryError, RecursionError, UnicodeDecodeError) as e:
+            MemoryError, RecursionError, UnicodeDecodeError, RuntimeError, OverflowError) as e:
         raise ForeignPickleError(f"{path}: not a readable NVlabs pickle ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(obj, dict):
         raise ForeignPickleError(f"{path}: holds a {type(obj).__name__}, not the dict of networks NVlabs writes "

@@ -145,3 +145,28 @@ def test_build_on_a_tensor_is_refused(tmp_path):
     pkl.write_bytes(pickle.dumps({"G_ema": Grown()}))
     with pytest.raises(ForeignPickleError, match=r"BUILD"):
         read_pickle(str(pkl))
+
+
+def test_malformed_records_and_tensors_are_one_line_errors(tmp_path):
+    """A record that is its own submodule, and tensors with a negative offset or a size and stride of
+    different lengths: each a ForeignPickleError, not a RecursionError or RuntimeError traceback."""
+    mods: dict = {}
+    with _nvlabs_names():
+        loop = record("training.networks.Generator", modules=mods)
+        loop.meta["state"]["_modules"] = mods
+        mods["synthesis"] = loop
+        blob = pickle.dumps({"m": mods, "G_ema": loop})
+    pkl = tmp_path / "loop.pkl"
+    pkl.write_bytes(blob)
+    with pytest.raises(ForeignPickleError, match="'synthesis' contains itself"):
+        read_pickle(str(pkl))["G_ema"].tensors()
+
+    t = torch.zeros(4)
+    for args in ((-1, (4,), (1,)), (0, (2, 2), (1,))):
+        class Bad:
+            def __reduce__(self, a=args):
+                return (torch._utils._rebuild_tensor_v2, (t.storage(), *a, False, {}))
+
+        pkl.write_bytes(pickle.dumps({"G_ema": Bad()}))
+        with pytest.raises(ForeignPickleError, match="non-negative integers of matching lengths"):
+            read_pickle(str(pkl))
