@@ -557,10 +557,19 @@ class Trainer:
             progress=dataclasses.asdict(self.progress),
             stage=dataclasses.asdict(self.stage),  # of the last step: what the nets are wrapped for
             strategy={k: self.strategy.state_dict(w, shard_folder) for k, w in self.wrapped.items()},
-            loss=self.loss.state_dict(),
+            loss=self._loss_state(),
             # Every rank's generators: augmentation, noise and style mixing draw per rank.
             rng=self.strategy.all_gather_object(capture_rng()),
             data=self.data.state_dict())
+
+    def _loss_state(self) -> dict:
+        state = self.loss.state_dict()
+        if self.loss.ada is not None and self.env.world_size > 1:
+            # Each rank holds its own sign sums since ADA's last adjustment; the checkpoint holds their
+            # total, which rank 0 takes on resume while the others start from zero (load), so the
+            # next adjustment sums to what it would have without the stop.
+            state["ada.acc"] = self.strategy.all_reduce(self.loss.ada.acc.clone(), "sum")
+        return state
 
     def save(self) -> str | None:
         self.settle_nonfinite()  # the counters are part of the state
@@ -609,6 +618,8 @@ class Trainer:
         # load is an error naming the checkpoint, not a traceback.
         try:
             self.loss.load_state_dict(ckpt.loss)
+            if self.loss.ada is not None and self.env.rank:
+                self.loss.ada.acc.zero_()  # rank 0 carries the ranks' total (_loss_state)
             rng = ckpt.rng if isinstance(ckpt.rng, list) else [ckpt.rng]  # older: rank 0's only
             if len(rng) == self.env.world_size:
                 restore_rng(rng[self.env.rank])  # exact: each rank carries on with its own stream

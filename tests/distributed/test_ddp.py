@@ -2,6 +2,7 @@
 2-node job on loopback, a killed rank restarted by torchrun, resume at another world size."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -161,16 +162,21 @@ def test_sigterm_to_one_rank_checkpoints_all_ranks_at_the_same_step(tmp_path):
 
 
 def test_two_rank_resume_is_exact_with_per_rank_randomness(tmp_path):
-    """Augmentation, style mixing and noise inputs draw from each rank's own generator; every
-    rank's generator state is checkpointed, so 2 ranks stopped and resumed equal 2 ranks straight."""
+    """Augmentation (ADA's pipe, p adjusted every 3 steps), style mixing and noise inputs draw from
+    each rank's own generator; every rank's generator state is checkpointed, and ADA's sign sums of
+    both ranks since its last adjustment (the stop falls mid-interval), so 2 ranks stopped and resumed
+    equal 2 ranks straight."""
     def cfg(name, total):
         return write_config(tmp_path / f"{name}.yaml", tiny_config(
-            tmp_path / name, distributed={"strategy": "ddp"}, train={"total_kimg": total, "batch_gpu": 4}))
+            tmp_path / name, distributed={"strategy": "ddp"}, train={"total_kimg": total, "batch_gpu": 4},
+            loss={"augment": []}, augment={"kind": "ada", "p": 0.5, "interval": 3, "speed_kimg": 0.1}))
     r = run_torchrun(2, ["train", cfg("straight", 0.064)])
     assert r.returncode == 0, r.stderr[-3000:]
     r = run_torchrun(2, ["train", cfg("resumed", 0.032)])
     assert r.returncode == 0, r.stderr[-3000:]
-    assert len(torch.load(tmp_path / "resumed/checkpoints/ckpt-000000000032.pt", weights_only=True)["rng"]) == 2
+    mid = torch.load(tmp_path / "resumed/checkpoints/ckpt-000000000032.pt", weights_only=True)
+    assert len(mid["rng"]) == 2
+    assert mid["loss"]["ada.acc"][1].item() == 8  # step 4's real logits of both ranks (4 each), unadjusted yet
     r = run_torchrun(2, ["train", str(tmp_path / "resumed.yaml"), "train.total_kimg=0.064"])
     assert r.returncode == 0 and "resumed from" in r.stdout, r.stderr[-3000:]
     a, b = _final_state(tmp_path / "straight"), _final_state(tmp_path / "resumed")
@@ -178,3 +184,7 @@ def test_two_rank_resume_is_exact_with_per_rank_randomness(tmp_path):
     for net in ("G", "D"):
         sa, sb = a["strategy"][net]["module"], b["strategy"][net]["module"]
         assert all(torch.equal(sa[k], sb[k]) for k in sa), net
+    assert all(torch.equal(a["loss"][k], b["loss"][k]) for k in a["loss"])  # p, the sign sums
+    rt = [[json.loads(line).get("Progress/augment_rt") for line in open(tmp_path / run / "stats.jsonl")][-1]
+          for run in ("straight", "resumed")]
+    assert rt[0] == rt[1] and rt[0] is not None
