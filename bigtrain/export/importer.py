@@ -15,7 +15,7 @@ from typing import Callable
 from bigtrain.checkpoint import sha256_file
 
 from .run import staging
-from .snapshot import CONFIG, WEIGHTS, ExportError, load_generator, save_snapshot
+from .snapshot import CONFIG, WEIGHTS, ExportError, is_export, load_generator, save_snapshot
 
 CHECK_SEEDS = [0, 1, 2]
 
@@ -33,6 +33,10 @@ def import_nvlabs(src: str, out: str, trunc: float | None = None, printer: Calla
     from bigtrain.generate import generate_images
     from bigtrain.models.stylegan2.nvlabs import read_discriminator, read_generator
 
+    if os.path.isdir(src):
+        what = ("an export folder already: generate, export and eval read it as it is"
+                if is_export(src) else "a folder")
+        raise ExportError(f"{src} is {what}; bigtrain import reads an NVlabs network pickle (network-snapshot-*.pkl)")
     if not os.path.isfile(src):
         raise ExportError(f"{src}: no such file (give an NVlabs network pickle, e.g. network-snapshot-*.pkl)")
     if os.path.isdir(out) and os.path.isdir(os.path.join(out, "checkpoints")):

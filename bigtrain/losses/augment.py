@@ -555,7 +555,8 @@ class AugmentConfig:
                 f"is for kind diffaugment; kind is {self.kind}")
         require(bool(self.pipe) and not set(self.pipe) - set("bgc") and len(set(self.pipe)) == len(self.pipe),
                 "pipe", self.pipe, "must be letters from b, g, c, each at most once (e.g. bgc)")
-        require(0 <= self.p <= self.p_max <= 1, "p", self.p, f"must be in [0, p_max={self.p_max}], p_max <= 1")
+        require(0 <= self.p_max <= 1, "p_max", self.p_max, "must be in [0, 1]")
+        require(0 <= self.p <= self.p_max, "p", self.p, f"must be in [0, p_max={self.p_max}]")
         require(-1 <= self.target <= 1, "target", self.target, "must be in [-1, 1]")
         require(self.speed_kimg > 0, "speed_kimg", self.speed_kimg, "must be > 0")
         require(self.interval >= 1, "interval", self.interval, "must be >= 1")

@@ -82,11 +82,14 @@ class GANLoss(nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """As nn.Module's, except that augmentation may change at a resume: ADA's state missing from
         the checkpoint (switched on now) starts from the config, and state of a pipe no longer
-        configured is dropped. Everything else must match."""
+        configured is dropped, and a fixed p (augment.kind fixed) is the config's, not the
+        checkpoint's. Everything else must match."""
         own = self.state_dict()
         aug = ("augment_pipe.", "ada.")
         state = {k: v for k, v in state_dict.items() if k in own or not k.startswith(aug)}
         state.update({k: v for k, v in own.items() if k.startswith(aug) and k not in state})
+        if self.augment_pipe is not None and self.ada is None:
+            state["augment_pipe.p"] = own["augment_pipe.p"]
         return super().load_state_dict(state, strict, assign)
 
     def reg_intervals(self) -> dict[str, int | None]:

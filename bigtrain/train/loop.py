@@ -125,6 +125,13 @@ class Trainer:
         if start is not None:
             load_into(self.G_ema, start.G_ema, "generator", cfg.train.init_from)
         self.started_from = start.record if start is not None else None
+        if cfg.train.freeze_d and not resume and (start is None or start.D is None):
+            # Frozen blocks at their random initialisation would only hold D back.
+            raise ConfigError(f"config error in {config_source}: key 'train.freeze_d': {cfg.train.freeze_d} blocks "
+                              f"of D frozen, but D starts from its initialisation: "
+                              + ("set train.init_from to a file that holds a D (an NVlabs pickle or a bigtrain checkpoint)"
+                                 if start is None else f"{cfg.train.init_from} holds no D (an export folder holds "
+                                 f"G_ema only)") + ", or set train.freeze_d=0")
         # FreezeD: D's highest-resolution blocks keep their starting weights (never in an optimizer).
         self.frozen = {id(p) for p in self._frozen_d_parameters(D, config_source)}
         check_grow(cfg.grow, cfg.train, R, G, D, cfg.model, self.env.world_size, config_source)

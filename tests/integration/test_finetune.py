@@ -86,6 +86,9 @@ def test_init_from_an_nvlabs_pickle_with_freeze_d(tmp_path):
     bad = tiny_config(tmp_path / "bad", train={"init_from": str(pkl)}, generator={"channel_max": 32})
     with pytest.raises(ConfigError, match=r"generator\.channel_max=16 \(the run's config has 32\)"):
         _trainer(bad, tmp_path, "bad")
-    too_many = tiny_config(tmp_path / "bad", train={"freeze_d": 3})
+    too_many = tiny_config(tmp_path / "bad", train={"freeze_d": 3, "init_from": str(pkl)})
     with pytest.raises(ConfigError, match=r"train.freeze_d.*3 blocks, but D has 2"):
         _trainer(too_many, tmp_path, "bad2")
+    fresh_d = tiny_config(tmp_path / "bad", train={"freeze_d": 1})  # nothing to keep: D is random
+    with pytest.raises(ConfigError, match=r"train.freeze_d.*D starts from its initialisation: set train.init_from"):
+        _trainer(fresh_d, tmp_path, "bad3")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bigtrain.checkpoint.nvlabs import ForeignPickleError, read_pickle
-from bigtrain.export import load_generator
+from bigtrain.export import ExportError, load_generator
 from bigtrain.export.importer import import_nvlabs
 from bigtrain.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from bigtrain.models.stylegan2.nvlabs import read_discriminator, read_generator
@@ -54,6 +54,8 @@ def test_import_reproduces_the_networks(tmp_path, c_dim):
     G2, cfg = load_generator(str(tmp_path / "out"))
     assert cfg["source"]["network"] == "G_ema" and cfg["source"]["num_fp16_res"] == 2 and config["c_dim"] == c_dim
     assert torch.equal(G2(z, c, truncation_psi=0.7, noise_mode="const"), G(z, c, truncation_psi=0.7, noise_mode="const"))
+    with pytest.raises(ExportError, match="is an export folder already"):  # imported twice by mistake
+        import_nvlabs(str(tmp_path / "out"), str(tmp_path / "again"), printer=lambda s: None)
 
 
 class _Payload:

@@ -269,3 +269,21 @@ def test_p_rises_when_d_overfits_and_stays_low_when_it_cannot():
 
     assert final_p(fakes_are_reals=False) > 0.25
     assert final_p(fakes_are_reals=True) < 0.05
+
+
+def test_resume_keeps_ada_p_but_a_fixed_p_is_the_configs():
+    """GANLoss.load_state_dict: ADA continues the checkpoint's p; kind fixed takes p from the config
+    being resumed (a changed p is the user's choice); a bad p_max is reported under its own key."""
+    from bigtrain.losses import GANLoss
+    from bigtrain.losses.augment import AugmentConfig
+
+    saved = GANLoss(GANLoss.Config(), AugmentConfig(kind="ada", p=0.7)).state_dict()
+    ada = GANLoss(GANLoss.Config(), AugmentConfig(kind="ada", p=0.0))
+    ada.load_state_dict(saved)
+    assert float(ada.augment_pipe.p) == pytest.approx(0.7)
+    fixed = GANLoss(GANLoss.Config(), AugmentConfig(kind="fixed", p=0.3))
+    fixed.load_state_dict(saved)
+    assert float(fixed.augment_pipe.p) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]") as bad:
+        AugmentConfig(kind="ada", p_max=1.5)
+    assert bad.value.key == "p_max"
