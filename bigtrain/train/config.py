@@ -45,7 +45,7 @@ class LoopConfig:
     skip_nonfinite_on_device: bool = True  # GPU (single, ddp): a step with a NaN/Inf loss is skipped by the fused optimizer on the device and counted at the next tick, instead of the host waiting for the GPU once per phase to decide.
     cudnn_benchmark: bool = True  # GPU: cuDNN times its convolution algorithms for each new shape and keeps the fastest (the first iterations are slower).
     allow_tf32: bool = False  # GPU: float32 convolutions and matmuls in TF32 on Ampere and newer (faster, about 1e-3 relative error); off as in NVlabs' StyleGAN2.
-    init_from: str | None = None  # Fine-tuning: start G, D (when the file has it) and G_ema from an NVlabs pickle, a bigtrain checkpoint or an export folder; the optimizers start fresh and kimg at 0. Ignored on resume.
+    init_from: str | None = None  # Fine-tuning: start G, D (when the file has it) and G_ema from an NVlabs pickle, a bigtrain checkpoint (or a run dir: its newest), or an export folder; the optimizers start fresh and kimg at 0. Ignored on resume.
     freeze_d: int = 0  # FreezeD: keep D's this many highest-resolution blocks at their starting weights; 0 = train all of D.
     reduced_precision_res: int | None = None  # StyleGAN2's scheme: only the N highest-resolution blocks of G and D run in bf16/fp16 (pair with conv_clamp: 256); null = autocast everywhere.
 

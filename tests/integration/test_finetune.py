@@ -1,5 +1,6 @@
 """Fine-tuning (train.init_from, train.freeze_d) and ADA (augment.kind: ada) in real tiny runs."""
 import json
+import os
 import shutil
 
 import pytest
@@ -53,6 +54,12 @@ def test_ada_moves_p_logs_it_and_resume_continues_it_exactly(tmp_path):
     old.write(str(tmp_path / "mid.pt"))
     plain = tiny_config(tmp_path / "plain", train={"total_kimg": 0.048})
     assert _trainer(plain, tmp_path, "plain", resume=str(tmp_path / "mid.pt")).run()
+    # A run dir as train.init_from: its newest checkpoint (G, D and G_ema), kimg 0, D's top block frozen.
+    ft = _trainer(tiny_config(tmp_path / "ft", train={"init_from": str(tmp_path / "straight"), "freeze_d": 1}),
+                  tmp_path, "ft")
+    assert ft.started_from["path"] == os.path.abspath(end)
+    assert ft.started_from["nets"] == ["G_ema", "G", "D"] and ft.progress.nimg == 0
+    assert all(torch.equal(ft.G_ema.state_dict()[k], v) for k, v in ckpt.G_ema.items())
 
 
 def _pretrained(tmp_path):
