@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bigtrain.cli import config_reference
+from bigtrain.cli.config import config_reference
 from bigtrain.config import iter_fields
 from bigtrain.train.config import TrainConfig
 
