@@ -12,7 +12,8 @@ def run(args) -> int:
     from bigtrain.data.shards import names_command_or_url
     from bigtrain.distributed import DistEnv, build_strategy, print0
     from bigtrain.distributed.strategy.base import StrategyConfig
-    from bigtrain.generate import load_generator_from_checkpoint, standing_stats
+    from bigtrain.export.load import load_generator_from_checkpoint
+    from bigtrain.models.sampling import standing_stats
     from bigtrain.metrics import InceptionFeatures, evaluate, parse_metrics
 
     specs = parse_metrics(args.metrics)

@@ -1,14 +1,16 @@
 """`bigtrain generate RUN|CKPT|EXPORT`: image grids, style mixing and interpolation videos."""
 from __future__ import annotations
 
+import os
+
 
 def run(args) -> int:
-    from bigtrain.distributed import print0
     import torch
 
-    from bigtrain.generate import (generate_images, interpolation_frames, load_any_generator, parse_layers,
-                                   standing_stats, style_mix_grid, write_outputs)
-    from bigtrain.models.sampling import parse_seeds
+    from bigtrain.distributed import print0
+    from bigtrain.export.load import load_any_generator
+    from bigtrain.models.sampling import (generate_images, interpolation_frames, parse_layers, parse_seeds,
+                                          standing_stats, style_mix_grid)
 
     if not args.out and not args.outdir:
         raise ValueError("give --out GRID.png and/or --outdir DIR")
@@ -28,7 +30,7 @@ def run(args) -> int:
     grid_w = None
     if args.style_mix:
         cols = parse_seeds(args.style_mix)
-        layers = parse_layers(args.mix_layers, G.num_ws) if hasattr(G, "num_ws") else []
+        layers = parse_layers(args.mix_layers, G)
         img = style_mix_grid(G, seeds, cols, layers, trunc, args.class_idx, args.batch, args.device)
         names = ["blank"] + [f"col-seed{c:04d}" for c in cols]
         names += [n for r in seeds for n in [f"row-seed{r:04d}"] + [f"mix-row{r:04d}-col{c:04d}" for c in cols]]
@@ -55,6 +57,24 @@ def run(args) -> int:
     if args.outdir:
         print0(f"wrote {len(names)} images to {args.outdir}")
     return 0
+
+
+def write_outputs(img, names: list[str], out: str | None, outdir: str | None,
+                  grid_w: int | None = None) -> list[str]:
+    """The grid (``out``) and/or one PNG per image named ``names[i]``.png in ``outdir``."""
+    from bigtrain.train.observe import image_grid, save_png
+
+    written = []
+    if out:
+        save_png(image_grid(img, grid_w), out)
+        written.append(out)
+    if outdir:
+        os.makedirs(outdir, exist_ok=True)
+        for name, im in zip(names, img):
+            p = os.path.join(outdir, f"{name}.png")
+            save_png(image_grid(im[None], 1), p)
+            written.append(p)
+    return written
 
 
 def add(sub) -> None:

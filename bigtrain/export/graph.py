@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bigtrain.generate import class_labels
+from bigtrain.models.sampling import class_labels
 from bigtrain.models.sampling import latents_from_seeds
 
 ONNX_OPSET = 17

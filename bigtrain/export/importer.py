@@ -30,7 +30,7 @@ def writer_of(module_src: str) -> str:
 def import_nvlabs(src: str, out: str, trunc: float | None = None, printer: Callable[[str], None] = print) -> dict:
     """Write ``src``'s G_ema to the export folder ``out``; -> the config.json written."""
     from bigtrain.checkpoint.nvlabs import ForeignPickleError, read_pickle
-    from bigtrain.generate import generate_images
+    from bigtrain.models.sampling import generate_images
     from bigtrain.models.stylegan2.nvlabs import read_discriminator, read_generator
 
     if os.path.isdir(src):

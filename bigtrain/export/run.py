@@ -85,8 +85,10 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
     """Export a checkpoint's (or run dir's newest checkpoint's) G_ema to ``out``; -> the checks
     (max abs error of each format against the checkpoint's G_ema, also written to checks.json).
     Raises ExportError, writing nothing more, when a format does not reproduce the generator."""
-    from bigtrain.generate import generate_images, load_generator_from_checkpoint
-    from bigtrain.generate import standing_stats as run_standing_stats
+    from bigtrain.models.sampling import generate_images
+    from bigtrain.models.sampling import standing_stats as run_standing_stats
+
+    from .load import load_generator_from_checkpoint
 
     if dtype not in DTYPES:
         raise ExportError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")

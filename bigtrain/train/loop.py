@@ -29,7 +29,7 @@ from bigtrain.checkpoint.state import DamagedCheckpoint
 from bigtrain.config import ConfigError, build, dump_yaml, to_dict
 from bigtrain.data import open_data
 from bigtrain.distributed import DistEnv, build_strategy, print0
-from bigtrain.generate import standing_stats
+from bigtrain.models.sampling import standing_stats
 from bigtrain.losses import GANLoss
 from bigtrain.metrics.training import TrainingMetrics
 from bigtrain.models import get_family

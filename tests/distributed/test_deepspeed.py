@@ -57,7 +57,8 @@ def _export_matches_checkpoint(run_dir, out):
     import torch
 
     import bigtrain
-    from bigtrain.generate import generate_images, load_generator_from_checkpoint
+    from bigtrain.export.load import load_generator_from_checkpoint
+    from bigtrain.models.sampling import generate_images
     r = run_cli(["export", str(run_dir), "--out", str(out)])
     assert r.returncode == 0, r.stderr
     G, _ = bigtrain.load_generator(str(out))

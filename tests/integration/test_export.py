@@ -20,7 +20,8 @@ from PIL import Image
 from test_grow import progan_config
 
 import bigtrain
-from bigtrain.generate import generate_images, load_generator_from_checkpoint
+from bigtrain.export.load import load_generator_from_checkpoint
+from bigtrain.models.sampling import generate_images
 
 SEEDS = list(range(8))
 
@@ -237,7 +238,7 @@ def test_stylegan2_style_mixing_and_interpolation(export, tmp_path):
     out2 = tmp_path / "mix2"
     assert run_cli(["generate", str(export), "--seeds", "0", "--style-mix", "5", "--outdir", str(out2)]).returncode == 0
     cell = np.asarray(Image.open(out2 / "mix-row0000-col0005.png")).astype(np.int16)
-    from bigtrain.generate import _synthesize, _ws
+    from bigtrain.models.sampling import _synthesize, _ws
     with torch.no_grad():
         w_row, w_col = _ws(G, [0], None, None, "cpu"), _ws(G, [5], None, None, "cpu")
         w_col[:, :4] = w_row[:, :4]

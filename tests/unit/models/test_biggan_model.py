@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from bigtrain.config import build
-from bigtrain.generate import standing_stats
+from bigtrain.models.sampling import standing_stats
 from bigtrain.losses.regularizers import orthogonal_penalty
 from bigtrain.models import get_family
 from bigtrain.models.biggan.layers import BatchNorm, SNConv2d, SNLinear

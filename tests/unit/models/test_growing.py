@@ -135,7 +135,7 @@ def test_progan_conditioning_and_no_truncation():
     assert not torch.allclose(G(z, c0), G(z, c1), atol=1e-4)
     img = G(z, c0)
     assert not torch.allclose(D(img, c0), D(img, c1), atol=1e-5)
-    from bigtrain.generate import generate_images
+    from bigtrain.models.sampling import generate_images
     with pytest.raises(ValueError, match="no truncation"):
         generate_images(G, [0], trunc=0.7, class_idx=0)
 
