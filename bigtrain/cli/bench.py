@@ -8,7 +8,7 @@ import os
 
 
 def cmd_bench(args) -> int:
-    from bigtrain.bench import bench_train, format_table
+    from bigtrain.bench.train import bench_train, format_table
     from bigtrain.distributed import print0
     from bigtrain.train.loop import Trainer
 
@@ -24,7 +24,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_bench_data(args) -> int:
-    from bigtrain.bench import bench_data, format_data_table
+    from bigtrain.bench.data import bench_data, format_data_table
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -39,7 +39,7 @@ def cmd_bench_data(args) -> int:
 
 
 def cmd_bench_crops(args) -> int:
-    from bigtrain.bench import make_crops
+    from bigtrain.bench.data import make_crops
     from bigtrain.distributed import print0
     n = make_crops(args.src, args.out, args.count, args.resolution, args.seed)
     print0(f"wrote {n} {args.resolution}x{args.resolution} crops to {args.out}")
@@ -47,7 +47,7 @@ def cmd_bench_crops(args) -> int:
 
 
 def cmd_bench_kernels(args) -> int:
-    from bigtrain.bench import bench_kernels, format_kernel_table
+    from bigtrain.bench.kernels import bench_kernels, format_kernel_table
     result = bench_kernels(tuple(args.resolutions), iters=args.iters)
     print(format_kernel_table(result))
     if args.json:
@@ -57,7 +57,7 @@ def cmd_bench_kernels(args) -> int:
 
 
 def cmd_bench_gpu(args) -> int:
-    from bigtrain.bench_gpu import ROW_NAMES, SECTIONS, format_report, run_report
+    from bigtrain.bench.gpu import ROW_NAMES, SECTIONS, format_report, run_report
     from bigtrain.distributed import print0
     report = run_report(args.out, toy=args.toy, sections=args.sections or SECTIONS, rows=args.rows or ROW_NAMES,
                         budget_s=args.budget)
@@ -67,7 +67,7 @@ def cmd_bench_gpu(args) -> int:
 
 
 def cmd_bench_generate(args) -> int:
-    from bigtrain.bench import bench_generate, format_generate_table
+    from bigtrain.bench.generate import bench_generate, format_generate_table
     from bigtrain.distributed import print0
     result = bench_generate(args.export, args.batch, args.rounds, args.threads)
     print0(format_generate_table(result))
@@ -119,7 +119,7 @@ def add(sub) -> None:
                                      "a profile")
     bu.add_argument("--out", required=True, help="folder for gpu-report.json, gpu-report.txt and the tables")
     bu.add_argument("--toy", action="store_true", help="the same report on the CPU at a toy size (no GPU needed)")
-    # Names checked by bench_gpu.run_report, not by choices=: building the parser must not import torch.
+    # Names checked by bench.gpu.run_report, not by choices=: building the parser must not import torch.
     bu.add_argument("--sections", nargs="+", default=None, metavar="SECTION",
                     help="run only these: environment kernels bench-kernels train profile (default all)")
     bu.add_argument("--rows", nargs="+", default=None, metavar="ROW",

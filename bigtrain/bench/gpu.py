@@ -183,7 +183,7 @@ def _git() -> dict:
 
 # ------------------------------------------------------------------------------------- sections
 def section_environment(ctx: Context, rec: dict) -> None:
-    from bigtrain.bench import copy_bandwidth
+    from bigtrain.bench.kernels import copy_bandwidth
     rec.update(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda,
                cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
                git=_git(), bigtrain_kernels_env=os.environ.get("BIGTRAIN_KERNELS"),
@@ -253,7 +253,7 @@ def section_bench_kernels(ctx: Context, rec: dict) -> None:
     if ctx.device.type != "cuda":
         rec.update(status="skipped", reason="no GPU: `bench kernels` times the CUDA kernels against the reference")
         return
-    from bigtrain.bench import bench_kernels, format_kernel_table
+    from bigtrain.bench.kernels import bench_kernels, format_kernel_table
     rec.update(bench_kernels((256, 1024), iters=20))
     rec["table"] = format_kernel_table(rec)
 
@@ -405,7 +405,7 @@ def build_trainer(ctx: Context, row: Row):
 def train_row(ctx: Context, row: Row, r: dict) -> None:
     """One row: build, the first iteration alone, the rest of the warm-up, then the timed
     iterations (CUDA-synchronised wall clock, as `bigtrain bench train`)."""
-    from bigtrain.bench import time_steps
+    from bigtrain.bench.train import time_steps
     from bigtrain.ops._impl import auto_decisions
     from bigtrain.train.observe import TickStats, peak_memory_gb
 

@@ -1,0 +1,88 @@
+"""`bigtrain bench kernels`: each CUDA kernel against the reference and the copy-bandwidth floor."""
+from __future__ import annotations
+
+import torch
+
+
+def _cuda_time(fn, iters: int) -> float:
+    """Median seconds of fn() over iters runs, timed with CUDA events."""
+    times = []
+    for _ in range(iters + 3):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return sorted(times[3:])[iters // 2]
+
+
+def copy_bandwidth(nbytes: int = 1 << 30) -> float:
+    """Bytes/s of a device-to-device copy (read + write counted): the floor for memory-bound ops."""
+    src = torch.empty(nbytes // 4, device="cuda")
+    dst = torch.empty_like(src)
+    return 2 * nbytes / _cuda_time(lambda: dst.copy_(src), 10)
+
+
+def kernel_cases(res: int, batch: int = 8):
+    """StyleGAN2 config-f shapes at resolution ``res``: (name, fn(impl, *inputs), inputs, bytes the
+    forward must move at least)."""
+    from bigtrain.ops import bias_act, modulated_conv2d, setup_filter, upfirdn2d
+
+    ch = min(512, 32768 // res)  # config-f channels at this resolution
+    f = setup_filter([1, 3, 3, 1], device="cuda")
+    x = torch.randn(batch, ch, res // 2, res // 2, device="cuda")
+    y = torch.randn(batch, ch, res, res, device="cuda")
+    b = torch.randn(ch, device="cuda")
+    w, s = torch.randn(ch, ch, 3, 3, device="cuda"), torch.randn(batch, ch, device="cuda").abs() + 0.5
+    xs = torch.randn(batch, ch, 16, 16, device="cuda")
+    # The FIR filter after G's transposed conv (input res + 1, padded to res) and before D's strided
+    # conv; the down2 of D's skips.
+    yt = torch.randn(batch, ch, res + 1, res + 1, device="cuda")
+    el = 4  # float32
+    return [
+        ("upfirdn2d up2", lambda impl, x: upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, impl=impl), [x],
+         (x.numel() + 4 * x.numel()) * el),
+        ("upfirdn2d filter", lambda impl, yt: upfirdn2d(yt, f, padding=1, gain=4, impl=impl), [yt],
+         (yt.numel() + y.numel()) * el),
+        ("upfirdn2d down2", lambda impl, y: upfirdn2d(y, f, down=2, padding=1, impl=impl), [y],
+         (y.numel() + y.numel() // 4) * el),
+        ("bias_act lrelu", lambda impl, y, b: bias_act(y, b, act="lrelu", impl=impl), [y, b], 2 * y.numel() * el),
+        ("modconv weights", lambda impl, w, s: modulated_conv2d(xs, w, s, padding=1, impl=impl), [w, s],
+         (w.numel() + batch * w.numel()) * el),
+    ]
+
+
+def bench_kernels(resolutions=(256, 1024), iters: int = 20) -> dict:
+    """Per op and resolution: forward and forward+backward ms with the kernel and the reference,
+    and the kernel's forward bytes/s against the copy bandwidth (the floor for these ops)."""
+    if not torch.cuda.is_available():
+        raise ValueError("bench kernels needs a GPU; none is visible")
+    bw = copy_bandwidth()
+    rows = []
+    for res in resolutions:
+        for name, fn, inputs, nbytes in kernel_cases(res):
+            row = {"op": name, "resolution": res}
+            leaves = [t.detach().requires_grad_(True) for t in inputs]
+            for impl in ("cuda", "ref"):
+                def fwd_bwd(impl=impl):
+                    torch.autograd.grad(fn(impl, *leaves).square().mean(), leaves)
+                with torch.no_grad():
+                    row[f"{impl}_fwd_ms"] = 1000 * _cuda_time(lambda impl=impl: fn(impl, *inputs), iters)
+                row[f"{impl}_fwd_bwd_ms"] = 1000 * _cuda_time(fwd_bwd, iters)
+            row["speedup_fwd_bwd"] = row["ref_fwd_bwd_ms"] / row["cuda_fwd_bwd_ms"]
+            row["cuda_fwd_bytes_per_s"] = nbytes / (row["cuda_fwd_ms"] / 1000)
+            row["x_of_copy_floor"] = bw / row["cuda_fwd_bytes_per_s"]
+            rows.append(row)
+    return {"device": torch.cuda.get_device_name(), "copy_bytes_per_s": bw, "rows": rows}
+
+
+def format_kernel_table(r: dict) -> str:
+    lines = [f"{r['device']}: copy bandwidth {r['copy_bytes_per_s'] / 1e9:.0f} GB/s",
+             f"{'op':<17} {'res':>5} {'cuda f+b ms':>12} {'ref f+b ms':>11} {'speedup':>8} {'fwd GB/s':>9} "
+             f"{'x floor':>8}"]
+    for row in r["rows"]:
+        lines.append(f"{row['op']:<17} {row['resolution']:>5} {row['cuda_fwd_bwd_ms']:>12.3f} "
+                     f"{row['ref_fwd_bwd_ms']:>11.3f} {row['speedup_fwd_bwd']:>8.2f} "
+                     f"{row['cuda_fwd_bytes_per_s'] / 1e9:>9.0f} {row['x_of_copy_floor']:>8.2f}")
+    return "\n".join(lines)
