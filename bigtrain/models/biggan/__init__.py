@@ -1,7 +1,8 @@
 """BigGAN: registration of the family (see README.md here)."""
 from bigtrain.models.registry import FamilySpec, register
 
-from .networks import BigGANDiscriminator, BigGANGenerator
+from .discriminator import BigGANDiscriminator
+from .generator import BigGANGenerator
 from .presets import PRESETS
 
 SPEC = register(FamilySpec(

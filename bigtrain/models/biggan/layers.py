@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bigtrain.config import require
+
 
 class SpectralNorm:
     """Mixin for nn.Linear / nn.Conv2d: ``sn_weight()`` is the weight over its spectral norm."""
@@ -174,3 +176,19 @@ class SelfAttention(nn.Module):
         attn = torch.softmax(theta.transpose(1, 2) @ phi, dim=-1)  # [N, HW, HW/4]
         o = self.o((g @ attn.transpose(1, 2)).view(N, C // 2, H, W))
         return x + self.gamma * o
+
+
+# ------------------------------------------------------------------------------ shared by G and D
+def ortho_init(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)) and not isinstance(m, SNEmbedding):
+            nn.init.orthogonal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def check_arch(cfg) -> None:
+    require(cfg.ch >= 1, "ch", cfg.ch, "must be >= 1")
+    require(all(m >= 1 for m in cfg.ch_mult), "ch_mult", cfg.ch_mult, "must be positive")
+    require(all(r >= 4 and r & (r - 1) == 0 for r in cfg.attn_res), "attn_res", cfg.attn_res,
+            "must list powers of 2 >= 4")

@@ -1,7 +1,8 @@
 """ProGAN: registration of the family (see README.md here)."""
 from bigtrain.models.registry import FamilySpec, register
 
-from .networks import ProGANDiscriminator, ProGANGenerator
+from .discriminator import ProGANDiscriminator
+from .generator import ProGANGenerator
 from .presets import PRESETS
 
 SPEC = register(FamilySpec(

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bigtrain.export.graph import ndtr_lower, ndtri_lower, truncate_z_traceable
-from bigtrain.models.biggan.networks import truncate_z
+from bigtrain.models.biggan.generator import truncate_z
 
 
 @pytest.mark.parametrize("threshold", [0.1, 0.5, 1.0, 2.0, 4.0, 6.0])

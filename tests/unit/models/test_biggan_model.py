@@ -11,7 +11,7 @@ from bigtrain.models.sampling import standing_stats
 from bigtrain.losses.regularizers import orthogonal_penalty
 from bigtrain.models import get_family
 from bigtrain.models.biggan.layers import BatchNorm, SNConv2d, SNLinear
-from bigtrain.models.biggan.networks import truncate_z
+from bigtrain.models.biggan.generator import truncate_z
 from bigtrain.models.biggan.presets import PRESETS
 
 SPEC = get_family("biggan")
