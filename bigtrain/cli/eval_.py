@@ -10,8 +10,8 @@ def run(args) -> int:
 
     from bigtrain.data import open_data
     from bigtrain.data.shards import names_command_or_url
-    from bigtrain.distributed import DistEnv, build_strategy, print0
-    from bigtrain.distributed.strategy.base import StrategyConfig
+    from bigtrain.distributed import DistEnv, print0
+    from bigtrain.distributed.strategy import build_collectives
     from bigtrain.export.load import load_generator_from_checkpoint
     from bigtrain.models.sampling import standing_stats
     from bigtrain.metrics import InceptionFeatures, evaluate, parse_metrics
@@ -20,7 +20,7 @@ def run(args) -> int:
     env = DistEnv.from_environ()
     strategy = None
     if env.world_size > 1:
-        strategy = build_strategy(StrategyConfig(strategy="ddp", device=args.device), env)
+        strategy = build_collectives(args.device, env)  # eval trains nothing: collectives only
         strategy.setup()
     try:
         G, info = load_generator_from_checkpoint(args.checkpoint, args.device)

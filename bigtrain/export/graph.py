@@ -103,7 +103,7 @@ def ndtri_lower(p: torch.Tensor) -> torch.Tensor:
 
 
 def truncate_z_traceable(z: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """BigGAN's truncation (bigtrain.models.biggan.networks.truncate_z) with a tensor threshold,
+    """BigGAN's truncation (bigtrain.models.biggan.generator.truncate_z) with a tensor threshold,
     computed on the lower half and mirrored, clamped to [-threshold, threshold]."""
     lo = ndtr_lower(-threshold)
     p = (lo + (1 - 2 * lo) * ndtr_lower(-z.abs())).clamp(min=_TINY)

@@ -17,6 +17,7 @@ import sys
 
 from bigtrain.checkpoint.lock import check_run_dir_free
 from bigtrain.config import ConfigError
+from bigtrain.distributed.strategy import check_world_size
 from bigtrain.train.config import TrainConfig
 
 from .job import TrainJob, read_attempts
@@ -124,9 +125,10 @@ def _queued_state(job_id: str) -> str | None:
 def check_fits(cfg: TrainConfig, res: Resources, source: str) -> None:
     """What the job would only find out after queueing: a world size the config cannot run."""
     world = res.nodes * res.tasks
-    if world > 1 and cfg.distributed.strategy == "single":
-        raise ConfigError(f"distributed.strategy=single cannot run {world} processes ({res.nodes} node(s) x "
-                          f"{res.tasks} task(s)); set distributed.strategy to ddp or deepspeed ({source})")
+    try:
+        check_world_size(cfg.distributed.strategy, world, f"{res.nodes} node(s) x {res.tasks} task(s)")
+    except ValueError as e:
+        raise ConfigError(f"{e} ({source})") from None
     cfg.train.rounds(world, source)
 
 

@@ -6,7 +6,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from bigtrain.distributed.strategy.ddp import sync_batchnorm
+from bigtrain.distributed.strategy.group import sync_batchnorm
 from bigtrain.models.biggan.layers import BatchNorm
 
 

@@ -6,6 +6,7 @@ from ..env import DistEnv
 from .base import Strategy, StrategyConfig, Wrapped
 from .ddp import DDPStrategy
 from .deepspeed import DeepSpeedStrategy
+from .group import ProcessGroupStrategy
 from .single import SingleStrategy
 
 STRATEGIES: dict[str, type[Strategy]] = {"single": SingleStrategy, "ddp": DDPStrategy, "deepspeed": DeepSpeedStrategy}
@@ -17,11 +18,16 @@ def resolve_device(cfg: StrategyConfig, env: DistEnv) -> torch.device:
     return torch.device("cpu")
 
 
+def check_world_size(strategy: str, world_size: int, where: str) -> None:
+    """A strategy that cannot run ``world_size`` processes is an error (``where``: how they come about)."""
+    if world_size > 1 and strategy == "single":
+        raise ValueError(f"distributed.strategy=single cannot run {world_size} processes ({where}); run one "
+                         f"process or set distributed.strategy to ddp or deepspeed")
+
+
 def build_strategy(cfg: StrategyConfig, env: DistEnv | None = None) -> Strategy:
     env = env or DistEnv.from_environ()
-    if env.world_size > 1 and cfg.strategy == "single":
-        raise ValueError(f"distributed.strategy=single cannot run {env.world_size} processes "
-                         f"(launched by {env.launcher}); run one process or choose a distributed strategy")
+    check_world_size(cfg.strategy, env.world_size, f"launched by {env.launcher}")
     device = resolve_device(cfg, env)
     if cfg.strategy == "deepspeed":
         try:
@@ -32,4 +38,13 @@ def build_strategy(cfg: StrategyConfig, env: DistEnv | None = None) -> Strategy:
     return STRATEGIES[cfg.strategy](env, device)
 
 
-__all__ = ["STRATEGIES", "Strategy", "StrategyConfig", "Wrapped", "build_strategy", "resolve_device"]
+def build_collectives(device: str, env: DistEnv | None = None) -> Strategy:
+    """The ranks of the job and the collectives between them, for work that trains nothing
+    (evaluation): a process group over several ranks, nothing for one. Not set up yet."""
+    env = env or DistEnv.from_environ()
+    cls = ProcessGroupStrategy if env.world_size > 1 else SingleStrategy
+    return cls(env, resolve_device(StrategyConfig(device=device), env))
+
+
+__all__ = ["STRATEGIES", "Strategy", "StrategyConfig", "Wrapped", "build_collectives", "build_strategy",
+           "check_world_size", "resolve_device"]

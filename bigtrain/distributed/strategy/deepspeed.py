@@ -31,7 +31,7 @@ import os
 import torch
 
 from .base import Wrapped, _nbytes
-from .ddp import DDPStrategy, init_process_group, sync_batchnorm
+from .group import ProcessGroupStrategy, init_process_group, sync_batchnorm
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -71,9 +71,9 @@ class _SafeLoads:
         return getattr(self._inner, name)
 
 
-class DeepSpeedStrategy(DDPStrategy):
-    """Process group, reductions and barriers as DDP; networks, gradients and checkpoints
-    through DeepSpeed engines."""
+class DeepSpeedStrategy(ProcessGroupStrategy):
+    """The process group and its collectives as every multi-process strategy has them; networks,
+    gradients and checkpoints through DeepSpeed engines."""
     name = "deepspeed"
 
     def __init__(self, env, device, zero_stage: int = 1, user_config: dict | None = None):
