@@ -20,7 +20,7 @@ def bench_generate(folder: str, batch: int = 64, rounds: int = 5, threads: int |
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     G, config = load_generator(folder)
-    sampler = Sampler(G, config["family"]).eval()
+    sampler = Sampler(G).eval()
     args = example_inputs(sampler, batch, None, seed=0)
     runners = {"pytorch": lambda: sampler(*args)}
     files = config.get("files", {})  # which graphs the export holds; their names are fixed

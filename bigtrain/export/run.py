@@ -24,7 +24,6 @@ CHECKS = "checks.json"
 CHECK_BATCH = 3  # traced with 2 images, checked with 3: the batch size is free in the graphs
 # Largest |difference| from the checkpoint's G_ema accepted, on images in [-1, 1]: float32 graphs
 # differ only by summation order (BigGAN's truncation by its quantile approximation, about 1e-6).
-CHECK_TRUNC = {"stylegan2": 0.7, "biggan": 1.0}
 TOLERANCE = {"float32": 1e-3, "float16": 5e-2, "bfloat16": 2e-1}
 
 
@@ -103,11 +102,11 @@ def export_generator(checkpoint: str, out: str, formats: list[str] = ("safetenso
         _refuse_run_dir(out, info["checkpoint"])
     if standing_stats:
         run_standing_stats(G, standing_stats)
-    sampler = Sampler(G, info["family"]).eval()
+    sampler = Sampler(G).eval()
     # Checked without truncation and with it (the given value, else a typical one). The reference
     # is bigtrain generate's own path, which also rejects a --trunc the family has no use for.
     seeds = list(range(CHECK_BATCH))
-    truncs = [None] + ([trunc] if trunc is not None else [CHECK_TRUNC[info["family"]]] if sampler.has_trunc else [])
+    truncs = [None] + ([trunc] if trunc is not None else [G.truncation_check] if sampler.has_trunc else [])
     check_args = [example_inputs(sampler, CHECK_BATCH, t, seed=0) for t in truncs]
     want = [generate_images(G, seeds, trunc=t) for t in truncs]
     tol = TOLERANCE[dtype]

@@ -37,11 +37,6 @@ def write_bytes(data: bytes, path: str) -> None:
     write_atomic(path, lambda f: f.write(data))
 
 
-def _w_avg(G: torch.nn.Module) -> torch.Tensor | None:
-    """StyleGAN2's truncation centre (mapping.w_avg); None for the other families."""
-    return getattr(getattr(G, "mapping", None), "w_avg", None)
-
-
 def weights_for_export(G: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """G's state dict as standalone contiguous CPU tensors; floating ones in ``dtype``, the rest
     (batch-norm counters) as they are."""
@@ -72,7 +67,7 @@ def save_snapshot(G: torch.nn.Module, info: dict, out: str, dtype: str = "float3
     blob = save(tensors, metadata={"format": FORMAT})
     write_bytes(blob, os.path.join(out, WEIGHTS))
     cfg = info["config"]
-    w_avg = _w_avg(G)
+    w_avg = G.truncation_centre()
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -84,7 +79,7 @@ def save_snapshot(G: torch.nn.Module, info: dict, out: str, dtype: str = "float3
         "c_dim": info["c_dim"],
         "z_dim": G.z_dim,
         "label_names": list(info.get("label_names") or []),
-        "stage": {"resolution": G.stage_res, "alpha": G.alpha} if hasattr(G, "stage_res") else None,
+        "stage": {"resolution": G.stage_res, "alpha": G.alpha} if G.growable else None,
         "truncation": {"arg": G.truncation_arg, "default": trunc},
         "w_avg": [round(float(v), 8) for v in w_avg] if w_avg is not None else None,
         "dtype": dtype,
@@ -185,7 +180,7 @@ def load_generator(folder: str, device: str | torch.device = "cpu", verify: bool
     expected = G.state_dict()
     _check_weights(expected, tensors, cpath, wpath)
     G.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
-    w_avg = _w_avg(G)
+    w_avg = G.truncation_centre()
     if w_avg is not None and config.get("w_avg") is not None:
         listed = torch.tensor(config["w_avg"], dtype=torch.float32)
         if listed.shape != w_avg.shape or not torch.allclose(listed, w_avg, rtol=1e-2, atol=1e-6):

@@ -109,8 +109,8 @@ def standing_stats(G: torch.nn.Module, batches: int, batch: int = 32, device: st
 
 
 # ---------------------------------------------------------------- generators with a mapping network (w)
-def _require_stylegan2(G: torch.nn.Module, what: str) -> None:
-    if not (hasattr(G, "mapping") and hasattr(G, "synthesis") and hasattr(G, "num_ws")):
+def _require_w(G: torch.nn.Module, what: str) -> None:
+    if not G.has_w:
         raise ValueError(f"{what} needs a StyleGAN2 generator (it mixes and interpolates w), not {type(G).__name__}")
 
 
@@ -132,7 +132,7 @@ def _synthesize(G, ws: torch.Tensor, batch: int) -> torch.Tensor:
 def parse_layers(text: str, G: torch.nn.Module) -> list[int]:
     """'0-3' or '0,1,6' -> w layer indices of ``G`` (a generator with a mapping network), each checked
     against its num_ws."""
-    _require_stylegan2(G, "--style-mix")
+    _require_w(G, "--style-mix")
     num_ws = G.num_ws
     layers = parse_seeds(text)
     bad = [i for i in layers if not 0 <= i < num_ws]
@@ -148,7 +148,7 @@ def style_mix_grid(G, row_seeds: list[int], col_seeds: list[int], layers: list[i
     column the row seeds', and cell (r, c) the column seed's w with ``layers`` taken from the row
     seed (coarse layers 0-3: pose and shape from the row, colour and texture from the column).
     The top-left corner is blank."""
-    _require_stylegan2(G, "--style-mix")
+    _require_w(G, "--style-mix")
     rows, cols = _ws(G, row_seeds, trunc, class_idx, device), _ws(G, col_seeds, trunc, class_idx, device)
     mixed = cols[None].repeat(len(row_seeds), 1, 1, 1)  # [R, C, num_ws, w_dim]
     mixed[:, :, layers] = rows[:, None, layers]
@@ -165,7 +165,7 @@ def interpolation_frames(G, seeds: list[int], steps: int, trunc: float | None = 
                          batch: int = 32, device="cpu") -> torch.Tensor:
     """Frames walking in w from each seed to the next, ``steps`` per leg (the last seed closes
     the walk): [(len(seeds) - 1) * steps + 1, C, H, W]."""
-    _require_stylegan2(G, "--interp")
+    _require_w(G, "--interp")
     if len(seeds) < 2 or steps < 1:
         raise ValueError("--interp needs at least two seeds and steps >= 1")
     ws = _ws(G, seeds, trunc, class_idx, device)

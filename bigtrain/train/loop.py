@@ -142,10 +142,13 @@ class Trainer:
                               f"augment.policy: keep one")
         self.loss = GANLoss(cfg.loss, cfg.augment).to(self.device)
         self.augment_stats: dict[str, float] = {}
-        if cfg.loss.pl_weight > 0 and not hasattr(G, "num_ws"):
+        if cfg.loss.pl_weight > 0 and not G.has_w:
             raise ConfigError(f"config error in {config_source}: key 'loss.pl_weight': path-length "
                               f"regularization needs a style-based generator; {cfg.model} has none; set it to 0")
-        if cfg.loss.ortho_weight > 0 and not hasattr(G, "ortho_parameters"):
+        if cfg.loss.style_mixing_prob > 0 and not G.has_w:
+            raise ConfigError(f"config error in {config_source}: key 'loss.style_mixing_prob': style mixing needs a "
+                              f"style-based generator; {cfg.model} has none; set it to 0")
+        if cfg.loss.ortho_weight > 0 and G.ortho_parameters() is None:
             raise ConfigError(f"config error in {config_source}: key 'loss.ortho_weight': orthogonal regularization "
                               f"is defined for BigGAN's generator; {cfg.model} has none; set it to 0")
         self.phases = build_phases(self.loss.reg_intervals(), d_repeat=cfg.train.num_d_steps)
@@ -204,7 +207,7 @@ class Trainer:
         k = self.cfg.train.freeze_d
         if not k:
             return []
-        blocks = D.resolution_blocks() if hasattr(D, "resolution_blocks") else None
+        blocks = D.resolution_blocks()
         if not blocks:
             raise ConfigError(f"config error in {source}: key 'train.freeze_d': {self.cfg.model}'s discriminator "
                               f"has no resolution blocks to freeze; set it to 0")

@@ -111,7 +111,7 @@ def check_grow(grow: GrowConfig, train, final_res: int, G, D, family: str, world
         raise ConfigError(f"config error in {source}: key '{key}': {msg}")
 
     if grow.enabled:
-        if not (getattr(G, "growable", False) and getattr(D, "growable", False)):
+        if not (G.growable and D.growable):
             fail("grow.start_res", f"model family {family} does not support progressive growing; set it to null")
         if grow.start_res >= final_res:
             fail("grow.start_res", f"{grow.start_res} must be below the data resolution {final_res}")

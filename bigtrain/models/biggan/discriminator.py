@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bigtrain.models.base import Discriminator
+
 from .layers import SelfAttention, SNConv2d, SNEmbedding, SNLinear, check_arch, ortho_init
 
 
@@ -60,7 +62,7 @@ class DBlockDeep(nn.Module):
         return h + x
 
 
-class BigGANDiscriminator(nn.Module):
+class BigGANDiscriminator(Discriminator):
     @dataclasses.dataclass
     class Config:
         ch: int = 96  # Channel unit; block i outputs ch x ch_mult[i] channels.

@@ -12,6 +12,7 @@ skips instead of 1x1 convs.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bigtrain.config import require
+from bigtrain.models.base import Generator
 from bigtrain.models.common.layers import upsample_nearest as _up
 
 from .layers import (BatchNorm, ConditionalBatchNorm, SelfAttention, SNConv2d, SNEmbedding, SNLinear, check_arch,
@@ -66,7 +68,7 @@ class GBlockDeep(nn.Module):
         return h + x[:, :self.out_ch]
 
 
-class BigGANGenerator(nn.Module):
+class BigGANGenerator(Generator):
     @dataclasses.dataclass
     class Config:
         z_dim: int = 120  # Latent z dimensionality; BigGAN splits it into equal chunks, one for the input layer and one per block.
@@ -123,9 +125,15 @@ class BigGANGenerator(nn.Module):
         ortho_init(self)
 
     truncation_arg = "truncation"  # what `bigtrain generate --trunc` sets
+    truncation_off = 0.0  # a threshold <= 0 in an exported graph's input: no truncation
+    truncation_check = 1.0
+
+    def traceable(self, z, c, trunc):
+        z = torch.where(trunc > 0, truncate_z_traceable(z, trunc.clamp(min=1e-3)), z)
+        return self(z, c)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation: float | None = None,
-                update_emas: bool = False, noise_mode: str = "random", **unused) -> torch.Tensor:
+                update_emas: bool = False, noise_mode: str = "random") -> torch.Tensor:
         """z [N, z_dim], c [N, c_dim] one-hot -> images [N, C, R, R] in [-1, 1] (tanh).
         ``truncation`` t is the truncation trick: z mapped onto a normal truncated to [-t, t]."""
         z = z.float()
@@ -163,3 +171,56 @@ def truncate_z(z: torch.Tensor, threshold: float) -> torch.Tensor:
     lo = torch.special.ndtr(torch.tensor(-threshold, dtype=torch.float64))
     p = torch.special.ndtr(z.double())
     return torch.special.ndtri(lo + (1 - 2 * lo) * p).to(z.dtype)
+
+
+# BigGAN's truncation maps z through the normal CDF onto a truncated normal; ONNX has Erf but
+# neither Erfc nor an inverse, and float32 1 + erf(x) loses the tails. So: the lower tail only
+# (the upper by symmetry), Phi(x) for x <= 0 from an erfc approximation with relative error
+# below 1.2e-7 (the Chebyshev fit in Numerical Recipes, 6.2), and the quantile from Acklam's
+# rational approximation (relative error 1.2e-9) refined by one Newton step.
+_ERFC = (0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418, 0.37409196,
+         1.00002368, -1.26551223)
+_A = (-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02, 1.383577518672690e+02,
+      -3.066479806614716e+01, 2.506628277459239e+00)
+_B = (-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.680131188771972e+01,
+      -1.328068155288572e+01)
+_C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00, -2.549732539343734e+00,
+      4.374664141464968e+00, 2.938163982698783e+00)
+_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00)
+_TINY = 1e-37  # above float32's smallest normal: log() of it is finite
+
+
+def _poly(coefs, x):
+    out = torch.full_like(x, coefs[0])
+    for c in coefs[1:]:
+        out = out * x + c
+    return out
+
+
+def ndtr_lower(x: torch.Tensor) -> torch.Tensor:
+    """Phi(x) for x <= 0, accurate relative to its size even far out in the tail."""
+    a = -x / math.sqrt(2)
+    t = 1 / (1 + 0.5 * a)
+    return 0.5 * t * torch.exp(-a * a + _poly(_ERFC, t))
+
+
+def ndtri_lower(p: torch.Tensor) -> torch.Tensor:
+    """The standard normal quantile for p in (0, 0.5], from elementwise ops that ONNX has."""
+    p_low = 0.02425
+    q = p - 0.5
+    r = q * q
+    central = q * _poly(_A, r) / (_poly(_B, r) * r + 1)
+    t = torch.sqrt(-2 * torch.log(p))
+    tail = _poly(_C, t) / (_poly(_D, t) * t + 1)
+    x = torch.where(p > p_low, central, tail).clamp(max=0)
+    pdf = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    return x - (ndtr_lower(x) - p) / pdf
+
+
+def truncate_z_traceable(z: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """BigGAN's truncation (truncate_z above) with a tensor threshold,
+    computed on the lower half and mirrored, clamped to [-threshold, threshold]."""
+    lo = ndtr_lower(-threshold)
+    p = (lo + (1 - 2 * lo) * ndtr_lower(-z.abs())).clamp(min=_TINY)
+    x = -ndtri_lower(p) * torch.sign(z)
+    return torch.minimum(torch.maximum(x, -threshold), threshold)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bigtrain.config import require
+from bigtrain.models.base import Discriminator
 from bigtrain.models.common.growing import Growable
 from bigtrain.models.common.layers import EqualConv2d, EqualLinear, MinibatchStd, channels_at
 
@@ -34,7 +35,7 @@ class DiscriminatorBlock(nn.Module):
         return F.avg_pool2d(self.conv1(self.conv0(x)), 2)
 
 
-class ProGANDiscriminator(Growable):
+class ProGANDiscriminator(Growable, Discriminator):
     @dataclasses.dataclass
     class Config:
         channel_base: int = 16384  # Channels at resolution r are min(channel_base / r, channel_max).

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from bigtrain.config import require
+from bigtrain.models.base import Generator
 from bigtrain.models.common.growing import Growable
 from bigtrain.models.common.layers import (EqualConv2d, EqualLinear, channels_at, normalize_2nd_moment,
                                            upsample_nearest)
@@ -56,7 +57,7 @@ class GeneratorBlock(nn.Module):
         return self._norm(self.conv1(x))
 
 
-class ProGANGenerator(Growable):
+class ProGANGenerator(Growable, Generator):
     @dataclasses.dataclass
     class Config:
         z_dim: int = 512  # Latent z dimensionality.
@@ -86,7 +87,7 @@ class ProGANGenerator(Growable):
     truncation_arg = None  # no truncation trick: z is pixel-normalized, so scaling it changes nothing
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, update_emas: bool = False,
-                noise_mode: str = "random", **unused) -> torch.Tensor:
+                noise_mode: str = "random") -> torch.Tensor:
         """z [N, z_dim], c [N, c_dim] one-hot or None -> images [N, C, R, R] at the current stage."""
         x = normalize_2nd_moment(z.float()) if self.cfg.pixel_norm else z.float()
         if self.embed is not None:

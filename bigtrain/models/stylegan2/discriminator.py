@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from bigtrain.config import require
+from bigtrain.models.base import Discriminator
 from bigtrain.models.common.growing import Growable
 from bigtrain.models.common.layers import EqualConv2d, EqualLinear, MinibatchStd, block_precision, channels_at
 from bigtrain.ops import downsample2d
@@ -71,7 +72,7 @@ class DiscriminatorEpilogue(nn.Module):
         return x
 
 
-class StyleGAN2Discriminator(Growable):
+class StyleGAN2Discriminator(Growable, Discriminator):
     @dataclasses.dataclass
     class Config:
         channel_base: int = 32768  # Channels at resolution r are min(channel_base / r, channel_max).

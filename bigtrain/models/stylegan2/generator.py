@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from bigtrain.config import require
+from bigtrain.models.base import Generator
 from bigtrain.models.common.growing import Growable
 from bigtrain.models.common.layers import EqualLinear, block_precision, channels_at, normalize_2nd_moment
 from bigtrain.ops import ACTIVATIONS, bias_act, modulated_conv2d, setup_filter, upsample2d
@@ -187,8 +188,11 @@ class SynthesisNetwork(nn.Module):
         return img
 
 
-class StyleGAN2Generator(Growable):
+class StyleGAN2Generator(Growable, Generator):
     truncation_arg = "truncation_psi"  # what `bigtrain generate --trunc` sets
+    truncation_off = 1.0  # psi 1: w as mapped
+    truncation_check = 0.7
+    has_w = True
 
     @dataclasses.dataclass
     class Config:
@@ -244,6 +248,15 @@ class StyleGAN2Generator(Growable):
         img = self.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused_modconv, out_res=self.stage_res,
                              alpha=self.alpha)
         return (img, ws) if return_ws else img
+
+    def traceable(self, z, c, trunc):
+        ws = self.mapping(z, c)
+        w_avg = self.mapping.w_avg
+        ws = w_avg + trunc * (ws - w_avg)
+        return self.synthesis(ws, noise_mode="const", fused_modconv=False, out_res=self.stage_res, alpha=self.alpha)
+
+    def truncation_centre(self) -> torch.Tensor:
+        return self.mapping.w_avg
 
     # ---------------------------------------------------------------- progressive growing
     def stage_resolutions(self) -> list[int]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bigtrain.export.graph import ndtr_lower, ndtri_lower, truncate_z_traceable
+from bigtrain.models.biggan.generator import ndtr_lower, ndtri_lower, truncate_z_traceable
 from bigtrain.models.biggan.generator import truncate_z
 
 
