@@ -109,3 +109,20 @@ def test_a_family_defined_in_the_tests_runs_everywhere(tmp_path, toy_family):
                  "--batch", "8", "--no-cache", "--json", str(tmp_path / "m.json")]) == 0
     assert json.loads((tmp_path / "m.json").read_text())["metrics"]["fid8"] > 0
 
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("pl_weight", 2.0, "path-length regularization needs a style-based generator"),
+    ("style_mixing_prob", 0.5, "style mixing needs a style-based generator"),
+    ("ortho_weight", 1e-4, "orthogonal regularization is defined for BigGAN's generator"),
+])
+def test_a_capability_the_family_lacks_is_a_config_error(tmp_path, toy_family, key, value, message):
+    from bigtrain.config import ConfigError, load_config
+    from bigtrain.train.config import TrainConfig
+    from bigtrain.train.loop import Trainer
+
+    cfg = _config(tmp_path / "run", 0.016)
+    cfg["loss"][key] = value
+    path = write_config(tmp_path / "bad.yaml", cfg)
+    with pytest.raises(ConfigError, match=f"key 'loss.{key}': {message}"):
+        Trainer(load_config(path, [], TrainConfig), config_source=path)
