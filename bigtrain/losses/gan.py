@@ -14,10 +14,21 @@ import torch
 from torch import nn
 
 from bigtrain.config import require
+from bigtrain.distributed.strategy.base import SECOND_ORDER, WEIGHTS_OUTSIDE_FORWARD
 
 from .adversarial import d_loss, g_loss
 from .augment import AUGMENTATIONS, AugmentConfig, diff_augment
 from .regularizers import gradient_penalty, orthogonal_penalty, path_lengths, r1_penalty
+
+
+@dataclasses.dataclass(frozen=True)
+class Regularizer:
+    """A regularizer as the trainer and the strategies see it."""
+    key: str  # the config key that switches it on, e.g. "loss.r1_gamma"
+    net: Literal["G", "D"]  # the net whose optimizer step it joins
+    interval: int  # every this many steps of that net (lazy regularization); 1 = every step
+    needs: tuple[str, ...]  # what it needs of a strategy (bigtrain.distributed.strategy.base.SECOND_ORDER, ...)
+    lazy: bool = True  # a phase of its own at ``interval``; False: part of the net's main term
 
 
 @dataclasses.dataclass
@@ -92,13 +103,35 @@ class GANLoss(nn.Module):
             state["augment_pipe.p"] = own["augment_pipe.p"]
         return super().load_state_dict(state, strict, assign)
 
-    def reg_intervals(self) -> dict[str, int | None]:
-        """Per net: the lazy-regularization interval, or None when that net has no regularizer."""
+    def regularizers(self) -> list[Regularizer]:
+        """The regularizers switched on, each with the net it acts on, its interval and what it
+        needs of a strategy."""
         c = self.cfg
-        d_reg = c.r1_gamma > 0 or c.gp_weight > 0
-        # WGAN-GP on interpolates is applied every step in its paper; keep it un-lazy.
-        d_interval = 1 if c.gp_weight > 0 else c.r1_interval
-        return {"G": c.pl_interval if c.pl_weight > 0 else None, "D": d_interval if d_reg else None}
+        out = []
+        if c.r1_gamma > 0:
+            out.append(Regularizer("loss.r1_gamma", "D", c.r1_interval, (SECOND_ORDER,)))
+        if c.pl_weight > 0:
+            out.append(Regularizer("loss.pl_weight", "G", c.pl_interval, (SECOND_ORDER,)))
+        if c.gp_weight > 0:
+            # WGAN-GP on interpolates is applied every step in its paper; keep it un-lazy.
+            out.append(Regularizer("loss.gp_weight", "D", 1, (SECOND_ORDER,)))
+        if c.ortho_weight > 0:  # part of every G step's main term, not a phase of its own
+            out.append(Regularizer("loss.ortho_weight", "G", 1, (WEIGHTS_OUTSIDE_FORWARD,), lazy=False))
+        return out
+
+    def reg_intervals(self) -> dict[str, int | None]:
+        """Per net: the lazy-regularization interval (the shortest of its regularizers'), or None
+        when that net has no lazy regularizer."""
+        lazy = [r for r in self.regularizers() if r.lazy]
+        return {net: min((r.interval for r in lazy if r.net == net), default=None) for net in ("G", "D")}
+
+    def needs(self) -> dict[str, list[str]]:
+        """What the regularizers need of a strategy -> the config keys that bring it."""
+        out: dict[str, list[str]] = {}
+        for r in self.regularizers():
+            for need in r.needs:
+                out.setdefault(need, []).append(r.key)
+        return out
 
     def compute(self, phase: Any, nets: Any, batch: dict[str, torch.Tensor], progress: Any = None) -> LossOutput:
         """``phase`` has .net ('G'|'D'), .terms ('main'|'reg'|'both') and .interval;

@@ -29,6 +29,7 @@ from bigtrain.checkpoint.state import DamagedCheckpoint
 from bigtrain.config import ConfigError, build, dump_yaml, to_dict
 from bigtrain.data import open_data
 from bigtrain.distributed import DistEnv, build_strategy, print0
+from bigtrain.distributed.strategy.base import REBUILDS_NETS
 from bigtrain.models.sampling import standing_stats
 from bigtrain.losses import GANLoss
 from bigtrain.metrics.training import TrainingMetrics
@@ -152,7 +153,10 @@ class Trainer:
             raise ConfigError(f"config error in {config_source}: key 'loss.ortho_weight': orthogonal regularization "
                               f"is defined for BigGAN's generator; {cfg.model} has none; set it to 0")
         self.phases = build_phases(self.loss.reg_intervals(), d_repeat=cfg.train.num_d_steps)
-        self.strategy.validate(cfg, config_source)
+        needs = self.loss.needs()
+        if cfg.grow.enabled:
+            needs[REBUILDS_NETS] = ["grow.start_res"]
+        self.strategy.validate(needs, config_source)
         self.strategy.set_precision(cfg.train.precision, cfg.train.reduced_precision_res)
         self.batch_gpu, self.rounds = cfg.train.rounds(self.env.world_size, config_source, self.stage.batch_size)
         self.strategy.set_batch(self.batch_gpu, self.rounds)

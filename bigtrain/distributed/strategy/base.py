@@ -19,6 +19,13 @@ from bigtrain.config import require
 from ..env import DistEnv
 
 
+
+# What a run may need of a strategy (Strategy.validate): the loss's regularizers and the schedule say
+# which they need, and name the config keys that bring each.
+SECOND_ORDER = "second-order gradients"  # a gradient differentiated again (R1, path length, WGAN-GP)
+WEIGHTS_OUTSIDE_FORWARD = "weights read outside the forward pass"  # orthogonal regularization
+REBUILDS_NETS = "nets re-wrapped when the trained parameters change"  # progressive growing
+
 @dataclasses.dataclass
 class StrategyConfig:
     strategy: Literal["single", "ddp", "deepspeed"] = "single"  # single: one process; ddp: torch DistributedDataParallel per network; deepspeed: a ZeRO engine per network (launch both with torchrun or srun).
@@ -175,8 +182,10 @@ class Strategy(abc.ABC):
                 "fp32_partition_bytes": 0,
                 "num_params": sum(getattr(p, "ds_numel", p.numel()) for p in w.raw.parameters())}
 
-    def validate(self, cfg, source: str) -> None:
-        """Refuse, with a ConfigError naming the key, a training config this strategy cannot run."""
+    def validate(self, needs: dict[str, list[str]], source: str) -> None:
+        """Refuse, with a ConfigError naming the config keys, a run whose ``needs`` (a requirement
+        from NEEDS -> the keys that bring it, from the loss and the schedule) this strategy cannot
+        meet."""
 
     def set_batch(self, batch_gpu: int, rounds: int) -> None:
         """Per-device batch and accumulation rounds (before wrap; DeepSpeed configures from them)."""

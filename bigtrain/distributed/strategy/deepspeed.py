@@ -30,7 +30,7 @@ import os
 
 import torch
 
-from .base import Wrapped, _nbytes
+from .base import REBUILDS_NETS, SECOND_ORDER, WEIGHTS_OUTSIDE_FORWARD, Wrapped, _nbytes
 from .group import ProcessGroupStrategy, init_process_group, sync_batchnorm
 
 
@@ -87,28 +87,28 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
         init_process_group(self.env, self.device)  # gloo on CPU, NCCL on GPU; exports RANK etc.
         deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
 
-    def validate(self, cfg, source: str) -> None:
+    def validate(self, needs: dict[str, list[str]], source: str) -> None:
         from bigtrain.config import ConfigError
-        if self.zero_stage == 3 and cfg.grow.enabled:
+        if self.zero_stage == 3 and needs.get(REBUILDS_NETS):
             raise ConfigError(
                 f"config error in {source}: key 'distributed.zero_stage': progressive growing rebuilds the engines "
                 "at each stage, which ZeRO-3's parameter partitioning (hooks on the module) does not survive; use "
                 "zero_stage 1 or 2, or set grow.start_res to null")
-        if self.zero_stage == 3 and cfg.loss.ortho_weight > 0:
+        if self.zero_stage == 3 and needs.get(WEIGHTS_OUTSIDE_FORWARD):
+            keys = needs[WEIGHTS_OUTSIDE_FORWARD]
             raise ConfigError(
-                f"config error in {source}: key 'distributed.zero_stage': orthogonal regularization "
-                "(loss.ortho_weight) reads G's weights outside its forward pass, where ZeRO-3 keeps them "
-                "partitioned; use zero_stage 1 or 2, or set loss.ortho_weight to 0")
+                f"config error in {source}: key 'distributed.zero_stage': {', '.join(keys)} (orthogonal "
+                "regularization) reads G's weights outside its forward pass, where ZeRO-3 keeps them "
+                f"partitioned; use zero_stage 1 or 2, or set {' and '.join(keys)} to 0")
         if (self.user_config.get("checkpoint") or {}).get("load_universal"):
             raise ConfigError(
                 f"config error in {source}: key 'distributed.deepspeed_config.checkpoint.load_universal': bigtrain's "
                 "DeepSpeed checkpoints are not universal checkpoints, and DeepSpeed's universal loader unpickles "
                 "files with code allowed; remove the key")
-        penalties = [k for k in ("r1_gamma", "pl_weight", "gp_weight") if getattr(cfg.loss, k) > 0]
-        if self.zero_stage == 3 and penalties:
+        if self.zero_stage == 3 and needs.get(SECOND_ORDER):
             raise ConfigError(
                 f"config error in {source}: key 'distributed.zero_stage': ZeRO-3 releases parameters between "
-                f"forward and backward, so the second-order gradients of {', '.join('loss.' + k for k in penalties)} "
+                f"forward and backward, so the second-order gradients of {', '.join(needs[SECOND_ORDER])} "
                 "fail under it; use zero_stage 1 or 2, or set them to 0")
 
     def set_batch(self, batch_gpu: int, rounds: int) -> None:

@@ -327,3 +327,16 @@ def test_ragan_generator_phase_uses_real_images():
     torch.manual_seed(0)
     t2 = loss.compute(Phase("Gmain", "G", "main"), nets, b2).total.item()
     assert t1 != t2
+
+
+def test_regularizers_say_what_they_need():
+    """The regularizers switched on, and what they need of a strategy, by the config key that brings
+    it (what DeepSpeed's ZeRO-3 checks instead of the loss's fields)."""
+    from bigtrain.distributed.strategy.base import SECOND_ORDER, WEIGHTS_OUTSIDE_FORWARD
+    C = GANLoss.Config
+    assert GANLoss(C()).needs() == {SECOND_ORDER: ["loss.r1_gamma", "loss.pl_weight"]}
+    assert GANLoss(C(r1_gamma=0, pl_weight=0)).needs() == {}
+    loss = GANLoss(C(r1_gamma=0, pl_weight=0, gp_weight=10.0, ortho_weight=1e-4))
+    assert loss.needs() == {SECOND_ORDER: ["loss.gp_weight"], WEIGHTS_OUTSIDE_FORWARD: ["loss.ortho_weight"]}
+    assert [(r.net, r.interval, r.lazy) for r in loss.regularizers()] == [("D", 1, True), ("G", 1, False)]
+    assert loss.reg_intervals() == {"G": None, "D": 1}  # orthogonal regularization joins G's main step
