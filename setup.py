@@ -6,7 +6,7 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-version = re.search(r'__version__ = "([^"]+)"', Path("bigtrain/__init__.py").read_text()).group(1)
+version = re.search(r'__version__ = "([^"]+)"', Path("bigtrain/_version.py").read_text()).group(1)
 
 # Ahead-of-time CUDA kernels: BIGTRAIN_BUILD_KERNELS=1 pip install --no-build-isolation -e .
 # (needs a CUDA build of torch and nvcc; TORCH_CUDA_ARCH_LIST picks the GPUs). Without it the

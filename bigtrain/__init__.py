@@ -1,5 +1,7 @@
 """bigtrain: distributed training for large GANs."""
-__version__ = "0.1.0"
+from ._version import __version__
+
+__all__ = ["__version__", "load_generator"]
 
 
 def __getattr__(name):  # `bigtrain.load_generator` without importing torch on `import bigtrain`

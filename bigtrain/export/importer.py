@@ -1,6 +1,6 @@
 """``bigtrain import``: an NVlabs StyleGAN2 pickle's G_ema -> an export folder, running nothing in it.
 
-The pickle is read by bigtrain/checkpoint/nvlabs.py (an allow-list of rebuilders; the Python source
+The pickle is read by bigtrain/models/stylegan2/nvlabs_pickle.py (an allow-list of rebuilders; the Python source
 the records carry is never compiled) and mapped onto bigtrain's StyleGAN2 by
 bigtrain/models/stylegan2/nvlabs.py. The folder is written like ``bigtrain export`` writes one
 (staged beside ``out``, reloaded and compared, then moved in with config.json last), so generate,
@@ -15,7 +15,7 @@ from typing import Callable
 from bigtrain.checkpoint import sha256_file
 
 from .run import staging
-from .snapshot import CONFIG, WEIGHTS, ExportError, is_export, load_generator, save_snapshot
+from bigtrain.models.snapshot import CONFIG, WEIGHTS, ExportError, is_export, load_generator, save_snapshot
 
 CHECK_SEEDS = [0, 1, 2]
 
@@ -29,7 +29,7 @@ def writer_of(module_src: str) -> str:
 
 def import_nvlabs(src: str, out: str, trunc: float | None = None, printer: Callable[[str], None] = print) -> dict:
     """Write ``src``'s G_ema to the export folder ``out``; -> the config.json written."""
-    from bigtrain.checkpoint.nvlabs import ForeignPickleError, read_pickle
+    from bigtrain.models.stylegan2.nvlabs_pickle import ForeignPickleError, read_pickle
     from bigtrain.models.sampling import generate_images
     from bigtrain.models.stylegan2.nvlabs import read_discriminator, read_generator
 

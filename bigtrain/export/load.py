@@ -14,7 +14,7 @@ from bigtrain.models.common.growing import set_stage
 from bigtrain.train.config import TrainConfig
 from bigtrain.train.schedule import checkpoint_stage
 
-from .snapshot import is_export, load_generator
+from bigtrain.models.snapshot import is_export, load_generator
 
 
 def load_generator_from_checkpoint(path: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:

@@ -16,7 +16,7 @@ import torch
 from bigtrain.checkpoint.state import pid_alive
 
 from .graph import Sampler, example_inputs, run_onnx, run_torchscript, to_onnx, to_torchscript
-from .snapshot import CONFIG, DTYPES, WEIGHTS, ExportError, is_export, load_generator, save_snapshot, source_of, write_bytes
+from bigtrain.models.snapshot import CONFIG, DTYPES, WEIGHTS, ExportError, is_export, load_generator, save_snapshot, source_of, write_bytes
 
 FORMATS = ("safetensors", "onnx", "torchscript")
 FILES = {"onnx": "generator.onnx", "torchscript": "generator.torchscript.pt"}

@@ -3,7 +3,7 @@
 Three kinds of file, each read without running anything in it:
 
 - an NVlabs pickle (stylegan2-ada-pytorch, stylegan3's StyleGAN2): G, D and G_ema through
-  bigtrain/checkpoint/nvlabs.py and the family's mapping;
+  bigtrain/models/stylegan2/nvlabs_pickle.py and the family's mapping;
 - a bigtrain checkpoint (``.pt``, train or best): G_ema, and G and D where the checkpoint holds them
   whole (single-process and DDP runs; DeepSpeed keeps them in shards);
 - an export folder (``bigtrain export`` or ``bigtrain import``): G_ema, which also starts G.
@@ -34,8 +34,8 @@ class Start:
 
 def read_start(path: str, cfg, model_info: dict, source: str) -> Start:
     """Read ``path`` and check it against the run's config ``cfg`` and data (``model_info``)."""
-    from bigtrain.checkpoint.nvlabs import ForeignPickleError
-    from bigtrain.export import is_export
+    from bigtrain.models.stylegan2.nvlabs_pickle import ForeignPickleError
+    from bigtrain.models.snapshot import is_export
 
     if not os.path.exists(path):
         raise ConfigError(f"config error in {source}: key 'train.init_from': {path} does not exist")
@@ -102,7 +102,7 @@ def _same_data(info: dict, model_info: dict) -> None:
 
 
 def _from_nvlabs(path: str, cfg, model_info: dict, record: dict) -> Start:
-    from bigtrain.checkpoint.nvlabs import ForeignPickleError, read_pickle
+    from bigtrain.models.stylegan2.nvlabs_pickle import ForeignPickleError, read_pickle
     from bigtrain.models.stylegan2.nvlabs import read_discriminator, read_generator
 
     if cfg.model != "stylegan2":
@@ -148,8 +148,8 @@ def _from_checkpoint(path: str, cfg, model_info: dict, record: dict) -> Start:
 
 
 def _from_export(path: str, cfg, model_info: dict, record: dict) -> Start:
-    from bigtrain.export import load_generator
-    from bigtrain.export.snapshot import CONFIG
+    from bigtrain.models.snapshot import load_generator
+    from bigtrain.models.snapshot import CONFIG
 
     G, config = load_generator(path)
     if config["family"] != cfg.model:

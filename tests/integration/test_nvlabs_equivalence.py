@@ -32,7 +32,7 @@ def test_imported_networks_match_nvlabs_code(tmp_path, c_dim, res, channels, cla
     except ImportError:
         from training import networks as nets  # stylegan2-ada-pytorch
         flat = False
-    from bigtrain.checkpoint.nvlabs import read_pickle
+    from bigtrain.models.stylegan2.nvlabs_pickle import read_pickle
     from bigtrain.models.stylegan2.nvlabs import read_discriminator, read_generator
 
     torch.manual_seed(0)

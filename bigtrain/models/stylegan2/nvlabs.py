@@ -1,7 +1,7 @@
 """NVlabs StyleGAN2 networks (stylegan2-ada-pytorch ``training/networks.py``, stylegan3
 ``training/networks_stylegan2.py``) mapped onto bigtrain's StyleGAN2: settings and weights.
 
-The records come from bigtrain/checkpoint/nvlabs.py, which runs nothing from the file. Each setting
+The records come from bigtrain/models/stylegan2/nvlabs_pickle.py, which runs nothing from the file. Each setting
 is read from what the network was built with: the value a layer stored (its attribute dict) where
 it keeps one, else the init argument, else NVlabs' default. A setting bigtrain's StyleGAN2 cannot
 represent (another architecture or activation, a label embedding of another width, ...) is a
@@ -15,7 +15,7 @@ import re
 
 import torch
 
-from bigtrain.checkpoint.nvlabs import ForeignPickleError, Record
+from bigtrain.models.stylegan2.nvlabs_pickle import ForeignPickleError, Record
 from bigtrain.ops import setup_filter
 
 from .discriminator import StyleGAN2Discriminator

@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from bigtrain.checkpoint.nvlabs import ForeignPickleError, read_pickle
+from bigtrain.models.stylegan2.nvlabs_pickle import ForeignPickleError, read_pickle
 from bigtrain.export import ExportError, load_generator
 from bigtrain.export.importer import import_nvlabs
 from bigtrain.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator

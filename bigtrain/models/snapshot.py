@@ -1,4 +1,7 @@
-"""The export snapshot: G_ema's weights as ``model.safetensors`` plus ``config.json``.
+"""The export snapshot: G_ema's weights as ``model.safetensors`` plus ``config.json``, the folder
+`bigtrain export` and `bigtrain import` write and generate, eval, export, `train.init_from` and
+``bigtrain.load_generator`` read. Beside the
+family registry that rebuilds the generator, below the trainer (``train.init_from``) and export.
 
 Loading one reads JSON and safetensors only, never a pickle, so an export from an untrusted source
 cannot run code on load. ``config.json`` holds what rebuilding the generator needs (family, its
@@ -15,7 +18,7 @@ from typing import Any
 
 import torch
 
-from bigtrain.checkpoint import sha256_file, write_atomic
+from bigtrain.checkpoint.state import sha256_file, write_atomic
 from bigtrain.checkpoint.schema import size_problem
 
 FORMAT = "bigtrain-generator"
@@ -58,7 +61,7 @@ def save_snapshot(G: torch.nn.Module, info: dict, out: str, dtype: str = "float3
     files. ``dtype`` and ``trunc`` are checked by the caller (export_generator)."""
     from safetensors.torch import save
 
-    from bigtrain import __version__
+    from bigtrain._version import __version__
     from bigtrain.config import to_dict
 
     os.makedirs(out, exist_ok=True)
@@ -125,8 +128,8 @@ def load_generator(folder: str, device: str | torch.device = "cpu", verify: bool
     from safetensors.torch import load
 
     from bigtrain.config import ConfigError, build
-    from bigtrain.models import family_names, get_family
-    from bigtrain.models.common.growing import set_stage
+    from .registry import family_names, get_family
+    from .common.growing import set_stage
 
     config = read_config(folder)
     cpath = os.path.join(folder, CONFIG)
