@@ -131,8 +131,8 @@ class Trainer:
             raise ConfigError(f"config error in {config_source}: key 'train.freeze_d': {cfg.train.freeze_d} blocks "
                               f"of D frozen, but D starts from its initialisation: "
                               + ("set train.init_from to a file that holds a D (an NVlabs pickle or a bigtrain checkpoint)"
-                                 if start is None else f"{cfg.train.init_from} holds no D (an export folder holds "
-                                 f"G_ema only)") + ", or set train.freeze_d=0")
+                                 if start is None else f"{cfg.train.init_from} holds no whole D (an export folder "
+                                 f"holds G_ema only, a DeepSpeed checkpoint keeps D in shards)") + ", or set train.freeze_d=0")
         # FreezeD: D's highest-resolution blocks keep their starting weights (never in an optimizer).
         self.frozen = {id(p) for p in self._frozen_d_parameters(D, config_source)}
         check_grow(cfg.grow, cfg.train, R, G, D, cfg.model, self.env.world_size, config_source)
