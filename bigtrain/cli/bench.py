@@ -7,20 +7,25 @@ import json
 import os
 
 
+def _report(table: str, result: dict, json_path: str | None, write: bool = True) -> int:
+    """Print the table; write the result as JSON where asked (``write``: this rank writes)."""
+    from bigtrain.distributed import print0
+    print0(table)
+    if json_path and write:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from bigtrain.bench.train import bench_train, format_table
-    from bigtrain.distributed import print0
     from bigtrain.train.loop import Trainer
 
     cfg = load_train_config(args.config, args.overrides)
     trainer = Trainer(cfg, config_source=args.config)
     result = bench_train(trainer, iters=args.iters, warmup=args.warmup)
     result["config"] = args.config
-    print0(format_table(result))
-    if args.json and trainer.strategy.is_main:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
+    return _report(format_table(result), result, args.json, trainer.strategy.is_main)
 
 
 def cmd_bench_data(args) -> int:
@@ -31,11 +36,7 @@ def cmd_bench_data(args) -> int:
     result = bench_data(args.sources, workers=args.workers, batch=args.batch, batches=args.batches,
                         warmup=args.warmup, resolution=args.resolution, folder=args.folder,
                         export=args.export_folder)
-    print(format_data_table(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
+    return _report(format_data_table(result), result, args.json)
 
 
 def cmd_bench_crops(args) -> int:
@@ -49,11 +50,7 @@ def cmd_bench_crops(args) -> int:
 def cmd_bench_kernels(args) -> int:
     from bigtrain.bench.kernels import bench_kernels, format_kernel_table
     result = bench_kernels(tuple(args.resolutions), iters=args.iters)
-    print(format_kernel_table(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
+    return _report(format_kernel_table(result), result, args.json)
 
 
 def cmd_bench_gpu(args) -> int:
@@ -68,13 +65,8 @@ def cmd_bench_gpu(args) -> int:
 
 def cmd_bench_generate(args) -> int:
     from bigtrain.bench.generate import bench_generate, format_generate_table
-    from bigtrain.distributed import print0
     result = bench_generate(args.export, args.batch, args.rounds, args.threads)
-    print0(format_generate_table(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
+    return _report(format_generate_table(result), result, args.json)
 
 
 def add(sub) -> None:
