@@ -31,7 +31,7 @@ def import_nvlabs(src: str, out: str, trunc: float | None = None, printer: Calla
     """Write ``src``'s G_ema to the export folder ``out``; -> the config.json written."""
     from bigtrain.models.stylegan2.nvlabs_pickle import ForeignPickleError, read_pickle
     from bigtrain.models.sampling import generate_images
-    from bigtrain.models.stylegan2.nvlabs import read_discriminator, read_generator
+    from bigtrain.models.stylegan2.nvlabs import FAMILY, read_discriminator, read_generator
 
     if os.path.isdir(src):
         what = ("an export folder already: generate, export and eval read it as it is"
@@ -61,7 +61,7 @@ def import_nvlabs(src: str, out: str, trunc: float | None = None, printer: Calla
             notes.append(f"D: not usable by train.init_from ({e})")
     if trunc is not None and not 0 <= trunc <= 1:
         raise ExportError(f"--trunc {trunc}: expected a value in [0, 1]")
-    info = {"family": "stylegan2", "resolution": imported.resolution, "channels": imported.channels,
+    info = {"family": FAMILY, "resolution": imported.resolution, "channels": imported.channels,
             "c_dim": imported.c_dim, "label_names": [], "config": types.SimpleNamespace(generator=imported.config)}
     source = {"nvlabs_pickle": os.path.abspath(src), "sha256": sha256_file(src), "network": "G_ema",
               "written_by": writer_of(data["G_ema"].module_src), "num_fp16_res": imported.num_fp16_res}

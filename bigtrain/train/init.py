@@ -103,10 +103,10 @@ def _same_data(info: dict, model_info: dict) -> None:
 
 def _from_nvlabs(path: str, cfg, model_info: dict, record: dict) -> Start:
     from bigtrain.models.stylegan2.nvlabs_pickle import ForeignPickleError, read_pickle
-    from bigtrain.models.stylegan2.nvlabs import read_discriminator, read_generator
+    from bigtrain.models.stylegan2.nvlabs import FAMILY, read_discriminator, read_generator
 
-    if cfg.model != "stylegan2":
-        raise _Mismatch(f"is an NVlabs pickle: its networks are StyleGAN2, the run's model is {cfg.model}")
+    if cfg.model != FAMILY:
+        raise _Mismatch(f"is an NVlabs pickle: its networks are {FAMILY}, the run's model is {cfg.model}")
     data = read_pickle(path)
     if "G_ema" not in data:
         raise ForeignPickleError(f"{path} has no 'G_ema' (it holds {', '.join(map(str, data)) or 'nothing'})")

@@ -22,6 +22,8 @@ from .discriminator import StyleGAN2Discriminator
 from .generator import StyleGAN2Generator
 
 # Init arguments bigtrain reads (a), or knows not to matter for the weights or the images (i).
+FAMILY = "stylegan2"  # the family every network of an NVlabs StyleGAN2 pickle becomes
+
 _G_KWARGS = {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs"}
 _SYNTHESIS_KWARGS = {"channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture", "resample_filter",
                      "use_noise", "activation", "kernel_size",
