@@ -75,12 +75,12 @@ def _fakes(G, device, trunc):
     """idx -> images of seeds idx (class i mod classes for conditional models), as `bigtrain generate`."""
     from bigtrain.models.sampling import latents_from_seeds, one_hot
 
-    kwargs = {G.truncation_arg: trunc} if trunc is not None else {}
+    G.check_truncation(trunc)
 
     def images_of(idx):
         z = latents_from_seeds(idx, G.z_dim, device)
         c = one_hot(torch.tensor(idx) % G.c_dim if G.c_dim else None, G.c_dim, len(idx), device)
-        img = G(z, c, noise_mode="const", **kwargs)
+        img = G.sample(z, c, trunc)
         return F.interpolate(img, size=G.img_resolution, mode="nearest")  # a growing G's stage, at full size
     return images_of
 

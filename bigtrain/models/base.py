@@ -30,6 +30,22 @@ class Generator(nn.Module):
     #: Progressive growing (``bigtrain.models.common.growing.Growable`` sets it).
     growable: ClassVar[bool] = False
 
+    #: Batch-norm layers whose statistics can be re-estimated from G's own samples ("standing
+    #: statistics", bigtrain.models.sampling.standing_stats).
+    uses_batch_norm: ClassVar[bool] = False
+
+    def sample(self, z: torch.Tensor, c: torch.Tensor | None, trunc: float | None = None,
+               noise_mode: str = "const") -> torch.Tensor:
+        """Images from z and c with the family's truncation trick at ``trunc`` (what ``--trunc``
+        means for it; None: off). A family without one refuses a ``trunc``."""
+        self.check_truncation(trunc)
+        return self(z, c, noise_mode=noise_mode, **({} if trunc is None else {self.truncation_arg: trunc}))
+
+    def check_truncation(self, trunc: float | None) -> None:
+        """A ``trunc`` given to a family without a truncation trick is an error."""
+        if trunc is not None and self.truncation_arg is None:
+            raise ValueError(f"{type(self).__name__} has no truncation trick; leave --trunc out")
+
     def traceable(self, z: torch.Tensor, c: torch.Tensor | None, trunc: torch.Tensor | None) -> torch.Tensor:
         """Images from z, c and a tensor ``trunc`` (the graph input; None when the family has no
         truncation) in arithmetic a tracer follows: what ONNX and TorchScript exports run."""

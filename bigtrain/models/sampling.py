@@ -1,5 +1,5 @@
 """Seeds -> images: latents and labels from seeds (the same seed gives the same z on every machine
-and device), each family's truncation through ``G.truncation_arg``, batch-norm standing statistics,
+and device), each family's truncation through ``G.sample``, batch-norm standing statistics,
 and style mixing and latent walks for generators with a mapping network."""
 from __future__ import annotations
 
@@ -61,20 +61,16 @@ def class_labels(c_dim: int, start: int, n: int, class_idx: int | None) -> torch
 def generate_images(G: torch.nn.Module, seeds: list[int], trunc: float | None = None, class_idx: int | None = None,
                     batch: int = 32, device: str | torch.device = "cpu", noise_mode: str = "const") -> torch.Tensor:
     """Images [len(seeds), C, H, W] in [-1, 1]; one seed -> the same image on every run.
-    ``trunc``: the family's truncation trick (G.truncation_arg names its keyword), None = off."""
+    ``trunc``: the family's truncation trick (``G.sample``), None = off."""
     c_dim = G.c_dim
-    kwargs = {}
-    if trunc is not None:
-        if G.truncation_arg is None:
-            raise ValueError(f"{type(G).__name__} has no truncation trick; leave --trunc out")
-        kwargs[G.truncation_arg] = trunc
+    G.check_truncation(trunc)
     check_class(G, class_idx)
     out = []
     for i in range(0, len(seeds), batch):
         chunk = seeds[i:i + batch]
         z = latents_from_seeds(chunk, G.z_dim, device)
         c = one_hot(class_labels(c_dim, i, len(chunk), class_idx), c_dim, len(chunk), device)
-        img = G(z, c, noise_mode=noise_mode, **kwargs)
+        img = G.sample(z, c, trunc, noise_mode)
         out.append(F.interpolate(img, size=G.img_resolution, mode="nearest").cpu())
     return torch.cat(out)
 
@@ -86,6 +82,8 @@ def standing_stats(G: torch.nn.Module, batches: int, batch: int = 32, device: st
     re-estimate them as a plain average over ``batches`` batches of G's own samples (latents from
     fixed seeds, classes uniform), then return to eval mode. False (and nothing done) when G has
     no batch norm."""
+    if not G.uses_batch_norm:
+        return False
     bns = [m for m in G.modules() if hasattr(m, "reset_running_stats") and hasattr(m, "momentum")]
     if not bns:
         return False

@@ -101,7 +101,7 @@ def emulation_key() -> str:
 
 
 def _wait_note(name: str, lock_path: Path) -> None:
-    from bigtrain.distributed import print0
+    from bigtrain.console import print0
     print0(f"kernels: waiting for another process to finish building '{name}' ({lock_path})")
 
 

@@ -10,7 +10,7 @@ import socket
 import torch
 import torch.distributed as dist
 
-from ..printing import print0
+from bigtrain.console import print0
 from .base import Strategy
 
 _OPS = {"sum": dist.ReduceOp.SUM, "mean": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}

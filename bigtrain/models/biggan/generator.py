@@ -127,6 +127,7 @@ class BigGANGenerator(Generator):
     truncation_arg = "truncation"  # what `bigtrain generate --trunc` sets
     truncation_off = 0.0  # a threshold <= 0 in an exported graph's input: no truncation
     truncation_check = 1.0
+    uses_batch_norm = True  # conditional BN: standing statistics apply
 
     def traceable(self, z, c, trunc):
         z = torch.where(trunc > 0, truncate_z_traceable(z, trunc.clamp(min=1e-3)), z)
