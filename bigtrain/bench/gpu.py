@@ -31,7 +31,7 @@ import torch
 
 from bigtrain.distributed import print0
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # bigtrain/bench/gpu.py -> the repository
 CONFIG = REPO / "configs" / "stylegan2" / "paper256.yaml"
 # NVlabs stylegan2-ada-pytorch at --cfg=paper256, batch 32, measured beside bigtrain on one H200
 # (/work/shared/measurements/h200-2026-12-04): the figure every row is compared with.
