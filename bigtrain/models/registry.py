@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable
 
 from torch import nn
@@ -27,8 +28,9 @@ class FamilySpec:
     def build_discriminator(self, cfg, img_resolution: int, img_channels: int, c_dim: int,
                             growing: bool = False) -> nn.Module:
         """growing: built for progressive growing (bigtrain/models/common/growing.py), where the
-        family supports it."""
-        if growing:
+        family supports it; a family whose discriminator does not grow builds its plain one (and
+        the schedule's check then names grow.start_res)."""
+        if growing and "growing" in inspect.signature(self.discriminator).parameters:
             return self.discriminator(cfg, img_resolution, img_channels, c_dim, growing=True)
         return self.discriminator(cfg, img_resolution, img_channels, c_dim)
 

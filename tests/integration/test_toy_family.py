@@ -126,3 +126,15 @@ def test_a_capability_the_family_lacks_is_a_config_error(tmp_path, toy_family, k
     path = write_config(tmp_path / "bad.yaml", cfg)
     with pytest.raises(ConfigError, match=f"key 'loss.{key}': {message}"):
         Trainer(load_config(path, [], TrainConfig), config_source=path)
+
+
+def test_growing_a_family_that_cannot_grow_is_a_config_error(tmp_path, toy_family):
+    from bigtrain.config import ConfigError, load_config
+    from bigtrain.train.config import TrainConfig
+    from bigtrain.train.loop import Trainer
+
+    cfg = _config(tmp_path / "run", 0.016)
+    cfg["grow"] = {"start_res": 8}
+    path = write_config(tmp_path / "grow.yaml", cfg)
+    with pytest.raises(ConfigError, match="key 'grow.start_res': model family toy does not support progressive growing"):
+        Trainer(load_config(path, [], TrainConfig), config_source=path)
