@@ -149,14 +149,17 @@ def submit(cfg: TrainConfig, source: str, res: Resources, dry_run: bool = False,
         out(f"# dry run: not submitted. {world} rank(s); run dir {run_dir}; logs in {folder}")
         out(_make_sbatch_string(command=command, folder=folder, **params))
         return None
-    check_run_dir_free(run_dir)  # a training started by hand (bigtrain train, torchrun) holds it
-    if not shutil.which("sbatch") or not shutil.which("srun"):
-        raise SubmitError("no Slurm client here: sbatch/srun are not on PATH (--dry-run works without them)")
-    for job in _jobs(run_dir)[-1:]:
+    slurm = shutil.which("sbatch") and shutil.which("srun")
+    # A job of this run dir still queued or running is named first: once it runs it also holds the
+    # run dir's lock, whose message names only a host and PID.
+    for job in _jobs(run_dir)[-1:] if slurm else ():
         state = _queued_state(job["job_id"])
         if state:
             raise SubmitError(f"run dir {run_dir} belongs to job {job['job_id']}, which is {state}; "
                               f"scancel {job['job_id']} first, or choose another run.dir=...")
+    check_run_dir_free(run_dir)  # a training started by hand (bigtrain train, torchrun) holds it
+    if not slurm:
+        raise SubmitError("no Slurm client here: sbatch/srun are not on PATH (--dry-run works without them)")
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=res.max_requeues)
     executor.update_parameters(**params)
     try:
