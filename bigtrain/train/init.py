@@ -43,13 +43,14 @@ def read_start(path: str, cfg, model_info: dict, source: str) -> Start:
     try:
         if is_export(path):
             start = _from_export(path, cfg, model_info, record)
-        elif os.path.isdir(path):  # a run dir: its newest checkpoint, as generate and eval read one
-            from bigtrain.checkpoint.state import CheckpointManager, checkpoint_dir
-            newest = CheckpointManager(checkpoint_dir(path), 1).latest()
-            if newest is None:
+        elif os.path.isdir(path):  # a run dir: its newest checkpoint, found as generate and eval find it
+            from bigtrain.checkpoint.state import resolve_resume
+            try:
+                newest = resolve_resume(path, path)
+            except FileNotFoundError:
                 raise ConfigError(f"config error in {source}: key 'train.init_from': {path} is a folder but neither "
                                   f"an export (no config.json) nor a run dir with checkpoints/ckpt-*.pt; give a "
-                                  f"checkpoint file, a run dir, an export folder or an NVlabs pickle")
+                                  f"checkpoint file, a run dir, an export folder or an NVlabs pickle") from None
             record["path"] = os.path.abspath(newest)
             start = _from_checkpoint(newest, cfg, model_info, record)
         elif _is_zip(path):
