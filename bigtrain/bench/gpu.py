@@ -1,15 +1,16 @@
 """`bigtrain bench gpu --out DIR`: the one-shot GPU report.
 
 One command, one GPU, a cold kernel cache, about six minutes: the environment, the kernels'
-build and parity check, the kernel micro-benchmarks, StyleGAN2-256 training throughput at NVlabs'
-paper256 settings (configs/stylegan2/paper256.yaml) with the kernels and with the reference ops
-in bf16, fp16 and fp32, and a profile of the bf16 kernels row. It writes DIR/gpu-report.json
+build and parity check, the kernel micro-benchmarks, training throughput with the kernels and with
+the reference ops (StyleGAN2-256 at NVlabs' paper256 settings, configs/stylegan2/paper256.yaml, in
+bf16, fp16 and fp32; ProGAN-256 and BigGAN-128 in bf16), and a profile of StyleGAN2's bf16 kernels
+row. It writes DIR/gpu-report.json
 (after every section, so a run cut short keeps what it measured) and DIR/gpu-report.txt.
 
 Every section runs under a guard (a failure is recorded and the next section runs) and a time
 budget. Loops stop at their budget after the iteration that passes it; a build cannot be
-stopped, so a section that overruns records it. ``--toy`` runs the same code on the CPU with a
-tiny StyleGAN2, for the test suite.
+stopped, so a section that overruns records it. ``--toy`` runs the same code on the CPU with tiny
+networks, for the test suite.
 """
 from __future__ import annotations
 
@@ -52,33 +53,73 @@ MIN_ROW_S = {True: 15, False: 45}
 
 
 @dataclasses.dataclass(frozen=True)
+class Model:
+    """A network the train section times: its config, how 16-bit precision is applied to it, and
+    what makes it toy-sized for --toy."""
+    config: Path
+    reduced_precision_res: int | None  # 16-bit rows: that many top resolutions (StyleGAN2's scheme); None: autocast everywhere
+    overrides: tuple[str, ...] = ()  # on top of the config, in every row
+    toy: tuple[str, ...] = ()  # --toy: the config's networks cut down to CPU size
+
+    @property
+    def name(self) -> str:
+        return str(self.config.relative_to(REPO))
+
+
+_TOY_BATCH = ("train.batch_size=4", "train.batch_gpu=null")
+MODELS = {
+    # NVlabs' paper256 (what bigtrain is compared with); 16-bit in the top 4 resolutions, as NVlabs.
+    "stylegan2": Model(CONFIG, 4, toy=(
+        "data.resolution=16", "generator.z_dim=32", "generator.w_dim=32", "generator.mapping_layers=2",
+        "generator.channel_base=256", "generator.channel_max=32", "discriminator.channel_base=256",
+        "discriminator.channel_max=32", "discriminator.mbstd_group_size=4", *_TOY_BATCH,
+        # Greg and Dreg every 2 iterations, so that 2 timed iterations include each once.
+        "loss.pl_interval=2", "loss.r1_interval=2")),
+    # The paper's ProGAN at 256, at its final resolution; bias + leaky ReLU through bias_act.
+    "progan": Model(REPO / "configs" / "progan" / "bench256.yaml", None, toy=(
+        "data.resolution=16", "generator.z_dim=32", "generator.channel_base=256", "generator.channel_max=32",
+        "discriminator.channel_base=256", "discriminator.channel_max=32", *_TOY_BATCH)),
+    # BigGAN-128 (the paper's res128 networks, class-conditional over 1000 random labels, orthogonal
+    # regularization on), batch 32 on the one GPU.
+    "biggan": Model(REPO / "configs" / "biggan" / "bench128.yaml", None,
+                    overrides=("train.batch_size=32", "train.batch_gpu=null", "data.use_labels=true",
+                               "loss.ortho_weight=0.0001"),
+                    toy=("preset=res32", "data.resolution=32", "generator.ch=8", "discriminator.ch=8", *_TOY_BATCH)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class Row:
     name: str
-    precision: str  # fp32 | bf16 | fp16 (the 16-bit ones in the top 4 resolutions of G and D)
+    precision: str  # fp32 | bf16 | fp16 (16-bit: as the model's reduced_precision_res says)
     kernels: bool  # impl auto (the kernels once built and checked); False: BIGTRAIN_KERNELS=off
     warmup: int  # untimed iterations, the first one included
     iters: int  # timed iterations; a multiple of 16 times Greg and Dreg at their natural share
     overrides: tuple[str, ...] = ()  # config overrides that make this row (what it compares)
+    model: str = "stylegan2"  # a key of MODELS
+
+    @property
+    def ops(self) -> str:
+        return "kernels" if self.kernels else "reference"
 
 
-# In priority order, a row that does not fit the budget being skipped: the kernels rows first (the
-# product, and cheap), then the reference (seconds per iteration at 256x256, hence 2 + 8).
+# In priority order, a row that does not fit the budget being skipped. First what compares: StyleGAN2
+# bf16 with the kernels (the product) and with the reference ops (seconds per iteration at 256x256,
+# hence 2 + 8), then the same pair for ProGAN and BigGAN; then the other precisions and the variants.
 # bf16-kernels-sync: the bf16 row with the host check of every phase's loss (a sync per phase), to
 # measure what skipping non-finite steps on the device saves.
-ROWS = (Row("bf16-kernels", "bf16", True, 6, 32),
+ROWS = (Row("bf16-kernels", "bf16", True, 6, 32), Row("bf16-reference", "bf16", False, 2, 8),
+        Row("progan-bf16-kernels", "bf16", True, 4, 16, model="progan"),
+        Row("progan-bf16-reference", "bf16", False, 2, 8, model="progan"),
+        Row("biggan-bf16-kernels", "bf16", True, 4, 16, model="biggan"),
+        Row("biggan-bf16-reference", "bf16", False, 2, 8, model="biggan"),
+        Row("fp16-kernels", "fp16", True, 4, 16), Row("fp32-kernels", "fp32", True, 4, 16),
         Row("bf16-kernels-sync", "bf16", True, 4, 32, ("train.skip_nonfinite_on_device=false",)),
-        Row("fp16-kernels", "fp16", True, 4, 16),
-        Row("fp32-kernels", "fp32", True, 4, 16), Row("bf16-reference", "bf16", False, 2, 8),
         Row("fp16-reference", "fp16", False, 2, 8), Row("fp32-reference", "fp32", False, 2, 8))
 ROW_NAMES = tuple(r.name for r in ROWS)
 PROFILE = {"warmup": 2, "iters": 16}
 
-# --toy: the same code on the CPU with a StyleGAN2 small enough for the test suite.
-TOY_OVERRIDES = ["data.resolution=16", "generator.z_dim=32", "generator.w_dim=32", "generator.mapping_layers=2",
-                 "generator.channel_base=256", "generator.channel_max=32", "discriminator.channel_base=256",
-                 "discriminator.channel_max=32", "discriminator.mbstd_group_size=4", "train.batch_size=4",
-                 # Greg and Dreg every 2 iterations, so that 2 timed iterations include each once.
-                 "loss.pl_interval=2", "loss.r1_interval=2"]
+# --toy: the same code on the CPU with networks small enough for the test suite (MODELS' toy).
 TOY_ITERS = {"warmup": 1, "iters": 2}
 TOY_BUDGET_S = 600
 
@@ -259,11 +300,15 @@ def section_bench_kernels(ctx: Context, rec: dict) -> None:
 
 
 def section_train(ctx: Context, rec: dict) -> None:
-    rec.update(config=str(CONFIG.relative_to(REPO)), overrides=_base_overrides(ctx), nvlabs_h200=NVLABS_H200,
+    rec.update(config=MODELS["stylegan2"].name, overrides=_base_overrides(ctx), nvlabs_h200=NVLABS_H200,
                params=count_params(), params_nvlabs=NVLABS_PARAMS, rows=[])
     rec["params_match"] = rec["params"] == NVLABS_PARAMS
+    # Per model timed: its config, parameters at full size, and (filled by its first row) what was built.
+    rec["models"] = {k: {"config": MODELS[k].name, "overrides": list(MODELS[k].overrides),
+                         "params": count_params(MODELS[k].config, list(MODELS[k].overrides))}
+                     for k in dict.fromkeys(row.model for row in ctx.rows)}
     for row in ctx.rows:
-        r = {"row": row.name, "precision": row.precision, "ops": "kernels" if row.kernels else "reference",
+        r = {"row": row.name, "model": row.model, "precision": row.precision, "ops": row.ops,
              "planned": {"warmup": row.warmup, "iters": row.iters}}
         rec["rows"].append(r)
         left, need = ctx.deadline - time.perf_counter(), 0 if ctx.toy else _row_need(row, rec["rows"])
@@ -282,9 +327,14 @@ def section_train(ctx: Context, rec: dict) -> None:
         finally:
             _free(ctx.device)
         r["elapsed_s"] = round(time.perf_counter() - t0, 2)
-        for key in ("params_built", "resolution", "batch_size"):  # the same in every row
+        for key in ("params_built", "resolution", "batch_size"):  # the same in every row of a model
             if key in r:
-                rec.setdefault(key, r.pop(key))
+                rec["models"][row.model].setdefault(key, r.pop(key))
+        if row.model == "stylegan2":
+            for key in ("resolution", "batch_size"):
+                if key in rec["models"]["stylegan2"]:
+                    rec.setdefault(key, rec["models"]["stylegan2"][key])
+        _ratios_to_reference(ctx.rows, rec["rows"])
         if r["status"] == "ok":
             print0(f"train: {row.name}: {r['img_per_sec']:.1f} img/s, {r['ms_per_iter']:.1f} ms/iter, peak "
                    f"{r['peak_gb']:.2f} GB, first iteration {r['first_iter_s']:.1f} s, {r['warmup']}+{r['iters']} "
@@ -292,9 +342,24 @@ def section_train(ctx: Context, rec: dict) -> None:
         ctx.save()
 
 
+def _ratios_to_reference(rows: list[Row], done: list[dict]) -> None:
+    """vs_reference of each finished row: its img/s over the row of the same model and precision with
+    the reference ops and no other change (the issue's ratio for ProGAN and BigGAN)."""
+    by_name = {row.name: row for row in rows}
+    ok = [r for r in done if r.get("status") == "ok"]
+    for r in ok:
+        row = by_name[r["row"]]
+        ref = next((q for q in ok if by_name[q["row"]].model == row.model and q["precision"] == row.precision
+                    and not by_name[q["row"]].kernels and not by_name[q["row"]].overrides), None)
+        if ref is not None:
+            r["vs_reference"] = r["img_per_sec"] / ref["img_per_sec"]
+            r["reference_row"] = ref["row"]
+
+
 def _row_need(row: Row, done: list[dict]) -> float:
-    """Seconds for the build, first iteration and two more, from the last finished row with the same ops."""
-    same = [r for r in done if r.get("status") == "ok" and r["ops"] == ("kernels" if row.kernels else "reference")]
+    """Seconds for the build, first iteration and two more, from the last finished row of the same
+    model with the same ops."""
+    same = [r for r in done if r.get("status") == "ok" and r["ops"] == row.ops and r["model"] == row.model]
     if not same:
         return MIN_ROW_S[row.kernels]
     last = same[-1]
@@ -308,7 +373,7 @@ def section_profile(ctx: Context, rec: dict) -> None:
 
     from bigtrain.train.observe import TickStats
     warmup, iters = (TOY_ITERS["warmup"], 2) if ctx.toy else (PROFILE["warmup"], PROFILE["iters"])
-    row = next(r for r in ROWS if r.name == "bf16-kernels")
+    row = next(r for r in ROWS if r.name == "bf16-kernels")  # StyleGAN2
     cuda = ctx.device.type == "cuda"
     with _ops(row.kernels):
         trainer = build_trainer(ctx, row)
@@ -378,13 +443,14 @@ class _ops:
 
 def _base_overrides(ctx: Context) -> list[str]:
     return [f"run.dir={ctx.out / 'run'}", f"distributed.device={ctx.device.type}", "data.source=synthetic",
-            "train.cudnn_benchmark=true", "train.allow_tf32=false",
-            *(TOY_OVERRIDES if ctx.toy else [])]
+            "train.cudnn_benchmark=true", "train.allow_tf32=false"]
 
 
 def row_overrides(ctx: Context, row: Row) -> list[str]:
-    res = "null" if row.precision == "fp32" else "4"
-    return [*_base_overrides(ctx), f"train.precision={row.precision}", f"train.reduced_precision_res={res}",
+    model = MODELS[row.model]
+    res = model.reduced_precision_res if row.precision != "fp32" else None
+    return [*_base_overrides(ctx), *model.overrides, *(model.toy if ctx.toy else ()),
+            f"train.precision={row.precision}", f"train.reduced_precision_res={'null' if res is None else res}",
             *row.overrides]
 
 
@@ -395,8 +461,9 @@ def build_trainer(ctx: Context, row: Row):
     from bigtrain.train.config import TrainConfig
     from bigtrain.train.loop import Trainer
 
-    cfg = load_config(str(CONFIG), row_overrides(ctx, row), TrainConfig)
-    trainer = Trainer(cfg, config_source=str(CONFIG))  # NVlabs' cuDNN/TF32 settings: _base_overrides
+    config = str(MODELS[row.model].config)
+    cfg = load_config(config, row_overrides(ctx, row), TrainConfig)
+    trainer = Trainer(cfg, config_source=config)  # NVlabs' cuDNN/TF32 settings: _base_overrides
     assert isinstance(trainer.data, SyntheticSource)  # data.source=synthetic, from row_overrides
     trainer.data.to(trainer.device)  # no copy per iteration: the images are resident on the GPU
     return trainer
@@ -417,7 +484,7 @@ def train_row(ctx: Context, row: Row, r: dict) -> None:
         trainer = build_trainer(ctx, row)
         r["build_s"] = round(time.perf_counter() - t0, 2)
         r["params_built"] = {k: sum(p.numel() for p in w.raw.parameters()) for k, w in trainer.wrapped.items()}
-        r["resolution"], r["batch_size"] = trainer.model_info["resolution"], trainer.cfg.train.batch_size
+        r["resolution"], r["batch_size"] = trainer.model_info["resolution"], trainer.stage.batch_size
         stats = TickStats()
         t0 = time.perf_counter()
         trainer.train_step(stats)
@@ -445,8 +512,9 @@ def train_row(ctx: Context, row: Row, r: dict) -> None:
              img_per_sec=nimg / sec, ms_per_iter=1000 * sec / n, peak_gb=peak_memory_gb(dev),
              peak_gb_is="torch.cuda.max_memory_allocated" if dev.type == "cuda" else "process max RSS (CPU)",
              phases=phases, natural_share=n % cycle == 0, first_step=step0,
-             nonfinite_skipped=trainer.progress.nonfinite_total,
-             vs_nvlabs=nimg / sec / NVLABS_H200["img_per_sec"])
+             nonfinite_skipped=trainer.progress.nonfinite_total)
+    if row.model == "stylegan2":  # NVlabs' figure is for its paper256 StyleGAN2 only
+        r["vs_nvlabs"] = nimg / sec / NVLABS_H200["img_per_sec"]
     if n < row.iters or warm < row.warmup:
         r["cut_short"] = f"the train section's budget ran out: {warm}+{n} of {row.warmup}+{row.iters} iterations"
 
@@ -542,35 +610,40 @@ def format_report(report: dict) -> str:
     if "table" in b:
         lines.append(b["table"])
 
-    title = "train: StyleGAN2 at NVlabs' paper256 settings, random images resident on the device"
-    if "resolution" in s.get("train", {}):
-        title += f" ({s['train']['resolution']}x{s['train']['resolution']}, batch {s['train']['batch_size']})"
-    t = head("train", title)
+    t = head("train", "train: random images resident on the device")
     if "rows" in t:
-        built = t.get("params_built")
-        lines.append(f"{t['config']}: G {t['params']['G']:,} / D {t['params']['D']:,} parameters; NVlabs' "
-                     f"G {NVLABS_PARAMS['G']:,} / D {NVLABS_PARAMS['D']:,}: "
-                     f"{'match' if t['params_match'] else 'DIFFER'}"
-                     + (f"; toy model built: G {built['G']:,} / D {built['D']:,}" if report["toy"] and built else ""))
+        built_note = " (--toy: cut down to {G:,} / {D:,})"
+        for key, m in t.get("models", {}).items():
+            size = (f" ({m['resolution']}x{m['resolution']}, batch {m['batch_size']})" if "resolution" in m else "")
+            built = m.get("params_built")
+            line = (f"{key}: {m['config']}{size}: G {m['params']['G']:,} / D {m['params']['D']:,} parameters"
+                    + (built_note.format(**built) if report["toy"] and built else ""))
+            if key == "stylegan2":
+                line += (f"; NVlabs' paper256 G {NVLABS_PARAMS['G']:,} / D {NVLABS_PARAMS['D']:,}: "
+                         f"{'match' if t['params_match'] else 'DIFFER'}")
+            lines.append(line)
         vs = NVLABS_H200["label"]
-        lines.append(f"{'row':<18} {'img/s':>8} {'ms/iter':>8} {'peak GB':>8} {'1st iter s':>10} {'iters':>6} "
-                     f"{'Greg/Dreg':>10}  {vs}")
+        lines.append(f"{'row':<22} {'img/s':>8} {'ms/iter':>8} {'peak GB':>8} {'1st iter s':>10} {'iters':>6} "
+                     f"{'Greg/Dreg':>10} {'vs ref':>7}  {vs}")
         for r in t["rows"]:
             if r.get("status") != "ok":
-                lines.append(f"{r['row']:<18} {_status(r)}")
+                lines.append(f"{r['row']:<22} {_status(r)}")
                 continue
             ph = r["phases"]
-            share = f"{ph.get('Greg', 0)}/{ph.get('Dreg', 0)}" + ("" if r["natural_share"] else "*")
-            lines.append(f"{r['row']:<18} {r['img_per_sec']:>8.1f} {r['ms_per_iter']:>8.1f} {r['peak_gb']:>8.2f} "
-                         f"{r['first_iter_s']:>10.1f} {r['warmup']:>2}+{r['iters']:<3} {share:>10}  "
-                         f"{r['vs_nvlabs']:.2f}")
+            share = (f"{ph.get('Greg', 0)}/{ph.get('Dreg', 0)}" + ("" if r["natural_share"] else "*")
+                     if r.get("model", "stylegan2") == "stylegan2" else "-")
+            ref = f"{r['vs_reference']:.2f}" if "vs_reference" in r else "-"
+            nv = f"{r['vs_nvlabs']:.2f}" if "vs_nvlabs" in r else "-"
+            lines.append(f"{r['row']:<22} {r['img_per_sec']:>8.1f} {r['ms_per_iter']:>8.1f} {r['peak_gb']:>8.2f} "
+                         f"{r['first_iter_s']:>10.1f} {r['warmup']:>2}+{r['iters']:<3} {share:>10} {ref:>7}  {nv}")
         lines.append(f"NVlabs stylegan2-ada-pytorch on an H200, 2026-12-04 (measured separately): "
                      f"{NVLABS_H200['img_per_sec']} img/s, {NVLABS_H200['ms_per_iter']} ms/iter")
         lines += textwrap.wrap(
-            "rows: bf16/fp16 in the top 4 resolutions of G and D (train.reduced_precision_res=4), fp32 everywhere; "
-            "kernels = impl auto, reference = BIGTRAIN_KERNELS=off. iters: warm-up+timed. Greg/Dreg: their runs "
-            "among the timed iterations (* = not their natural 1-in-4 / 1-in-16 share: the timed count is not a "
-            "multiple of 16).", 110)
+            "rows: StyleGAN2 unless named progan- or biggan-; StyleGAN2's bf16/fp16 in its top 4 resolutions of G and "
+            "D (train.reduced_precision_res=4), ProGAN's and BigGAN's autocast everywhere, fp32 everywhere; kernels "
+            "= impl auto, reference = BIGTRAIN_KERNELS=off; vs ref: img/s over the reference row of the same model "
+            "and precision. iters: warm-up+timed. Greg/Dreg: their runs among the timed iterations (* = not their "
+            "natural 1-in-4 / 1-in-16 share: the timed count is not a multiple of 16).", 110)
         notes = [f"  {r['row']}: {r[key]}" for r in t["rows"] for key in ("cut_short",) if key in r]
         notes += [f"  {r['row']}: ops ran: {r['ops_ran']}" for r in t["rows"]
                   if r.get("status") == "ok" and r["ops_ran"] != "kernels" and r["ops"] == "kernels"
@@ -578,8 +651,8 @@ def format_report(report: dict) -> str:
         notes += [f"  {r['row']}: {r['nonfinite_skipped']} iteration(s) skipped for a non-finite loss"
                   for r in t["rows"] if r.get("nonfinite_skipped")]
         if report["toy"]:
-            notes.append("  --toy: a tiny StyleGAN2 on the CPU (Greg and Dreg every 2 iterations), where impl auto "
-                         "always\n  takes the reference; the figures exercise the report, they measure nothing")
+            notes.append("  --toy: tiny networks on the CPU (StyleGAN2's Greg and Dreg every 2 iterations), where impl "
+                         "auto\n  always takes the reference; the figures exercise the report, they measure nothing")
         lines += notes
 
     p = head("profile", "profile of the bf16-kernels row")

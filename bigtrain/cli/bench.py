@@ -108,15 +108,16 @@ def add(sub) -> None:
     bk.set_defaults(fn=cmd_bench_kernels)
     bu = bsub.add_parser("gpu", help="one-shot GPU report (about 6 min): environment, kernel build + parity, kernel "
                                      "benchmarks, StyleGAN2-256 paper256 img/s (kernels vs reference, bf16/fp16/fp32), "
-                                     "a profile")
+                                     "ProGAN-256 and BigGAN-128 img/s (kernels vs reference), a profile")
     bu.add_argument("--out", required=True, help="folder for gpu-report.json, gpu-report.txt and the tables")
     bu.add_argument("--toy", action="store_true", help="the same report on the CPU at a toy size (no GPU needed)")
     # Names checked by bench.gpu.run_report, not by choices=: building the parser must not import torch.
     bu.add_argument("--sections", nargs="+", default=None, metavar="SECTION",
                     help="run only these: environment kernels bench-kernels train profile (default all)")
     bu.add_argument("--rows", nargs="+", default=None, metavar="ROW",
-                    help="training rows, in priority order: bf16-kernels fp16-kernels fp32-kernels bf16-reference "
-                         "fp16-reference fp32-reference (default all that fit the budget)")
+                    help="training rows, in priority order: bf16-kernels bf16-reference progan-bf16-kernels "
+                         "progan-bf16-reference biggan-bf16-kernels biggan-bf16-reference fp16-kernels fp32-kernels "
+                         "bf16-kernels-sync fp16-reference fp32-reference (default all that fit the budget)")
     bu.add_argument("--budget", type=float, default=350, metavar="SECONDS",
                     help="time for the whole report on the GPU (default 350); the training rows get what the other "
                          "sections leave")

@@ -27,7 +27,7 @@ FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 
 @dataclasses.dataclass
 class DataConfig:
-    source: str = "/usr/share/datasets/fashion-mnist"  # Shards: a folder written by `bigtrain pack`, tar URLs ('d/train-{000000..000011}.tar', 'pipe:CMD'). In memory: a folder of IDX files, a .npz with uint8 'x' (and 'y'), or a folder of images. synthetic: random RGB images, for benchmarks (a pool of 64, or max_images).
+    source: str = "/usr/share/datasets/fashion-mnist"  # Shards: a folder written by `bigtrain pack`, tar URLs ('d/train-{000000..000011}.tar', 'pipe:CMD'). In memory: a folder of IDX files, a .npz with uint8 'x' (and 'y'), or a folder of images. synthetic: random RGB images, for benchmarks (a pool of 64, or max_images; with use_labels, random labels among 1000 classes).
     split: Literal["train", "t10k"] = "train"  # Which IDX split to read from an IDX folder.
     resolution: int = 32  # Training resolution (power of two); images are fitted to it by `fit`.
     fit: Literal["pad", "resize"] = "pad"  # pad: centre on a black canvas (28 -> 32 keeps every pixel); resize: area/bilinear resample.

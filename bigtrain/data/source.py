@@ -122,33 +122,40 @@ class ShardSource(DataSource):
 
 
 class SyntheticSource(DataSource):
-    """``data.source: synthetic``: a fixed pool of random uint8 RGB images (unconditional), for
-    benchmarks that must not time data loading. ``next`` cycles through the pool by index on the
-    pool's device, so after ``to(device)`` a batch costs no host work and no copy."""
+    """``data.source: synthetic``: a fixed pool of random uint8 RGB images, for benchmarks that
+    must not time data loading; with ``data.use_labels``, each image has a random label among
+    CLASSES classes (ImageNet's count, what class-conditional BigGAN is sized for). ``next``
+    cycles through the pool by index on the pool's device, so after ``to(device)`` a batch costs
+    no host work and no copy."""
     POOL = 64  # images in the pool unless data.max_images says otherwise
+    CLASSES = 1000
 
     def __init__(self, cfg: DataConfig, seed: int, rank: int):
-        self.resolution, self.channels, self.label_names = cfg.resolution, 3, []
+        self.resolution, self.channels = cfg.resolution, 3
+        self.label_names = [str(i) for i in range(self.CLASSES)] if cfg.use_labels else []
         g = torch.Generator().manual_seed(seed * 1_000_003 + rank)
         size = cfg.max_images or self.POOL
         self.images = torch.randint(0, 256, (size, 3, cfg.resolution, cfg.resolution), dtype=torch.uint8, generator=g)
+        self.labels = torch.randint(0, self.CLASSES, (size,), generator=g) if cfg.use_labels else None
         self.cursor = 0
 
     def to(self, device: torch.device | str) -> "SyntheticSource":
         """Move the pool onto ``device`` (the GPU the trainer runs on)."""
         self.images = self.images.to(device)
+        if self.labels is not None:
+            self.labels = self.labels.to(device)
         return self
 
     def next(self, n):
         idx = (torch.arange(n, device=self.images.device) + self.cursor) % len(self.images)
         self.cursor = (self.cursor + n) % len(self.images)
-        return self.images[idx], None
+        return self.images[idx], (self.labels[idx] if self.labels is not None else None)
 
     def preview(self, n):
         return self.images[:n].cpu()
 
     def class_probs(self):
-        return torch.ones(0, dtype=torch.float64)
+        return torch.full((self.num_classes,), 1 / self.num_classes if self.num_classes else 0, dtype=torch.float64)
 
     def state_dict(self):
         return {"cursor": self.cursor}
@@ -160,8 +167,6 @@ class SyntheticSource(DataSource):
 def open_data(cfg: DataConfig, seed: int, rank: int = 0, world_size: int = 1, pin_memory: bool = False,
               printer=print) -> DataSource:
     if cfg.source == "synthetic":
-        if cfg.use_labels:
-            raise ValueError("data.source=synthetic images have no labels; set data.use_labels=false")
         return SyntheticSource(cfg, seed, rank)
     if is_shard_source(cfg.source):
         return ShardSource(cfg, seed, rank, world_size, pin_memory, printer)

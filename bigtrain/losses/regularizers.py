@@ -23,7 +23,8 @@ def gradient_penalty(D: Callable, real_img: torch.Tensor, fake_img: torch.Tensor
     """WGAN-GP (Gulrajani et al. 2017): (||grad D(x_hat)|| - target)^2 per sample on random
     interpolates x_hat between real and fake."""
     eps = torch.rand(real_img.shape[0], 1, 1, 1, device=real_img.device, dtype=real_img.dtype)
-    x_hat = (real_img.detach().lerp(fake_img.detach(), eps)).requires_grad_(True)
+    # Interpolates in the reals' dtype: fakes come out of G in bf16/fp16 under autocast.
+    x_hat = (real_img.detach().lerp(fake_img.detach().to(real_img.dtype), eps)).requires_grad_(True)
     logits = D(x_hat, c)
     (grad,) = torch.autograd.grad(logits.sum(), x_hat, create_graph=True, only_inputs=True)
     return (grad.flatten(1).norm(dim=1) - target).square()

@@ -163,8 +163,12 @@ class Trainer:
         for net in (G, D, self.G_ema):
             set_stage(net, self.stage.resolution, self.stage.alpha)
         if cfg.train.reduced_precision_res is not None and self.strategy.amp_dtype is not None:
-            for net in (G, D):
-                set_reduced_precision(net, self.strategy.amp_dtype, cfg.train.reduced_precision_res, R)
+            for name, net in (("generator", G), ("discriminator", D)):
+                if not set_reduced_precision(net, self.strategy.amp_dtype, cfg.train.reduced_precision_res, R):
+                    # Otherwise the whole network would run in float32 without a word.
+                    raise ConfigError(f"config error in {config_source}: key 'train.reduced_precision_res': "
+                                      f"{cfg.model}'s {name} has no blocks that choose their own precision; set "
+                                      f"it to null (autocast everywhere) or train.precision=fp32")
         self.fused_optimizer = self.strategy.skips_on_device
         self.wrapped = {
             "G": self.strategy.wrap("G", G, self._make_optimizer("G"), self._trained(G)),

@@ -8,7 +8,8 @@ import torch
 from conftest import kernel_emulation, run_cli
 
 SECTIONS = ["environment", "kernels", "bench-kernels", "train", "profile"]
-ROWS = ["bf16-kernels", "bf16-kernels-sync", "fp16-kernels", "fp32-kernels", "bf16-reference", "fp16-reference",
+ROWS = ["bf16-kernels", "bf16-reference", "progan-bf16-kernels", "progan-bf16-reference", "biggan-bf16-kernels",
+        "biggan-bf16-reference", "fp16-kernels", "fp32-kernels", "bf16-kernels-sync", "fp16-reference",
         "fp32-reference"]
 
 
@@ -34,18 +35,32 @@ def test_toy_report_has_every_section_row_and_table(tmp_path, tmp_path_factory):
     # The shipped paper256 config builds NVlabs' networks, parameter for parameter.
     assert t["params"] == {"G": 24_767_458, "D": 24_001_089} and t["params_match"]
     assert [row["row"] for row in t["rows"]] == ROWS
+    # ProGAN and BigGAN at their benchmark sizes (the paper's networks), and what the toy built.
+    m = t["models"]
+    assert m["progan"]["config"] == "configs/progan/bench256.yaml" and m["progan"]["params"]["G"] > 20_000_000
+    assert m["biggan"]["config"] == "configs/biggan/bench128.yaml" and m["biggan"]["params"]["D"] > 80_000_000
+    assert m["progan"]["params_built"]["G"] < 100_000 and m["biggan"]["batch_size"] == 4
     for row in t["rows"]:
         assert row["status"] == "ok", (row["row"], row.get("error"))
         assert row["img_per_sec"] > 0 and row["ms_per_iter"] > 0 and row["iters"] == 2
-        # The toy's lazy regularizers run every 2 iterations: both are inside the timed window.
-        assert row["phases"]["Greg"] == 1 and row["phases"]["Dreg"] == 1 and row["natural_share"]
+        assert row["model"] == (row["row"].split("-")[0] if row["row"].startswith(("progan", "biggan")) else "stylegan2")
+        if row["model"] == "stylegan2":
+            # The toy's lazy regularizers run every 2 iterations: both are inside the timed window.
+            assert row["phases"]["Greg"] == 1 and row["phases"]["Dreg"] == 1 and row["natural_share"]
+            assert row["vs_nvlabs"] > 0
+        else:
+            assert "vs_nvlabs" not in row  # NVlabs' figure is StyleGAN2's
+        # Each row against the reference row of its model and precision (itself for a reference row).
+        ref = f"{row['model']}-{row['precision']}-reference".removeprefix("stylegan2-")
+        assert row["reference_row"] == ref and row["vs_reference"] > 0
     assert {row["precision"] for row in t["rows"]} == {"bf16", "fp16", "fp32"}
 
     text = (out / "gpu-report.txt").read_text()
     assert "vs NVlabs H200 2026-12-04 (measured separately)" in text and "157.8 img/s" in text
     for row in t["rows"]:
         line = next(l for l in text.splitlines() if l.startswith(row["row"] + " "))
-        assert f"{row['img_per_sec']:.1f}" in line and f"{row['vs_nvlabs']:.2f}" in line
+        assert f"{row['img_per_sec']:.1f}" in line and f"{row['vs_reference']:.2f}" in line
+        assert f"{row['vs_nvlabs']:.2f}" in line if "vs_nvlabs" in row else line.endswith(" -")
     assert text.strip() in r.stdout  # printed at the end as well
 
     p = s["profile"]

@@ -138,3 +138,16 @@ def test_growing_a_family_that_cannot_grow_is_a_config_error(tmp_path, toy_famil
     path = write_config(tmp_path / "grow.yaml", cfg)
     with pytest.raises(ConfigError, match="key 'grow.start_res': model family toy does not support progressive growing"):
         Trainer(load_config(path, [], TrainConfig), config_source=path)
+
+
+def test_per_resolution_precision_on_a_family_without_such_blocks_is_a_config_error(tmp_path, toy_family):
+    # Without the error, reduced_precision_res would leave every block of such a family in float32.
+    from bigtrain.config import ConfigError, load_config
+    from bigtrain.train.config import TrainConfig
+    from bigtrain.train.loop import Trainer
+
+    cfg = _config(tmp_path / "run", 0.016)
+    cfg["train"].update(precision="bf16", reduced_precision_res=1)
+    path = write_config(tmp_path / "prec.yaml", cfg)
+    with pytest.raises(ConfigError, match="key 'train.reduced_precision_res': toy's generator has no blocks"):
+        Trainer(load_config(path, [], TrainConfig), config_source=path)

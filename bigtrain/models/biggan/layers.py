@@ -36,6 +36,12 @@ class SpectralNorm:
         self.sn_fresh.zero_()
 
     def sn_weight(self) -> torch.Tensor:
+        # In float32 whatever autocast says: a bf16 power iteration would blur sigma, and torch.dot
+        # refuses the float32 u against a bf16 product. The layer's own op still autocasts.
+        with torch.autocast(self.weight.device.type, enabled=False):
+            return self._sn_weight_fp32()
+
+    def _sn_weight_fp32(self) -> torch.Tensor:
         W = self.weight.flatten(1)
         with torch.no_grad():
             u = self.sn_u

@@ -131,6 +131,22 @@ def test_gradient_penalty_linear_discriminator(target):
     np.testing.assert_allclose(gp.detach().numpy(), (norm_a - target) ** 2, rtol=1e-12)
 
 
+def test_gradient_penalty_takes_bf16_fakes_against_float32_reals():
+    # ProGAN under bf16 autocast: G's fakes are bf16, the reals float32; the interpolates are float32.
+    torch.manual_seed(1)
+    a = torch.randn(2, 3, 3)
+    seen = []
+
+    def D(x, c):
+        seen.append(x.dtype)
+        return (x * a).sum(dim=[1, 2, 3]).unsqueeze(1)
+
+    real, fake = torch.randn(4, 2, 3, 3), torch.randn(4, 2, 3, 3).bfloat16()
+    gp = gradient_penalty(D, real, fake, None, 1.0)
+    assert seen == [torch.float32] and gp.dtype == torch.float32
+    np.testing.assert_allclose(gp.detach().numpy(), (float(a.norm()) - 1.0) ** 2, rtol=1e-5)
+
+
 def test_path_lengths_linear_generator():
     N, L, Wd, C, H, W = 3, 4, 5, 2, 3, 4
     g = torch.Generator().manual_seed(2)

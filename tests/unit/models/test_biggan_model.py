@@ -53,6 +53,23 @@ def test_power_iteration_converges_to_the_largest_singular_value(layer):
     assert torch.equal(layer.sn_u, u)
 
 
+@pytest.mark.parametrize("make", [lambda: SNLinear(20, 30), lambda: SNConv2d(6, 5, 3)])
+def test_spectral_norm_under_bf16_autocast_keeps_its_float32_estimate(make):
+    # bf16 training of BigGAN: the power iteration and sigma stay float32 (it failed on a float32 u
+    # against a bf16 product), the layer's output is bf16 as autocast asks.
+    torch.manual_seed(0)
+    plain, cast = make(), make()
+    cast.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 20) if isinstance(plain, SNLinear) else torch.randn(2, 6, 4, 4)
+    plain.train(), cast.train()
+    plain(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = cast(x)
+    assert y.dtype == torch.bfloat16
+    assert cast.sn_u.dtype == cast.sn_sigma.dtype == torch.float32
+    assert torch.equal(cast.sn_u, plain.sn_u) and torch.equal(cast.sn_sigma, plain.sn_sigma)
+
+
 def test_orthogonal_penalty_matches_its_formula():
     torch.manual_seed(0)
     W1, W2 = torch.randn(4, 6), torch.randn(3, 2, 3, 3)
