@@ -39,11 +39,12 @@ __device__ __forceinline__ ActDerivs activate(int act, float u, float alpha) {
   }
 }
 
-// VEC consecutive elements per thread and step, loaded and stored as one vector, and the bias
-// looked up once per vector: the host picks VEC = 4 when every pointer is aligned to it and the
-// bias stride and the element count are multiples of it (all conv layers), else VEC = 1. index_t
-// is int when the element count allows it: 64-bit division is a long subroutine on a GPU, and the
-// bias lookup divides.
+// VEC consecutive elements per thread and step, loaded and stored as one vector: the host picks
+// VEC = 4 when every pointer is aligned to it, the element count is a multiple of it and the bias
+// stride is either a multiple of it (NCHW conv layers: one bias lookup per vector) or 1 (the bias
+// runs along the innermost dimension: channels_last activations and [N, C] dense layers; a lookup
+// per element), else VEC = 1. index_t is int when the element count allows it: 64-bit division is
+// a long subroutine on a GPU, and the bias lookup divides.
 template <typename scalar_t, int VEC>
 struct alignas(sizeof(scalar_t) * VEC) Vec {
   scalar_t v[VEC];
@@ -57,14 +58,26 @@ __global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* 
   using V = Vec<scalar_t, VEC>;
   const index_t step = (index_t)blockDim.x * gridDim.x * VEC;
   for (index_t i = ((index_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC; i < n; i += step) {
-    const float bias = b != nullptr ? static_cast<float>(b[(i / b_stride) % b_size]) : 0.f;
+    float bias[VEC];
+    if (b == nullptr) {
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) bias[k] = 0.f;
+    } else if (VEC > 1 && b_stride == 1) {
+      const index_t c0 = i % b_size;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) bias[k] = static_cast<float>(b[(c0 + k) % b_size]);
+    } else {
+      const float bk = static_cast<float>(b[(i / b_stride) % b_size]);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) bias[k] = bk;
+    }
     const V xv = *reinterpret_cast<const V*>(x + i);
     V dyv, ddxv, outv;
     if (mode >= 1) dyv = *reinterpret_cast<const V*>(dy + i);
     if (mode == 2) ddxv = *reinterpret_cast<const V*>(ddx + i);
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
-      const ActDerivs a = activate(act, static_cast<float>(xv.v[k]) + bias, alpha);
+      const ActDerivs a = activate(act, static_cast<float>(xv.v[k]) + bias[k], alpha);
       const float z = a.f * gain;
       // clamp passes the gradient where -clamp <= z <= clamp, as torch.clamp does.
       const bool inside = clamp < 0.f || (z >= -clamp && z <= clamp);
@@ -90,30 +103,35 @@ void launch_bias_act(const scalar_t* x, const scalar_t* b, const scalar_t* dy, c
 }
 
 // x: input; b: bias (undefined or 1-D over dimension `dim`); dy, ddx: as the mode needs (else undefined).
+// A 4-D x in channels_last layout with the bias over dimension 1 (channels) is processed in that
+// layout, and the output keeps it: the channels are then the innermost dimension in memory.
 at::Tensor bias_act(at::Tensor x, c10::optional<at::Tensor> b, c10::optional<at::Tensor> dy,
                     c10::optional<at::Tensor> ddx, int64_t dim, int64_t act, int64_t mode, double alpha,
                     double gain, double clamp) {
   TORCH_CHECK(BT_ON_DEVICE(x), "bias_act: x must be a CUDA tensor");
   TORCH_CHECK(mode >= 0 && mode <= 2, "bias_act: mode must be 0, 1 or 2");
   BT_DEVICE_GUARD(x);
-  x = x.contiguous();
+  const bool nhwc = x.dim() == 4 && dim == 1 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const auto layout = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  x = x.contiguous(layout);
   at::Tensor bt, dyt, ddxt;
   int64_t b_stride = 1, b_size = 1;
   if (b.has_value() && b->defined()) {
     bt = b->to(x.scalar_type()).contiguous();
     TORCH_CHECK(bt.dim() == 1 && bt.size(0) == x.size(dim), "bias_act: b must be 1-D with x.shape[dim] entries");
     b_size = bt.size(0);
-    for (int64_t d = dim + 1; d < x.dim(); ++d) b_stride *= x.size(d);
+    if (!nhwc)  // channels_last: the channels are innermost, b_stride 1
+      for (int64_t d = dim + 1; d < x.dim(); ++d) b_stride *= x.size(d);
   }
   if (mode >= 1) {
     TORCH_CHECK(dy.has_value() && dy->sizes() == x.sizes(), "bias_act: mode >= 1 needs dy shaped like x");
-    dyt = dy->to(x.scalar_type()).contiguous();
+    dyt = dy->to(x.scalar_type()).contiguous(layout);
   }
   if (mode == 2) {
     TORCH_CHECK(ddx.has_value() && ddx->sizes() == x.sizes(), "bias_act: mode 2 needs ddx shaped like x");
-    ddxt = ddx->to(x.scalar_type()).contiguous();
+    ddxt = ddx->to(x.scalar_type()).contiguous(layout);
   }
-  auto out = at::empty_like(x);
+  auto out = at::empty_like(x, at::TensorOptions(), layout);
   const int64_t n = x.numel();
   if (n == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "bias_act", [&] {
@@ -123,7 +141,7 @@ at::Tensor bias_act(at::Tensor x, c10::optional<at::Tensor> b, c10::optional<at:
     const scalar_t* ddxp = ddxt.defined() ? ddxt.data_ptr<scalar_t>() : nullptr;
     scalar_t* outp = out.data_ptr<scalar_t>();
     auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % (4 * sizeof(scalar_t)) == 0; };
-    const bool vec4 = n % 4 == 0 && (!bp || b_stride % 4 == 0) && aligned(xp) && aligned(outp) && (!dyp || aligned(dyp)) &&
+    const bool vec4 = n % 4 == 0 && (!bp || b_stride % 4 == 0 || b_stride == 1) && aligned(xp) && aligned(outp) && (!dyp || aligned(dyp)) &&
                       (!ddxp || aligned(ddxp));
     // int indices while i + one grid's step stays below 2^31.
     const bool small = n <= (int64_t(1) << 30);

@@ -173,6 +173,93 @@ void launch_sep(const at::Tensor& x, const at::Tensor& f, at::Tensor& y, const S
   BT_LAUNCH_SYNC(kernel, blocks, SEP_THREADS)(x.data_ptr<scalar_t>(), f.data_ptr<float>(), y.data_ptr<scalar_t>(), p);
 }
 
+// ---------------------------------------------------------------------------------------------
+// channels_last (NHWC) inputs with the tiled kernel's filters and factors: the channels are
+// innermost in memory, so a thread takes VEC consecutive channels of one output pixel (16 bytes:
+// 4 float32 or 8 float16/bfloat16 channels, where the channel count and the pointers allow it; else
+// one channel) and a warp's loads and stores are contiguous without a shared-memory tile. Each
+// thread reads the (taps / UP)^2 input pixels its output pixel needs, through the cache (the
+// threads of the neighbouring pixels read most of them again), and writes its output once.
+template <typename scalar_t, int N>
+struct alignas(sizeof(scalar_t) * N) ChannelVec {
+  scalar_t v[N];
+};
+
+struct NhwcParams {
+  int64_t batch, pixels;  // pixels: batch * out_h * out_w
+  int channels, in_h, in_w, out_h, out_w, pad_x0, pad_y0, taps;
+  float gain;
+  bool flip_filter;
+};
+
+template <typename scalar_t, int UP, int DOWN, int TAPS, int VEC>
+__global__ void __launch_bounds__(256)
+    upfirdn2d_nhwc_kernel(const scalar_t* __restrict__ x, const float* __restrict__ f, scalar_t* __restrict__ y,
+                          NhwcParams p) {
+  using V = ChannelVec<scalar_t, VEC>;
+  constexpr int T = TAPS > 0 ? TAPS : SEP_MAX_TAPS;
+  const int taps = TAPS > 0 ? TAPS : p.taps;
+  // Correlation weights, as the tiled kernel's: w[j] multiplies upsampled-grid position
+  // o * DOWN - pad + j.
+  float w[T];
+#pragma unroll
+  for (int j = 0; j < T; ++j) w[j] = j < taps ? f[p.flip_filter ? j : taps - 1 - j] : 0.f;
+  const int vecs = p.channels / VEC;
+  const int64_t total = p.pixels * vecs;
+  for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
+       idx += (int64_t)blockDim.x * gridDim.x) {
+    const int c = (int)(idx % vecs) * VEC;
+    const int64_t pix = idx / vecs;
+    const int ox = (int)(pix % p.out_w);
+    const int oy = (int)((pix / p.out_w) % p.out_h);
+    const int64_t n = pix / ((int64_t)p.out_w * p.out_h);
+    BT_EMU_CHECK(n < p.batch);
+    const scalar_t* src = x + n * p.in_h * p.in_w * p.channels + c;
+    const int ky0 = oy * DOWN - p.pad_y0, kx0 = ox * DOWN - p.pad_x0;
+    float acc[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) acc[k] = 0.f;
+#pragma unroll
+    for (int jy = 0; jy < T; ++jy) {
+      const int ky = ky0 + jy;  // taps past the filter's are skipped (0 * Inf would be NaN)
+      if ((TAPS == 0 && jy >= taps) || ky % UP != 0 || ky < 0 || ky / UP >= p.in_h) continue;
+      const scalar_t* row = src + (int64_t)(ky / UP) * p.in_w * p.channels;
+      float racc[VEC];
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) racc[k] = 0.f;
+#pragma unroll
+      for (int jx = 0; jx < T; ++jx) {
+        const int kx = kx0 + jx;
+        if ((TAPS == 0 && jx >= taps) || kx % UP != 0 || kx < 0 || kx / UP >= p.in_w) continue;
+        const V v = *reinterpret_cast<const V*>(row + (int64_t)(kx / UP) * p.channels);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) racc[k] += w[jx] * static_cast<float>(v.v[k]);
+      }
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) acc[k] += w[jy] * racc[k];
+    }
+    V out;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) out.v[k] = static_cast<scalar_t>(acc[k] * p.gain);
+    *reinterpret_cast<V*>(y + pix * p.channels + c) = out;
+  }
+}
+
+template <typename scalar_t, int UP, int DOWN>
+void launch_nhwc(const at::Tensor& x, const at::Tensor& f, at::Tensor& y, const NhwcParams& p) {
+  // 16-byte channel vectors for 4-tap filters (every StyleGAN2 call on features); one channel at a
+  // time, with the taps a run-time count, for the rest (RGB images, other filters).
+  constexpr int VEC = 16 / sizeof(scalar_t) > 0 ? 16 / sizeof(scalar_t) : 1;
+  auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  const bool vec = p.taps == 4 && p.channels % VEC == 0 && aligned(x.data_ptr()) && aligned(y.data_ptr());
+  const int threads = 256;
+  const int64_t work = p.pixels * (vec ? p.channels / VEC : p.channels);
+  const int64_t blocks = std::min<int64_t>((work + threads - 1) / threads, (int64_t)BT_MAX_GRID_BLOCKS);
+  const auto kernel = vec ? upfirdn2d_nhwc_kernel<scalar_t, UP, DOWN, 4, VEC>
+                          : upfirdn2d_nhwc_kernel<scalar_t, UP, DOWN, 0, 1>;
+  BT_LAUNCH(kernel, blocks, threads)(x.data_ptr<scalar_t>(), f.data_ptr<float>(), y.data_ptr<scalar_t>(), p);
+}
+
 // Whether the specialised path takes these arguments (bigtrain/ops/_cuda.py asks the same).
 bool upfirdn2d_separable_supported(int64_t taps, int64_t upx, int64_t upy, int64_t downx, int64_t downy) {
   return taps >= 1 && taps <= SEP_MAX_TAPS && upx == upy && downx == downy && upx <= 2 && downx <= 2 &&
@@ -186,9 +273,12 @@ at::Tensor upfirdn2d(at::Tensor x, at::Tensor f, int64_t upx, int64_t upy, int64
               "upfirdn2d: f must be a 1-D (separable) or 2-D float32 CUDA tensor");
   TORCH_CHECK(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1, "upfirdn2d: up and down must be >= 1");
   BT_DEVICE_GUARD(x);
-  x = x.contiguous();
-  f = f.contiguous();
   const bool separable = f.dim() == 1;
+  // channels_last in, channels_last out: the NHWC kernel for separable filters; the generic kernel
+  // works on an NCHW copy and its output is laid out as the input was.
+  const bool channels_last = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  x = channels_last && separable ? x : x.contiguous();
+  f = f.contiguous();
   TORCH_CHECK(!separable || upfirdn2d_separable_supported(f.size(0), upx, upy, downx, downy),
               "upfirdn2d: a 1-D filter needs 1 to ", SEP_MAX_TAPS, " taps, equal up (1 or 2) and equal down (1 or 2) "
               "on both axes, not both 2");
@@ -196,9 +286,27 @@ at::Tensor upfirdn2d(at::Tensor x, at::Tensor f, int64_t upx, int64_t upy, int64
   const int64_t out_h = (in_h * upy + pady0 + pady1 - fh) / downy + 1;
   const int64_t out_w = (in_w * upx + padx0 + padx1 - fw) / downx + 1;
   TORCH_CHECK(out_h >= 1 && out_w >= 1, "upfirdn2d: empty output");
-  auto y = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
+  const auto y_layout = channels_last && separable ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  auto y = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options().memory_format(y_layout));
   const int64_t total = y.numel();
   if (total == 0) return y;
+  if (separable && channels_last) {
+    NhwcParams p;
+    p.batch = x.size(0), p.pixels = x.size(0) * out_h * out_w, p.channels = (int)x.size(1);
+    p.in_h = (int)in_h, p.in_w = (int)in_w, p.out_h = (int)out_h, p.out_w = (int)out_w;
+    p.pad_x0 = (int)padx0, p.pad_y0 = (int)pady0, p.taps = (int)fw;
+    p.gain = (float)gain, p.flip_filter = flip_filter;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "upfirdn2d", [&] {
+      if (upx == 2)
+        launch_nhwc<scalar_t, 2, 1>(x, f, y, p);
+      else if (downx == 2)
+        launch_nhwc<scalar_t, 1, 2>(x, f, y, p);
+      else
+        launch_nhwc<scalar_t, 1, 1>(x, f, y, p);
+    });
+    BT_LAUNCH_CHECK();
+    return y;
+  }
   if (separable) {
     SepParams p;
     p.planes = x.size(0) * x.size(1);
@@ -227,5 +335,5 @@ at::Tensor upfirdn2d(at::Tensor x, at::Tensor f, int64_t upx, int64_t upy, int64
         (int)padx0, (int)pady0, (float)gain, flip_filter);
   });
   BT_LAUNCH_CHECK();
-  return y;
+  return channels_last ? y.contiguous(at::MemoryFormat::ChannelsLast) : y;
 }

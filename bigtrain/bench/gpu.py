@@ -104,11 +104,14 @@ class Row:
 
 
 # In priority order, a row that does not fit the budget being skipped. First what compares: StyleGAN2
-# bf16 with the kernels (the product) and with the reference ops (seconds per iteration at 256x256,
-# hence 2 + 8), then the same pair for ProGAN and BigGAN; then the other precisions and the variants.
-# bf16-kernels-sync: the bf16 row with the host check of every phase's loss (a sync per phase), to
-# measure what skipping non-finite steps on the device saves.
-ROWS = (Row("bf16-kernels", "bf16", True, 6, 32), Row("bf16-reference", "bf16", False, 2, 8),
+# bf16 with the kernels (the product), the same in channels_last (the layout experiment, whose
+# first iteration autotunes cuDNN for NHWC again) and with the reference ops (seconds per iteration at
+# 256x256, hence 2 + 8), then the kernels/reference pair for ProGAN and BigGAN; then the other
+# precisions and variants. bf16-kernels-sync: the bf16 row with the host check of every phase's loss
+# (a sync per phase), to measure what skipping non-finite steps on the device saves.
+ROWS = (Row("bf16-kernels", "bf16", True, 6, 32),
+        Row("bf16-kernels-cl", "bf16", True, 6, 32, ("train.channels_last=true",)),
+        Row("bf16-reference", "bf16", False, 2, 8),
         Row("progan-bf16-kernels", "bf16", True, 4, 16, model="progan"),
         Row("progan-bf16-reference", "bf16", False, 2, 8, model="progan"),
         Row("biggan-bf16-kernels", "bf16", True, 4, 16, model="biggan"),

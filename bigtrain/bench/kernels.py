@@ -24,21 +24,25 @@ def copy_bandwidth(nbytes: int = 1 << 30) -> float:
     return 2 * nbytes / _cuda_time(lambda: dst.copy_(src), 10)
 
 
-def kernel_cases(res: int, batch: int = 8):
+def kernel_cases(res: int, batch: int = 8, device: str = "cuda", channels: int | None = None):
     """StyleGAN2 config-f shapes at resolution ``res``: (name, fn(impl, *inputs), inputs, bytes the
-    forward must move at least)."""
+    forward must move at least). ``device="cpu"`` and a few ``channels``: the same cases for the CPU
+    emulation's test."""
     from bigtrain.ops import bias_act, modulated_conv2d, setup_filter, upfirdn2d
 
-    ch = min(512, 32768 // res)  # config-f channels at this resolution
-    f = setup_filter([1, 3, 3, 1], device="cuda")
-    x = torch.randn(batch, ch, res // 2, res // 2, device="cuda")
-    y = torch.randn(batch, ch, res, res, device="cuda")
-    b = torch.randn(ch, device="cuda")
-    w, s = torch.randn(ch, ch, 3, 3, device="cuda"), torch.randn(batch, ch, device="cuda").abs() + 0.5
-    xs = torch.randn(batch, ch, 16, 16, device="cuda")
+    ch = channels or min(512, 32768 // res)  # config-f channels at this resolution
+    f = setup_filter([1, 3, 3, 1], device=device)
+    x = torch.randn(batch, ch, res // 2, res // 2, device=device)
+    y = torch.randn(batch, ch, res, res, device=device)
+    b = torch.randn(ch, device=device)
+    w, s = torch.randn(ch, ch, 3, 3, device=device), torch.randn(batch, ch, device=device).abs() + 0.5
+    xs = torch.randn(batch, ch, 16, 16, device=device)
     # The FIR filter after G's transposed conv (input res + 1, padded to res) and before D's strided
     # conv; the down2 of D's skips.
-    yt = torch.randn(batch, ch, res + 1, res + 1, device="cuda")
+    yt = torch.randn(batch, ch, res + 1, res + 1, device=device)
+    # The same tensors in channels_last (train.channels_last): the NHWC kernels against the same
+    # bytes; the reference runs on them as they are.
+    xn, yn = (t.contiguous(memory_format=torch.channels_last) for t in (x, y))
     el = 4  # float32
     return [
         ("upfirdn2d up2", lambda impl, x: upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, impl=impl), [x],
@@ -48,6 +52,11 @@ def kernel_cases(res: int, batch: int = 8):
         ("upfirdn2d down2", lambda impl, y: upfirdn2d(y, f, down=2, padding=1, impl=impl), [y],
          (y.numel() + y.numel() // 4) * el),
         ("bias_act lrelu", lambda impl, y, b: bias_act(y, b, act="lrelu", impl=impl), [y, b], 2 * y.numel() * el),
+        ("upfirdn2d up2 NHWC", lambda impl, x: upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, impl=impl), [xn],
+         (x.numel() + 4 * x.numel()) * el),
+        ("upfirdn2d down2 NHWC", lambda impl, y: upfirdn2d(y, f, down=2, padding=1, impl=impl), [yn],
+         (y.numel() + y.numel() // 4) * el),
+        ("bias_act lrelu NHWC", lambda impl, y, b: bias_act(y, b, act="lrelu", impl=impl), [yn, b], 2 * y.numel() * el),
         ("modconv weights", lambda impl, w, s: modulated_conv2d(xs, w, s, padding=1, impl=impl), [w, s],
          (w.numel() + batch * w.numel()) * el),
     ]
@@ -79,10 +88,10 @@ def bench_kernels(resolutions=(256, 1024), iters: int = 20) -> dict:
 
 def format_kernel_table(r: dict) -> str:
     lines = [f"{r['device']}: copy bandwidth {r['copy_bytes_per_s'] / 1e9:.0f} GB/s",
-             f"{'op':<17} {'res':>5} {'cuda f+b ms':>12} {'ref f+b ms':>11} {'speedup':>8} {'fwd GB/s':>9} "
+             f"{'op':<20} {'res':>5} {'cuda f+b ms':>12} {'ref f+b ms':>11} {'speedup':>8} {'fwd GB/s':>9} "
              f"{'x floor':>8}"]
     for row in r["rows"]:
-        lines.append(f"{row['op']:<17} {row['resolution']:>5} {row['cuda_fwd_bwd_ms']:>12.3f} "
+        lines.append(f"{row['op']:<20} {row['resolution']:>5} {row['cuda_fwd_bwd_ms']:>12.3f} "
                      f"{row['ref_fwd_bwd_ms']:>11.3f} {row['speedup_fwd_bwd']:>8.2f} "
                      f"{row['cuda_fwd_bytes_per_s'] / 1e9:>9.0f} {row['x_of_copy_floor']:>8.2f}")
     return "\n".join(lines)

@@ -45,17 +45,28 @@ def _orders(fn, inputs: list[torch.Tensor], dtype: torch.dtype, seed: int):
     y = fn(*xs)
     g = torch.Generator(device=y.device).manual_seed(seed)
 
-    def noise(shape):
-        return torch.randn(shape, generator=g, device=y.device, dtype=torch.float32).to(dtype).to(y.dtype)
+    def noise(like):
+        # In the layout of what it multiplies, so that a channels_last case's backward passes also
+        # receive channels_last gradients.
+        r = torch.randn(like.shape, generator=g, device=y.device, dtype=torch.float32).to(dtype).to(y.dtype)
+        return r.contiguous(memory_format=torch.channels_last) if _channels_last(like) else r
     # r1 is a leaf too: the second order includes the gradient through the backward's incoming
     # gradient (in R1 that gradient depends on the weights), not only through the inputs.
-    r1 = noise(y.shape).requires_grad_(True)
+    r1 = noise(y).requires_grad_(True)
     grads = torch.autograd.grad((y * r1).sum(), xs, create_graph=True)
-    total = sum((a * noise(a.shape)).sum() for a in grads)
+    total = sum((a * noise(a)).sum() for a in grads)
     leaves = [*xs, r1]
     # Where a gradient does not depend on a leaf (a linear op's on its input), it is zero.
     second = torch.autograd.grad(total, leaves, allow_unused=True)
     return y, grads, [s if s is not None else torch.zeros_like(x) for s, x in zip(second, leaves)]
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    return t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _nhwc(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
 
 
 def _cases(device: torch.device, dtype: torch.dtype):
@@ -86,6 +97,16 @@ def _cases(device: torch.device, dtype: torch.dtype):
                             ("2-D 3x5 pad/crop", dict(f=f2, padding=[2, -1, 1, 0], flip_filter=True), small),
                             ("up(2,1) down(1,2) 2-D", dict(f=f2, up=(2, 1), down=(1, 2), padding=[4, 3, 2, 1]), small)):
         yield "upfirdn2d", name, (lambda impl, kw=kw: lambda x: upfirdn2d(x, impl=impl, **kw)), [rnd(*shape)]
+    # channels_last inputs (train.channels_last): 1-D filters take the NHWC kernel, in 16-byte channel
+    # vectors for 4 taps when the channels allow (8 of them), else one channel at a time; 2-D ones
+    # the generic kernel on an NCHW copy.
+    for name, kw, shape in (("NHWC up2 1-D, vec", dict(f=f1, up=2, padding=[2, 1, 2, 1], gain=4), (2, 8, 13, 11)),
+                            ("NHWC down2 1-D, vec", dict(f=f1, down=2, padding=[1, 1, 1, 1]), (2, 8, 13, 11)),
+                            ("NHWC 1-D pad, 3 ch", dict(f=f1, padding=[2, 1, 1, 2], gain=4), (2, 3, 9, 10)),
+                            ("NHWC 6 taps down2 flip", dict(f=f6, down=2, padding=[3, 2, 2, 3], flip_filter=True,
+                                                            gain=-0.5), (2, 8, 12, 9)),
+                            ("NHWC 2-D 3x5", dict(f=f2, padding=[2, -1, 1, 0]), (2, 8, 7, 6))):
+        yield "upfirdn2d", name, (lambda impl, kw=kw: lambda x: upfirdn2d(x, impl=impl, **kw)), [_nhwc(rnd(*shape))]
     # 5x5 planes take the kernel's one-element path, 4x4 planes its 4-element vectors.
     for act, clamp, hw in (("lrelu", None, 5), ("lrelu", 0.5, 5), ("linear", None, 5), ("tanh", None, 5),
                            ("sigmoid", None, 5), ("relu", None, 5), ("elu", None, 5), ("selu", None, 5),
@@ -95,6 +116,16 @@ def _cases(device: torch.device, dtype: torch.dtype):
         yield ("bias_act", f"{act}{' clamp' if clamp else ''}{', vec4' if hw == 4 else ''}",
                (lambda impl, act=act, clamp=clamp: lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl=impl)),
                [x, b])
+    # channels_last: the bias runs along the innermost dimension (a lookup per element; 8 channels
+    # take the 4-element vectors, 6 the one-element path). [N, C] dense layers are the same case.
+    for act, clamp, c in (("lrelu", 0.5, 8), ("swish", None, 6)):
+        x, b = _nhwc(rnd(4, c, 3, 5)), rnd(c)
+        x[0, :, 0, 0] = -b
+        yield ("bias_act", f"{act}{' clamp' if clamp else ''} NHWC, {c} ch",
+               (lambda impl, act=act, clamp=clamp: lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl=impl)),
+               [x, b])
+    x, b = rnd(6, 12), rnd(12)
+    yield ("bias_act", "lrelu [N, C], vec4", (lambda impl: lambda x, b: bias_act(x, b, act="lrelu", impl=impl)), [x, b])
     for demod in (True, False):
         yield ("modconv", f"3x3 demod={demod}",
                (lambda impl, demod=demod: lambda x, w, s: modulated_conv2d(x, w, s, padding=1, demodulate=demod,

@@ -227,9 +227,12 @@ def _upfirdn2d_ref(
 
     # Zero insertion as pad-then-reshape: differentiable to any order and no scatter.
     if upx > 1 or upy > 1:
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         x = x.reshape(N, C, H, 1, W, 1)
         x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
         x = x.reshape(N, C, H * upy, W * upx)
+        if channels_last:  # the layout it came in (train.channels_last), as the kernel keeps it
+            x = x.contiguous(memory_format=torch.channels_last)
 
     x = F.pad(x, [max(padx0, 0), max(padx1, 0), max(pady0, 0), max(pady1, 0)])
     x = x[:, :, max(-pady0, 0) : x.shape[2] - max(-pady1, 0), max(-padx0, 0) : x.shape[3] - max(-padx1, 0)]

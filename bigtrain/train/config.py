@@ -44,6 +44,7 @@ class LoopConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # Forward/backward precision: bf16 autocast; fp16 autocast with a gradient scaler per net. Weights, optimizer state and regularizer sums stay fp32.
     skip_nonfinite_on_device: bool = True  # GPU (single, ddp): a step with a NaN/Inf loss is skipped by the fused optimizer on the device and counted at the next tick, instead of the host waiting for the GPU once per phase to decide.
     cudnn_benchmark: bool = True  # GPU: cuDNN times its convolution algorithms for each new shape and keeps the fastest (the first iterations are slower).
+    channels_last: bool = False  # GPU throughput experiment: G's and D's convolution weights and activations in the channels_last (NHWC) memory layout end to end, the layout cuDNN's tensor-core convolutions work in (no conversions around them); bigtrain's kernels take it as it is. Same results; not yet measured faster (the bf16-kernels-cl row of `bigtrain bench gpu`).
     allow_tf32: bool = False  # GPU: float32 convolutions and matmuls in TF32 on Ampere and newer (faster, about 1e-3 relative error); off as in NVlabs' StyleGAN2.
     init_from: str | None = None  # Fine-tuning: start G, D (when the file has it) and G_ema from an NVlabs pickle, a bigtrain checkpoint (or a run dir: its newest), or an export folder; the optimizers start fresh and kimg at 0. Ignored on resume.
     freeze_d: int = 0  # FreezeD: keep D's this many highest-resolution blocks at their starting weights; 0 = train all of D.

@@ -29,7 +29,7 @@ from bigtrain.checkpoint.state import DamagedCheckpoint
 from bigtrain.config import ConfigError, build, dump_yaml, to_dict
 from bigtrain.data import open_data
 from bigtrain.distributed import DistEnv, build_strategy, print0
-from bigtrain.distributed.strategy.base import REBUILDS_NETS
+from bigtrain.distributed.strategy.base import REBUILDS_NETS, STRIDED_WEIGHTS
 from bigtrain.models.sampling import standing_stats
 from bigtrain.losses import GANLoss
 from bigtrain.metrics.training import TrainingMetrics
@@ -116,6 +116,8 @@ class Trainer:
                                            growing=cfg.grow.enabled).to(self.device)
         except ValueError as e:
             raise ConfigError(f"config error in {config_source}: {e}") from None
+        if cfg.train.channels_last:  # 4-D weights now; activations follow them, reals in _reals
+            G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
         start = None
         if cfg.train.init_from and not resume:  # fine-tuning (a resume has all of it in its checkpoint)
             start = read_start(cfg.train.init_from, cfg, self.model_info, config_source)
@@ -156,6 +158,8 @@ class Trainer:
         needs = self.loss.needs()
         if cfg.grow.enabled:
             needs[REBUILDS_NETS] = ["grow.start_res"]
+        if cfg.train.channels_last:
+            needs[STRIDED_WEIGHTS] = ["train.channels_last"]
         self.strategy.validate(needs, config_source)
         self.strategy.set_precision(cfg.train.precision, cfg.train.reduced_precision_res)
         self.batch_gpu, self.rounds = cfg.train.rounds(self.env.world_size, config_source, self.stage.batch_size)
@@ -273,6 +277,8 @@ class Trainer:
         img, labels = self.data.next(n)
         # Normalisation and (growing) area downsampling happen on the device: uint8 travels.
         img = area_downsample(self._to_device(img).to(torch.float32) / 127.5 - 1, self.stage.resolution)
+        if self.cfg.train.channels_last:
+            img = img.contiguous(memory_format=torch.channels_last)
         if self.stage.fading:
             img = fade_reals(img, self.stage.alpha, self.wrapped["G"].raw.upsample)
         return {"real_img": img, "real_c": one_hot(self._to_device(labels), self.data.num_classes, n, self.device)}

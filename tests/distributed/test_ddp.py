@@ -48,10 +48,13 @@ def equiv_one_rank(tmp_path_factory) -> Path:
     return train_once(tmp_path_factory, "equiv-one-rank", _equiv_config)
 
 
-def test_two_ranks_of_4_equal_one_rank_of_8(tmp_path, tmp_path_factory):
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_two_ranks_of_4_equal_one_rank_of_8(tmp_path, tmp_path_factory, channels_last):
+    """channels_last: DDP's gradient buckets with NHWC weights reduce what the NCHW run does."""
     one = equiv_one_rank(tmp_path_factory)
     two = _equiv_config(tmp_path / "two", batch_gpu=4)
     two["distributed"] = {"strategy": "ddp"}
+    two["train"]["channels_last"] = channels_last
     r = run_torchrun(2, ["train", write_config(tmp_path / "two.yaml", two)])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 rank(s)" not in r.stdout and "2 rank(s) x 4 x 1 round(s)" in r.stdout

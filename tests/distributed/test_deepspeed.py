@@ -101,6 +101,16 @@ def test_zero3_with_second_order_regularizers_is_refused_before_training(tmp_pat
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
+def test_channels_last_under_deepspeed_is_refused_before_training(tmp_path):
+    # DeepSpeed's flat buffers fail on channels_last weights (a view error deep in its engine).
+    cfg = _equiv_config(tmp_path / "run")
+    cfg["distributed"] = {"strategy": "deepspeed", "zero_stage": 2}
+    cfg["train"]["channels_last"] = True
+    r = run_cli(["train", write_config(tmp_path / "c.yaml", cfg)])
+    assert r.returncode == 2 and "key 'train.channels_last'" in r.stderr and "single or ddp" in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
 def test_bf16_autocast_under_zero2_trains_and_keeps_fp32_weights(tmp_path):
     cfg = _equiv_config(tmp_path / "run", batch_gpu=4)
     cfg["distributed"] = {"strategy": "deepspeed", "zero_stage": 2}

@@ -8,7 +8,7 @@ import torch
 from conftest import kernel_emulation, run_cli
 
 SECTIONS = ["environment", "kernels", "bench-kernels", "train", "profile"]
-ROWS = ["bf16-kernels", "bf16-reference", "progan-bf16-kernels", "progan-bf16-reference", "biggan-bf16-kernels",
+ROWS = ["bf16-kernels", "bf16-kernels-cl", "bf16-reference", "progan-bf16-kernels", "progan-bf16-reference", "biggan-bf16-kernels",
         "biggan-bf16-reference", "fp16-kernels", "fp32-kernels", "bf16-kernels-sync", "fp16-reference",
         "fp32-reference"]
 

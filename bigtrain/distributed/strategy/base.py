@@ -25,6 +25,7 @@ from ..env import DistEnv
 SECOND_ORDER = "second-order gradients"  # a gradient differentiated again (R1, path length, WGAN-GP)
 WEIGHTS_OUTSIDE_FORWARD = "weights read outside the forward pass"  # orthogonal regularization
 REBUILDS_NETS = "nets re-wrapped when the trained parameters change"  # progressive growing
+STRIDED_WEIGHTS = "weights in a non-contiguous memory layout"  # train.channels_last
 
 @dataclasses.dataclass
 class StrategyConfig:

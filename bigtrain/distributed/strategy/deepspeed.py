@@ -30,7 +30,7 @@ import os
 
 import torch
 
-from .base import REBUILDS_NETS, SECOND_ORDER, WEIGHTS_OUTSIDE_FORWARD, Wrapped, _nbytes
+from .base import REBUILDS_NETS, SECOND_ORDER, STRIDED_WEIGHTS, WEIGHTS_OUTSIDE_FORWARD, Wrapped, _nbytes
 from .group import ProcessGroupStrategy, init_process_group, sync_batchnorm
 
 
@@ -89,6 +89,10 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
 
     def validate(self, needs: dict[str, list[str]], source: str) -> None:
         from bigtrain.config import ConfigError
+        if needs.get(STRIDED_WEIGHTS):
+            raise ConfigError(
+                f"config error in {source}: key '{needs[STRIDED_WEIGHTS][0]}': DeepSpeed flattens the weights into "
+                "contiguous buffers and fails on channels_last ones; use it with distributed.strategy single or ddp")
         if self.zero_stage == 3 and needs.get(REBUILDS_NETS):
             raise ConfigError(
                 f"config error in {source}: key 'distributed.zero_stage': progressive growing rebuilds the engines "

@@ -45,9 +45,9 @@ def test_kernel_sources_pass_the_parity_table_on_the_cpu_emulation(first_run):
     cache, r = first_run
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     assert "emulation of upfirdn2d, bias_act, modconv: compiled" in r.stdout
-    assert "180 of 180 checks within their limits" in r.stdout
+    assert "252 of 252 checks within their limits" in r.stdout
     table = [line for line in r.stdout.splitlines() if line.startswith(("upfirdn2d ", "bias_act ", "modconv "))]
-    assert len(table) == 180 and all(" yes " in line for line in table)
+    assert len(table) == 252 and all(" yes " in line for line in table)
     # The second run finds the build in the cache.
     r = _kernels_cli(cache)
     assert r.returncode == 0 and "loaded from the cache" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
@@ -67,7 +67,12 @@ def test_a_bug_in_any_kernel_source_fails_the_table(tmp_path):
     _sabotage(src, "upfirdn2d.cu", "const int ky = oy * downy + jy - pady0;",
               "const int ky = oy * downy + jy - pady0 + 1;")
     _sabotage(src, "upfirdn2d.cu", "ky0 = oy0 * DOWN - p.pad_y0;", "ky0 = oy0 * DOWN - p.pad_y0 + 1;")
+    # The NHWC kernel reads one row too low; channels_last bias_act takes every element's bias from
+    # its vector's first channel.
+    _sabotage(src, "upfirdn2d.cu", "const int ky = ky0 + jy;", "const int ky = ky0 + jy + 1;")
     _sabotage(src, "bias_act.cu", "u < 0.f ? scale * a * e : 0.f", "scale * a * e")
+    _sabotage(src, "bias_act.cu", "bias[k] = static_cast<float>(b[(c0 + k) % b_size]);",
+              "bias[k] = static_cast<float>(b[c0 % b_size]);")
     # The second stage of the block reduction skips one shuffle step, so lane 0 misses the third
     # warp's partial sum (the cases' 8x3x3 weights take three warps of the 256 threads).
     _sabotage(src, "modconv.cu", "v += __shfl_down_sync(0xffffffff, v, off);",
@@ -81,6 +86,9 @@ def test_a_bug_in_any_kernel_source_fails_the_table(tmp_path):
     assert {f[1] for f in failed if f[0] == "upfirdn2d" and "forward" in f}.issuperset({"up2", "down2", "1-D", "6",
                                                                                         "2-D", "up(2,1)"})
     assert any(f[:2] == ["bias_act", "selu"] and f[3:5] == ["double", "backward"] for f in failed), failed
+    nhwc = {" ".join(f[1:f.index("float32")]) for f in failed if "float32" in f and "forward" in f}
+    assert {"NHWC up2 1-D, vec", "NHWC 1-D pad, 3 ch", "NHWC 6 taps down2 flip", "lrelu clamp NHWC, 8 ch",
+            "lrelu [N, C], vec4"} <= nhwc, nhwc
 
 
 def test_impl_cuda_takes_cpu_tensors_only_inside_the_emulation(first_run, monkeypatch):
@@ -113,3 +121,37 @@ def test_tiled_upfirdn2d_keeps_an_inf_pixel_out_of_rows_it_does_not_reach(first_
         y = upfirdn2d(x, f, padding=2, impl="cuda")
     ref = upfirdn2d(x, f, padding=2, impl="ref")
     assert torch.equal(y.isnan(), ref.isnan()) and torch.equal(y.isinf(), ref.isinf())
+
+
+def test_channels_last_stays_channels_last_through_the_kernels(first_run, monkeypatch):
+    # train.channels_last: the kernels take NHWC activations as they are and give NHWC back, forward
+    # and backward, so that no layout conversion runs around them.
+    monkeypatch.setenv("BIGTRAIN_KERNEL_CACHE", str(first_run[0]))
+    from bigtrain.ops import bias_act, setup_filter, upfirdn2d
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    b = torch.randn(8)
+    f = setup_filter([1, 3, 3, 1])
+    with _build.emulation():
+        up = upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, impl="cuda")
+        y = bias_act(up, b, act="lrelu", impl="cuda")
+        (gx,) = torch.autograd.grad(y, x, torch.randn_like(y))
+    for t in (up, y, gx):
+        assert t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    ref = bias_act(upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, impl="ref"), b, act="lrelu", impl="ref")
+    torch.testing.assert_close(y, ref)
+
+
+def test_bench_kernels_cases_run_their_kernels_and_match_the_reference(first_run, monkeypatch):
+    # `bigtrain bench kernels` times these on a GPU only; here each case (the NHWC ones too) runs
+    # through the kernels' source on the emulation, at a small size, so that the GPU run cannot
+    # meet a broken case first.
+    monkeypatch.setenv("BIGTRAIN_KERNEL_CACHE", str(first_run[0]))
+    from bigtrain.bench.kernels import kernel_cases
+    cases = kernel_cases(16, batch=2, device="cpu", channels=8)
+    assert {name for name, *_ in cases} >= {"upfirdn2d up2 NHWC", "upfirdn2d down2 NHWC", "bias_act lrelu NHWC"}
+    for name, fn, inputs, nbytes in cases:
+        with _build.emulation():
+            out = fn("cuda", *inputs)
+        torch.testing.assert_close(out, fn("ref", *inputs), rtol=1e-4, atol=1e-4, msg=name)
+        assert out.is_contiguous(memory_format=torch.channels_last) == ("NHWC" in name), name
+        assert nbytes > 0
