@@ -134,6 +134,7 @@ class Context:
     device: torch.device
     rows: list[Row]
     report: dict
+    profile_row: str = "bf16-kernels"
     deadline: float = math.inf  # of the running section, time.perf_counter()
 
     def save(self) -> None:
@@ -142,12 +143,14 @@ class Context:
 
 # ------------------------------------------------------------------------------------------ driver
 def run_report(out: str, toy: bool = False, sections=SECTIONS, rows=ROW_NAMES, budget_s: float = 350,
-               argv: list[str] | None = None) -> dict:
-    """Run the selected sections in order; returns the report (also written to ``out``)."""
+               argv: list[str] | None = None, profile_row: str = "bf16-kernels") -> dict:
+    """Run the selected sections in order; returns the report (also written to ``out``).
+    ``profile_row``: the training row the profile section traces."""
     if not toy and not torch.cuda.is_available():
         raise ValueError(f"bench gpu needs a GPU and none is visible (torch {torch.__version__}, CUDA "
                          f"{torch.version.cuda or 'none'}); --toy runs the same report on the CPU at a toy size")
-    unknown = [s for s in sections if s not in SECTIONS] + [r for r in rows if r not in ROW_NAMES]
+    unknown = ([s for s in sections if s not in SECTIONS] + [r for r in rows if r not in ROW_NAMES]
+               + [r for r in (profile_row,) if r not in ROW_NAMES])
     if unknown:
         raise ValueError(f"unknown section or row {unknown}; sections: {', '.join(SECTIONS)}; rows: "
                          f"{', '.join(ROW_NAMES)}")
@@ -161,7 +164,7 @@ def run_report(out: str, toy: bool = False, sections=SECTIONS, rows=ROW_NAMES, b
               "sections": {}, "nvlabs_h200": NVLABS_H200}
     selected = [s for s in SECTIONS if s in sections]
     ctx = Context(Path(out), toy, torch.device("cpu" if toy else "cuda"),
-                  [r for r in _rows(toy) if r.name in rows], report)
+                  [r for r in _rows(toy) if r.name in rows], report, profile_row)
     t_start = time.perf_counter()
     end = t_start + budget_s
     for name in SECTIONS:
@@ -370,13 +373,14 @@ def _row_need(row: Row, done: list[dict]) -> float:
 
 
 def section_profile(ctx: Context, rec: dict) -> None:
-    """torch.profiler over 16 iterations of the bf16 kernels row (one Dreg and four Greg among
-    them, whichever step they start at), after 2 warm-up iterations of a fresh trainer."""
+    """torch.profiler over 16 iterations of a training row (--profile-row; StyleGAN2's bf16 kernels
+    row unless told: one Dreg and four Greg among them, whichever step they start at), after 2
+    warm-up iterations of a fresh trainer."""
     from torch.profiler import ProfilerActivity, profile
 
     from bigtrain.train.observe import TickStats
     warmup, iters = (TOY_ITERS["warmup"], 2) if ctx.toy else (PROFILE["warmup"], PROFILE["iters"])
-    row = next(r for r in ROWS if r.name == "bf16-kernels")  # StyleGAN2
+    row = next(r for r in ROWS if r.name == ctx.profile_row)
     cuda = ctx.device.type == "cuda"
     with _ops(row.kernels):
         trainer = build_trainer(ctx, row)
@@ -410,12 +414,13 @@ def section_profile(ctx: Context, rec: dict) -> None:
               f"{warmup} warm-up; sorted by self {unit} time; self {unit} time in all {total_us / 1000:.1f} ms\n")
     cpu_table = events.table(sort_by="self_cpu_time_total", row_limit=15)
     cpu_total_us = sum(e.self_cpu_time_total for e in events)
-    (ctx.out / "profile-bf16.txt").write_text(
+    table_file = f"profile-{row.name}.txt"
+    (ctx.out / table_file).write_text(
         header + table + f"\n\nThe same iterations sorted by self CPU time (the host's share; under the profiler): "
         f"{cpu_total_us / 1000:.1f} ms in all\n" + cpu_table + "\n")
     rec["total_self_cpu_ms"] = cpu_total_us / 1000
     rec.update(row=row.name, device=str(ctx.device), warmup=warmup, iters=done, phases=phases,
-               sorted_by=f"self {unit} time", total_self_ms=total_us / 1000, table_file="profile-bf16.txt",
+               sorted_by=f"self {unit} time", total_self_ms=total_us / 1000, table_file=table_file,
                top=[{"name": e.key, f"self_{unit.lower()}_ms": getattr(e, attr) / 1000, "calls": e.count,
                      "share": getattr(e, attr) / total_us if total_us else 0.0} for e in top])
 
@@ -658,7 +663,7 @@ def format_report(report: dict) -> str:
                          "auto\n  always takes the reference; the figures exercise the report, they measure nothing")
         lines += notes
 
-    p = head("profile", "profile of the bf16-kernels row")
+    p = head("profile", f"profile of the {s.get('profile', {}).get('row', 'bf16-kernels')} row")
     if "top" in p:
         unit = p["sorted_by"].split()[-2]
         lines.append(f"{p['iters']} iterations ({_phase_text(p['phases'])}); self {unit} time "

@@ -57,7 +57,7 @@ def cmd_bench_gpu(args) -> int:
     from bigtrain.bench.gpu import ROW_NAMES, SECTIONS, format_report, run_report
     from bigtrain.distributed import print0
     report = run_report(args.out, toy=args.toy, sections=args.sections or SECTIONS, rows=args.rows or ROW_NAMES,
-                        budget_s=args.budget)
+                        budget_s=args.budget, profile_row=args.profile_row)
     print0(format_report(report))
     print0(f"wrote {os.path.join(args.out, 'gpu-report.json')} and gpu-report.txt")
     return 0
@@ -118,6 +118,8 @@ def add(sub) -> None:
                     help="training rows, in priority order: bf16-kernels bf16-kernels-cl bf16-reference progan-bf16-kernels "
                          "progan-bf16-reference biggan-bf16-kernels biggan-bf16-reference fp16-kernels fp32-kernels "
                          "bf16-kernels-sync fp16-reference fp32-reference (default all that fit the budget)")
+    bu.add_argument("--profile-row", default="bf16-kernels", metavar="ROW",
+                    help="the training row the profile section traces (default bf16-kernels)")
     bu.add_argument("--budget", type=float, default=350, metavar="SECONDS",
                     help="time for the whole report on the GPU (default 350); the training rows get what the other "
                          "sections leave")
