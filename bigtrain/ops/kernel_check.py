@@ -84,6 +84,7 @@ def _cases(device: torch.device, dtype: torch.dtype):
     f2 = setup_filter(torch.rand(3, 5, generator=g) + 0.1, device=device)
     f6 = setup_filter(torch.rand(6, generator=g) + 0.1, device=device)
     f5 = setup_filter(torch.rand(5, generator=g) + 0.1, device=device)
+    f4 = setup_filter(torch.rand(4, generator=g) + 0.1, device=device)  # 4 taps, not symmetric
     # 1-D filters take the tiled kernel (its adjoints too; 4 taps and any other width are separate
     # kernels), 2-D ones the generic kernel. The 37x70 inputs span several 32x32 output tiles, with
     # partial tiles on both edges.
@@ -102,6 +103,7 @@ def _cases(device: torch.device, dtype: torch.dtype):
     # the generic kernel on an NCHW copy.
     for name, kw, shape in (("NHWC up2 1-D, vec", dict(f=f1, up=2, padding=[2, 1, 2, 1], gain=4), (2, 8, 13, 11)),
                             ("NHWC down2 1-D, vec", dict(f=f1, down=2, padding=[1, 1, 1, 1]), (2, 8, 13, 11)),
+                            ("NHWC up2 4-tap asym, vec", dict(f=f4, up=2, padding=[1, 2, 2, 1], gain=4), (2, 8, 6, 7)),
                             ("NHWC 1-D pad, 3 ch", dict(f=f1, padding=[2, 1, 1, 2], gain=4), (2, 3, 9, 10)),
                             ("NHWC 6 taps down2 flip", dict(f=f6, down=2, padding=[3, 2, 2, 3], flip_filter=True,
                                                             gain=-0.5), (2, 8, 12, 9)),
@@ -116,16 +118,19 @@ def _cases(device: torch.device, dtype: torch.dtype):
         yield ("bias_act", f"{act}{' clamp' if clamp else ''}{', vec4' if hw == 4 else ''}",
                (lambda impl, act=act, clamp=clamp: lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl=impl)),
                [x, b])
-    # channels_last: the bias runs along the innermost dimension (a lookup per element; 8 channels
-    # take the 4-element vectors, 6 the one-element path). [N, C] dense layers are the same case.
+    # channels_last: the bias runs along the innermost dimension, a lookup per element (8 channels,
+    # and 6 whose vectors straddle pixels, take the 4-element vectors). [N, C] dense layers are the
+    # same case; 5 x 3 elements take the one-element path.
     for act, clamp, c in (("lrelu", 0.5, 8), ("swish", None, 6)):
         x, b = _nhwc(rnd(4, c, 3, 5)), rnd(c)
         x[0, :, 0, 0] = -b
         yield ("bias_act", f"{act}{' clamp' if clamp else ''} NHWC, {c} ch",
                (lambda impl, act=act, clamp=clamp: lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl=impl)),
                [x, b])
-    x, b = rnd(6, 12), rnd(12)
-    yield ("bias_act", "lrelu [N, C], vec4", (lambda impl: lambda x, b: bias_act(x, b, act="lrelu", impl=impl)), [x, b])
+    for n, c, how in ((6, 12, "vec4"), (5, 3, "1 elem")):
+        x, b = rnd(n, c), rnd(c)
+        yield ("bias_act", f"lrelu [N, C], {how}", (lambda impl: lambda x, b: bias_act(x, b, act="lrelu", impl=impl)),
+               [x, b])
     for demod in (True, False):
         yield ("modconv", f"3x3 demod={demod}",
                (lambda impl, demod=demod: lambda x, w, s: modulated_conv2d(x, w, s, padding=1, demodulate=demod,
