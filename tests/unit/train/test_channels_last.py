@@ -8,44 +8,50 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli, tiny_config, write_config
+from conftest import tiny_config, train_once, write_config
 
 from bigtrain.checkpoint.schema import Checkpoint
 
 
-def _train(tmp_path: Path, name: str, channels_last: bool, **train) -> Path:
-    cfg = tiny_config(tmp_path / name, train={"total_kimg": 0.032, "channels_last": channels_last, **train})
-    r = run_cli(["train", write_config(tmp_path / f"{name}.yaml", cfg)])
-    assert r.returncode == 0, r.stderr
-    return tmp_path / name
+def _train(cfg: dict, tmp_path: Path, resume: str | None = None) -> Path:
+    from bigtrain.config import load_config
+    from bigtrain.train.config import TrainConfig
+    from bigtrain.train.loop import Trainer
+
+    path = write_config(tmp_path / "c.yaml", cfg)
+    Trainer(load_config(path, [], TrainConfig), resume=resume, config_source=path).run()
+    return Path(cfg["run"]["dir"])
 
 
 def _losses(run: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k.startswith("Loss/")} for line in open(run / "stats.jsonl")]
 
 
-def _last(run: Path) -> Checkpoint:
-    return Checkpoint.read(str(sorted((run / "checkpoints").glob("ckpt-*.pt"))[-1]))
+def _checkpoints(run: Path) -> list[Path]:
+    return sorted((run / "checkpoints").glob("ckpt-*.pt"))
 
 
-@pytest.mark.slow  # two short CLI runs, about 12 s
-def test_channels_last_trains_as_nchw_does_and_resumes_across_layouts(tmp_path):
-    nchw, nhwc = _train(tmp_path, "nchw", False), _train(tmp_path, "nhwc", True)
+@pytest.mark.slow  # a tiny run in NHWC and one tick of its resume, about 6 s
+def test_channels_last_trains_as_nchw_does_and_resumes_across_layouts(tmp_path, tmp_path_factory):
+    # The NCHW run: the suite's shared tiny StyleGAN2 (tiny_config, 4 ticks), trained once per run.
+    nchw = train_once(tmp_path_factory, "stylegan2-tiny", tiny_config)
+    nhwc = _train(tiny_config(tmp_path / "nhwc", train={"channels_last": True}), tmp_path)
     for a, b in zip(_losses(nchw), _losses(nhwc), strict=True):
         assert a.keys() == b.keys()
         for k in a:
             assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-4), k
-    ca, cb = _last(nchw), _last(nhwc)
+    ca, cb = Checkpoint.read(str(_checkpoints(nchw)[-1])), Checkpoint.read(str(_checkpoints(nhwc)[-1]))
+    assert ca.nimg == cb.nimg == 64
     for k, v in ca.G_ema.items():
         torch.testing.assert_close(cb.G_ema[k], v, rtol=1e-3, atol=1e-4)
     # The checkpoint holds the NHWC run's conv weights as they were trained...
     w = [v for v in cb.strategy["G"]["module"].values() if v.ndim == 4 and v.shape[1] > 1 and v.shape[-1] > 1]
     assert w and all(v.is_contiguous(memory_format=torch.channels_last) and not v.is_contiguous() for v in w)
     # ...and an NCHW trainer resumes from it.
-    cfg = tiny_config(nhwc, train={"total_kimg": 0.048, "channels_last": False})
-    r = run_cli(["train", write_config(tmp_path / "resume.yaml", cfg)])
-    assert r.returncode == 0 and "resumed from" in r.stdout, r.stderr
-    assert _last(nhwc).nimg == 48
+    _train(tiny_config(nhwc, train={"total_kimg": 0.08, "channels_last": False}), tmp_path,
+           resume=str(_checkpoints(nhwc)[-1]))
+    assert Checkpoint.read(str(_checkpoints(nhwc)[-1])).nimg == 80
+    assert len(_losses(nhwc)) == 5  # the 4 ticks before and 1 after: resumed, not started over
 
 
 def test_channels_last_puts_weights_reals_and_features_in_nhwc(tmp_path):
