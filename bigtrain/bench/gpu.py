@@ -336,10 +336,6 @@ def section_train(ctx: Context, rec: dict) -> None:
         for key in ("params_built", "resolution", "batch_size"):  # the same in every row of a model
             if key in r:
                 rec["models"][row.model].setdefault(key, r.pop(key))
-        if row.model == "stylegan2":
-            for key in ("resolution", "batch_size"):
-                if key in rec["models"]["stylegan2"]:
-                    rec.setdefault(key, rec["models"]["stylegan2"][key])
         _ratios_to_reference(ctx.rows, rec["rows"])
         if r["status"] == "ok":
             print0(f"train: {row.name}: {r['img_per_sec']:.1f} img/s, {r['ms_per_iter']:.1f} ms/iter, peak "

@@ -13,6 +13,8 @@ import dataclasses
 
 import torch
 
+from bigtrain.ops.upfirdn2d import is_channels_last
+
 # Relative error allowed (max |kernel - exact| / max |exact|).
 THRESHOLDS = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
@@ -49,7 +51,7 @@ def _orders(fn, inputs: list[torch.Tensor], dtype: torch.dtype, seed: int):
         # In the layout of what it multiplies, so that a channels_last case's backward passes also
         # receive channels_last gradients.
         r = torch.randn(like.shape, generator=g, device=y.device, dtype=torch.float32).to(dtype).to(y.dtype)
-        return r.contiguous(memory_format=torch.channels_last) if _channels_last(like) else r
+        return r.contiguous(memory_format=torch.channels_last) if is_channels_last(like) else r
     # r1 is a leaf too: the second order includes the gradient through the backward's incoming
     # gradient (in R1 that gradient depends on the weights), not only through the inputs.
     r1 = noise(y).requires_grad_(True)
@@ -59,10 +61,6 @@ def _orders(fn, inputs: list[torch.Tensor], dtype: torch.dtype, seed: int):
     # Where a gradient does not depend on a leaf (a linear op's on its input), it is zero.
     second = torch.autograd.grad(total, leaves, allow_unused=True)
     return y, grads, [s if s is not None else torch.zeros_like(x) for s, x in zip(second, leaves)]
-
-
-def _channels_last(t: torch.Tensor) -> bool:
-    return t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
 def _nhwc(t: torch.Tensor) -> torch.Tensor:

@@ -202,6 +202,11 @@ def upfirdn2d(
     return _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain)
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """x is laid out NHWC (train.channels_last) and not also NCHW (as a 1-channel or 1x1 tensor is)."""
+    return x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def _upfirdn2d_ref(
     x: torch.Tensor,
     f: torch.Tensor | None,
@@ -227,7 +232,7 @@ def _upfirdn2d_ref(
 
     # Zero insertion as pad-then-reshape: differentiable to any order and no scatter.
     if upx > 1 or upy > 1:
-        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        channels_last = is_channels_last(x)
         x = x.reshape(N, C, H, 1, W, 1)
         x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
         x = x.reshape(N, C, H * upy, W * upx)

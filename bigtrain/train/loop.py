@@ -276,9 +276,10 @@ class Trainer:
     def _reals(self, n: int) -> dict[str, torch.Tensor]:
         img, labels = self.data.next(n)
         # Normalisation and (growing) area downsampling happen on the device: uint8 travels.
-        img = area_downsample(self._to_device(img).to(torch.float32) / 127.5 - 1, self.stage.resolution)
-        if self.cfg.train.channels_last:
-            img = img.contiguous(memory_format=torch.channels_last)
+        # train.channels_last: the layout changes in the same pass as the dtype; the rest keeps it.
+        layout = torch.channels_last if self.cfg.train.channels_last else torch.preserve_format
+        img = area_downsample(self._to_device(img).to(torch.float32, memory_format=layout) / 127.5 - 1,
+                              self.stage.resolution)
         if self.stage.fading:
             img = fade_reals(img, self.stage.alpha, self.wrapped["G"].raw.upsample)
         return {"real_img": img, "real_c": one_hot(self._to_device(labels), self.data.num_classes, n, self.device)}
