@@ -104,12 +104,14 @@ class Row:
 
 
 # In priority order, a row that does not fit the budget being skipped. First what compares: StyleGAN2
-# bf16 with the kernels (the product), the same in channels_last (the layout experiment, whose
-# first iteration autotunes cuDNN for NHWC again) and with the reference ops (seconds per iteration at
+# bf16 with the kernels (the product), the same with autograd's own double backward through the
+# convolutions (what train.conv_double_backward=wgrad replaces), the same in channels_last (the layout
+# experiment, whose first iteration autotunes cuDNN for NHWC again) and with the reference ops (seconds per iteration at
 # 256x256, hence 2 + 8), then the kernels/reference pair for ProGAN and BigGAN; then the other
 # precisions and variants. bf16-kernels-sync: the bf16 row with the host check of every phase's loss
 # (a sync per phase), to measure what skipping non-finite steps on the device saves.
 ROWS = (Row("bf16-kernels", "bf16", True, 6, 32),
+        Row("bf16-kernels-autograd-conv", "bf16", True, 6, 32, ("train.conv_double_backward=autograd",)),
         Row("bf16-kernels-cl", "bf16", True, 6, 32, ("train.channels_last=true",)),
         Row("bf16-reference", "bf16", False, 2, 8),
         Row("progan-bf16-kernels", "bf16", True, 4, 16, model="progan"),
@@ -627,18 +629,18 @@ def format_report(report: dict) -> str:
                          f"{'match' if t['params_match'] else 'DIFFER'}")
             lines.append(line)
         vs = NVLABS_H200["label"]
-        lines.append(f"{'row':<22} {'img/s':>8} {'ms/iter':>8} {'peak GB':>8} {'1st iter s':>10} {'iters':>6} "
+        lines.append(f"{'row':<26} {'img/s':>8} {'ms/iter':>8} {'peak GB':>8} {'1st iter s':>10} {'iters':>6} "
                      f"{'Greg/Dreg':>10} {'vs ref':>7}  {vs}")
         for r in t["rows"]:
             if r.get("status") != "ok":
-                lines.append(f"{r['row']:<22} {_status(r)}")
+                lines.append(f"{r['row']:<26} {_status(r)}")
                 continue
             ph = r["phases"]
             share = (f"{ph.get('Greg', 0)}/{ph.get('Dreg', 0)}" + ("" if r["natural_share"] else "*")
                      if r.get("model", "stylegan2") == "stylegan2" else "-")
             ref = f"{r['vs_reference']:.2f}" if "vs_reference" in r else "-"
             nv = f"{r['vs_nvlabs']:.2f}" if "vs_nvlabs" in r else "-"
-            lines.append(f"{r['row']:<22} {r['img_per_sec']:>8.1f} {r['ms_per_iter']:>8.1f} {r['peak_gb']:>8.2f} "
+            lines.append(f"{r['row']:<26} {r['img_per_sec']:>8.1f} {r['ms_per_iter']:>8.1f} {r['peak_gb']:>8.2f} "
                          f"{r['first_iter_s']:>10.1f} {r['warmup']:>2}+{r['iters']:<3} {share:>10} {ref:>7}  {nv}")
         lines.append(f"NVlabs stylegan2-ada-pytorch on an H200, 2026-12-04 (measured separately): "
                      f"{NVLABS_H200['img_per_sec']} img/s, {NVLABS_H200['ms_per_iter']} ms/iter")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bigtrain.ops.conv import conv2d, conv_transpose2d
 from bigtrain.ops.upfirdn2d import (
     IntPair,
     Padding,
@@ -123,14 +124,14 @@ def conv2d_resample(
     if upx > 1 or upy > 1:
         if pointwise:
             # A 1x1 conv commutes with every spatial op: mix channels at low resolution.
-            x = F.conv2d(x, w_corr, groups=groups)
+            x = conv2d(x, w_corr, groups=groups)
             return upfirdn2d(x, f, up=(upx, upy), padding=[px0, px1, py0, py1], gain=upx * upy, flip_filter=flip_filter)
         # conv_transpose2d scatters the kernel as a true convolution, hence the
         # flipped weight; regrouped from [O, I/g, ...] to [I, O/g, ...].
         O, Ig = int(w.shape[0]), int(w.shape[1])
         wt = w_corr.flip([2, 3])
         wt = wt.reshape(groups, O // groups, Ig, kh, kw).transpose(1, 2).reshape(groups * Ig, O // groups, kh, kw)
-        x = F.conv_transpose2d(x, wt, stride=(upy, upx), groups=groups)
+        x = conv_transpose2d(x, wt, stride=(upy, upx), groups=groups)
         # conv_transpose2d returns the full support of (w * zero-inserted x); this
         # padding picks the window that the definition's "valid" conv produces.
         pad = [px0 - kw + 1, px1 - kw + upx, py0 - kh + 1, py1 - kh + upy]
@@ -139,14 +140,14 @@ def conv2d_resample(
     if downx > 1 or downy > 1:
         if pointwise:
             x = upfirdn2d(x, f, down=(downx, downy), padding=[px0, px1, py0, py1], flip_filter=flip_filter)
-            return F.conv2d(x, w_corr, groups=groups)
+            return conv2d(x, w_corr, groups=groups)
         x = upfirdn2d(x, f, padding=[px0, px1, py0, py1], flip_filter=flip_filter)
-        return F.conv2d(x, w_corr, stride=(downy, downx), groups=groups)
+        return conv2d(x, w_corr, stride=(downy, downx), groups=groups)
 
     ux0, ux1, uy0, uy1 = _parse_padding(padding)
     if ux0 == ux1 == uy0 == uy1 and ux0 >= 0:
-        return F.conv2d(x, w_corr, padding=ux0, groups=groups)
-    return F.conv2d(upfirdn2d(x, None, padding=[ux0, ux1, uy0, uy1]), w_corr, groups=groups)
+        return conv2d(x, w_corr, padding=ux0, groups=groups)
+    return conv2d(upfirdn2d(x, None, padding=[ux0, ux1, uy0, uy1]), w_corr, groups=groups)
 
 
 def _conv2d_resample_ref(

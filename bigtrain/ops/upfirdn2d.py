@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from bigtrain.ops._impl import resolve_impl
+from bigtrain.ops.conv import conv2d
 
 IntPair = Union[int, Sequence[int]]
 Padding = Union[int, Sequence[int]]
@@ -249,12 +250,12 @@ def _upfirdn2d_ref(
     # Depthwise conv; striding inside the conv is the same as keeping every down-th output.
     if f.ndim == 2:
         w = (f * gain)[None, None].expand(C, 1, f.shape[0], f.shape[1])
-        return F.conv2d(x, w, stride=(downy, downx), groups=C)
+        return conv2d(x, w, stride=(downy, downx), groups=C)
     # Separable: put the whole gain on one axis so negative gains work too.
     wx = (f * gain)[None, None, None, :].expand(C, 1, 1, f.shape[0])
     wy = f[None, None, :, None].expand(C, 1, f.shape[0], 1)
-    x = F.conv2d(x, wx, stride=(1, downx), groups=C)
-    return F.conv2d(x, wy, stride=(downy, 1), groups=C)
+    x = conv2d(x, wx, stride=(1, downx), groups=C)
+    return conv2d(x, wy, stride=(downy, 1), groups=C)
 
 
 # ----------------------------------------------------------------------------

@@ -8,9 +8,9 @@ import torch
 from conftest import kernel_emulation, run_cli
 
 SECTIONS = ["environment", "kernels", "bench-kernels", "train", "profile"]
-ROWS = ["bf16-kernels", "bf16-kernels-cl", "bf16-reference", "progan-bf16-kernels", "progan-bf16-reference", "biggan-bf16-kernels",
-        "biggan-bf16-reference", "fp16-kernels", "fp32-kernels", "bf16-kernels-sync", "fp16-reference",
-        "fp32-reference"]
+ROWS = ["bf16-kernels", "bf16-kernels-autograd-conv", "bf16-kernels-cl", "bf16-reference", "progan-bf16-kernels",
+        "progan-bf16-reference", "biggan-bf16-kernels", "biggan-bf16-reference", "fp16-kernels", "fp32-kernels",
+        "bf16-kernels-sync", "fp16-reference", "fp32-reference"]
 
 
 @pytest.mark.slow  # about 15 s with the emulation built once per run (tests/conftest.py), 35 s without
