@@ -7,6 +7,7 @@ regularized net rescales lr and Adam betas by ``interval / (interval + 1)`` to m
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ from torch import nn
 
 from bigtrain.config import require
 from bigtrain.distributed.strategy.base import SECOND_ORDER, WEIGHTS_OUTSIDE_FORWARD
+from bigtrain.ops.conv import second_order
 
 from .adversarial import d_loss, g_loss
 from .augment import AUGMENTATIONS, AugmentConfig, diff_augment
@@ -161,7 +163,8 @@ class GANLoss(nn.Module):
                     total = total + c.ortho_weight * ortho
             if do_reg and c.pl_weight > 0:
                 n = max(1, batch["gen_z"].shape[0] // c.pl_batch_shrink)
-                img, ws = nets.G(batch["gen_z"][:n], batch["gen_c"][:n], return_ws=True, **self._g_kwargs())
+                with second_order():  # path length differentiates this pass twice
+                    img, ws = nets.G(batch["gen_z"][:n], batch["gen_c"][:n], return_ws=True, **self._g_kwargs())
                 lengths = path_lengths(img, ws, per_sample_normal(batch.get("sample_seeds"), img, n))
                 pl_mean = self.pl_mean.lerp(self.reduce_mean(lengths.detach().mean()), c.pl_decay)
                 self.pl_mean.copy_(pl_mean)
@@ -178,7 +181,9 @@ class GANLoss(nn.Module):
                 fake = nets.G(batch["gen_z"], batch["gen_c"], update_emas=False, **self._g_kwargs())
             real_img = batch["real_img"].detach().requires_grad_(do_reg and c.r1_gamma > 0)
             fake_logits = D(fake, batch["gen_c"])
-            real_logits = D(real_img, batch["real_c"])
+            # R1 differentiates the real pass twice: fast convolution gradients of every order.
+            with second_order() if real_img.requires_grad else contextlib.nullcontext():
+                real_logits = D(real_img, batch["real_c"])
             if self.ada is not None:
                 self.ada.accumulate(real_logits)  # the overfitting heuristic's signs, on the device
             loss = d_loss(c.type, real_logits, fake_logits).mean()
@@ -191,7 +196,8 @@ class GANLoss(nn.Module):
                 terms["Loss/D/drift"] = drift.detach()
                 total = total + c.drift * drift
             if do_reg and c.gp_weight > 0:
-                gp = gradient_penalty(D, batch["real_img"], fake, batch["real_c"], c.gp_target).mean()
+                with second_order():
+                    gp = gradient_penalty(D, batch["real_img"], fake, batch["real_c"], c.gp_target).mean()
                 terms["Loss/D/gp"] = gp.detach()
                 total = total + c.gp_weight * gp
             if do_reg and c.r1_gamma > 0:
@@ -200,7 +206,8 @@ class GANLoss(nn.Module):
                 total = total + r1 * (c.r1_gamma / 2)
         elif do_reg and c.r1_gamma > 0:
             real_img = batch["real_img"].detach().requires_grad_(True)
-            real_logits = D(real_img, batch["real_c"])
+            with second_order():
+                real_logits = D(real_img, batch["real_c"])
             r1 = r1_penalty(real_img, real_logits).mean()
             terms["Loss/D/r1"] = r1.detach()
             # real_logits * 0 keeps the epilogue in the graph (no unused params under DDP).

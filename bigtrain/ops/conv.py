@@ -11,14 +11,17 @@ again, so every order runs on the algorithms cuDNN tunes for training.
 
 :func:`conv2d` and :func:`conv_transpose2d` equal ``torch.nn.functional``'s (no bias, no
 dilation) in value and in gradients of every order, up to the rounding of a different
-summation order. They fall back to the plain functions where no gradient is being recorded,
-under tracing, scripting, ONNX export and ``torch.compile``, and when the process chose
-``set_double_backward("autograd")`` (the trainer's ``train.conv_double_backward``).
+summation order. They take their own autograd only inside :func:`second_order`, around the forward
+passes that a regulariser will differentiate twice (the losses open it); elsewhere, where no gradient
+is recorded, under tracing, scripting, ONNX export and ``torch.compile``, and when the process chose
+``set_double_backward("autograd")`` (the trainer's ``train.conv_double_backward``), they are the
+plain functions, exactly, at no cost.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import contextlib
+from typing import Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +41,22 @@ def set_double_backward(mode: str) -> None:
 
 def double_backward_mode() -> str:
     return _mode
+
+
+_regions = 0
+
+
+@contextlib.contextmanager
+def second_order() -> Iterator[None]:
+    """Convolutions run inside take the custom autograd (in mode ``"wgrad"``): open it around a
+    forward pass whose graph will be differentiated with ``create_graph=True``. Only the forward
+    pass needs to be inside; the backward passes follow the graph it recorded."""
+    global _regions
+    _regions += 1
+    try:
+        yield
+    finally:
+        _regions -= 1
 
 
 def _pair(v) -> tuple[int, int]:
@@ -118,14 +137,15 @@ class _WeightGrad(torch.autograd.Function):
         return ggy, gx, None, None
 
 
-def _plain() -> bool:
-    """Where the custom autograd ops would only get in the way."""
-    return (_mode != "wgrad" or not torch.is_grad_enabled() or torch.jit.is_scripting() or torch.jit.is_tracing()
-            or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
+def _plain(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Outside a second-order region, or where the custom autograd ops would only get in the way."""
+    return (not _regions or _mode != "wgrad" or not (x.requires_grad or w.requires_grad)
+            or not torch.is_grad_enabled() or torch.jit.is_scripting() or torch.jit.is_tracing()
+            or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
 
 
 def _run(x: torch.Tensor, w: torch.Tensor, spec: _Spec) -> torch.Tensor:
-    if _plain() or not (x.requires_grad or w.requires_grad):
+    if _plain(x, w):
         return spec.run(x, w)
     dev = x.device.type
     if torch.is_autocast_enabled(dev):

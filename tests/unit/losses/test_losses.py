@@ -356,3 +356,38 @@ def test_regularizers_say_what_they_need():
     assert loss.needs() == {SECOND_ORDER: ["loss.gp_weight"], WEIGHTS_OUTSIDE_FORWARD: ["loss.ortho_weight"]}
     assert [(r.net, r.interval, r.lazy) for r in loss.regularizers()] == [("D", 1, True), ("G", 1, False)]
     assert loss.reg_intervals() == {"G": None, "D": 1}  # orthogonal regularization joins G's main step
+
+
+def _convolutions(phase_name, mode="wgrad", **cfg):
+    """(largest kernel of any convolution, whether bigtrain.ops.conv's own op ran) in one phase's
+    compute and backward on the tiny nets (16x16)."""
+    from torch.profiler import profile
+    from bigtrain.ops import conv
+    conv.set_double_backward(mode)
+    try:
+        nets, loss = tiny_nets(), GANLoss(GANLoss.Config(**cfg))
+        torch.manual_seed(0)
+        with profile(record_shapes=True) as prof:
+            loss.compute(PHASES[phase_name][0], nets, tiny_batch()).total.backward()
+    finally:
+        conv.set_double_backward("wgrad")
+    events = prof.events()
+    sizes = [e.input_shapes[1][-1] for e in events if e.name in ("aten::convolution", "aten::_convolution")
+             and len(e.input_shapes) > 1 and len(e.input_shapes[1]) == 4]
+    return max(sizes), any(e.name == "_Conv" for e in events)
+
+
+@pytest.mark.parametrize("name,cfg", [("Dreg", {}), ("Dboth", {}), ("Greg", {}),
+                                      ("Dboth", dict(type="wgan", r1_gamma=0.0, gp_weight=10.0))])
+def test_regularized_passes_take_the_weight_gradient_kernel(name, cfg):
+    """R1, path length and the gradient penalty differentiate their passes twice through bigtrain's
+    convolutions (no convolution with a feature-map-sized kernel); torch's own double backward, for
+    comparison, runs one (the 16x16 images, or their 8x8 or 4x4 feature maps)."""
+    assert _convolutions(name, **cfg) == (4, True)
+    big, ours = _convolutions(name, mode="autograd", **cfg)
+    assert big > 4 and not ours
+
+
+@pytest.mark.parametrize("name", ["Gmain", "Dmain"])
+def test_main_passes_run_torchs_convolutions(name):
+    assert _convolutions(name)[1] is False

@@ -27,10 +27,16 @@ SPECS = [(False, 1, 1, 0, 1, 3), (False, 2, 0, 0, 1, 3), (False, 2, 1, 0, 2, 4),
 
 
 def _op(spec):
+    """(ours inside a second-order region, torch's, the weight's shape)"""
     transposed, s, p, op, g, k = spec
-    if transposed:
-        return (lambda x, w: C.conv_transpose2d(x, w, s, p, op, g)), (lambda x, w: F.conv_transpose2d(x, w, None, s, p, op, g)), (6, 6 // g, k, k)
-    return (lambda x, w: C.conv2d(x, w, s, p, g)), (lambda x, w: F.conv2d(x, w, None, s, p, 1, g)), (6, 6 // g, k, k)
+
+    def ours(x, w):
+        with C.second_order():
+            return C.conv_transpose2d(x, w, s, p, op, g) if transposed else C.conv2d(x, w, s, p, g)
+
+    def plain(x, w):
+        return F.conv_transpose2d(x, w, None, s, p, op, g) if transposed else F.conv2d(x, w, None, s, p, 1, g)
+    return ours, plain, (6, 6 // g, k, k)
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -64,7 +70,9 @@ def _largest_kernel(fn) -> int:
     x = torch.randn(2, 4, 16, 16, requires_grad=True)
     w = torch.randn(4, 4, 3, 3, requires_grad=True)
     with profile(record_shapes=True) as prof:
-        g, = torch.autograd.grad(fn(x, w).square().sum(), x, create_graph=True)
+        with C.second_order():
+            y = fn(x, w)
+        g, = torch.autograd.grad(y.square().sum(), x, create_graph=True)
         g.square().sum().backward()
     assert w.grad is not None and w.grad.abs().sum() > 0
     sizes = [e.input_shapes[1][-1] for e in prof.events() if e.name in ("aten::convolution", "aten::_convolution")
@@ -93,24 +101,32 @@ def test_conv2d_resample_and_the_fir_reference_take_it():
     assert _largest_kernel(lambda x, w: conv2d_resample(x, w, f, padding=1, up=2)) == 32
 
 
-def test_plain_functions_where_no_gradient_is_recorded():
+def test_plain_functions_outside_a_region_and_where_no_gradient_is_recorded():
     x, w = _rand(1, 2, 5, 5, dtype=torch.float32), _rand(3, 2, 3, 3, dtype=torch.float32).requires_grad_(True)
-    assert type(C.conv2d(x, w, padding=1).grad_fn).__name__ == "_ConvBackward"
-    with torch.no_grad():
-        assert C.conv2d(x, w, padding=1).grad_fn is None
-    assert C.conv2d(x, w.detach(), padding=1).grad_fn is None
-    # Tracing (TorchScript and ONNX export) records the plain aten op.
-    traced = torch.jit.trace(lambda x, w: C.conv2d(x, w, padding=1), (x, w))
-    assert "aten::_convolution" in str(traced.graph) and "_Conv" not in str(traced.graph)
-    assert torch.equal(traced(x, w), F.conv2d(x, w, padding=1))
-    C.set_double_backward("autograd")
+    # Outside second_order(): torch's own op (first-order passes cost nothing extra).
+    assert type(C.conv2d(x, w, padding=1).grad_fn).__name__ == "ConvolutionBackward0"
+    with C.second_order():
+        assert type(C.conv2d(x, w, padding=1).grad_fn).__name__ == "_ConvBackward"
+        with C.second_order():  # nested regions
+            pass
+        assert type(C.conv2d(x, w, padding=1).grad_fn).__name__ == "_ConvBackward"
+        with torch.no_grad():
+            assert C.conv2d(x, w, padding=1).grad_fn is None
+        assert C.conv2d(x, w.detach(), padding=1).grad_fn is None
+        # Tracing (TorchScript and ONNX export) records the plain aten op.
+        traced = torch.jit.trace(lambda x, w: C.conv2d(x, w, padding=1), (x, w))
+        assert "aten::_convolution" in str(traced.graph) and "_Conv" not in str(traced.graph)
+        assert torch.equal(traced(x, w), F.conv2d(x, w, padding=1))
+        C.set_double_backward("autograd")
+        assert type(C.conv2d(x, w, padding=1).grad_fn).__name__ == "ConvolutionBackward0"
+    C.set_double_backward("wgrad")
     assert type(C.conv2d(x, w, padding=1).grad_fn).__name__ == "ConvolutionBackward0"
 
 
 def test_autocast_casts_as_autocast_would():
     x = _rand(2, 4, 8, 8, dtype=torch.float32).requires_grad_(True)
     w = _rand(4, 4, 3, 3, seed=1, dtype=torch.float32).requires_grad_(True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16), C.second_order():
         y = C.conv2d(x, w, padding=1)
         ref = F.conv2d(x, w, padding=1)
     assert y.dtype == ref.dtype == torch.bfloat16 and torch.equal(y, ref)
