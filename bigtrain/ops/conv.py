@@ -104,6 +104,13 @@ class _Conv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):
+        # The forward ran without autocast (see _run); so do the gradients, whatever autocast the
+        # caller of autograd.grad is in (R1's runs inside the training step's).
+        with torch.autocast(gy.device.type, enabled=False):
+            return _Conv._backward(ctx, gy)
+
+    @staticmethod
+    def _backward(ctx, gy):
         x, w = ctx.saved_tensors
         spec: _Spec = ctx.spec
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -132,8 +139,9 @@ class _WeightGrad(torch.autograd.Function):
     def backward(ctx, ggw):
         gy, x = ctx.saved_tensors
         spec: _Spec = ctx.spec
-        ggy = _Conv.apply(x, ggw, spec) if ctx.needs_input_grad[0] else None
-        gx = _Conv.apply(gy, ggw, spec.adjoint(x.shape, gy.shape, ggw.shape)) if ctx.needs_input_grad[1] else None
+        with torch.autocast(ggw.device.type, enabled=False):
+            ggy = _Conv.apply(x, ggw, spec) if ctx.needs_input_grad[0] else None
+            gx = _Conv.apply(gy, ggw, spec.adjoint(x.shape, gy.shape, ggw.shape)) if ctx.needs_input_grad[1] else None
         return ggy, gx, None, None
 
 

@@ -139,3 +139,24 @@ def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="'fast'.*'wgrad', 'autograd'"):
         C.set_double_backward("fast")
     assert C.double_backward_mode() == "wgrad"
+
+
+def test_float32_block_differentiated_twice_inside_an_outer_autocast():
+    """StyleGAN2's mixed precision: a float32 block (autocast off around it) inside the step's bf16
+    autocast, and R1's autograd.grad called under that autocast. The gradients stay float32 and equal
+    those computed with no autocast at all (the backward must not autocast its convolutions)."""
+    x0, w0 = _rand(2, 4, 8, 8, dtype=torch.float32), _rand(4, 4, 3, 3, seed=1, dtype=torch.float32)
+
+    def r1(outer):
+        x, w = x0.clone().requires_grad_(True), w0.clone().requires_grad_(True)
+        with outer:
+            with torch.autocast("cpu", enabled=False), C.second_order():
+                y = C.conv2d(x, w, padding=1)
+            g, = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+            g.square().sum().backward()
+        return g, w.grad
+
+    got = r1(torch.autocast("cpu", dtype=torch.bfloat16))
+    want = r1(torch.autocast("cpu", enabled=False))
+    for a, b in zip(got, want):
+        assert a.dtype == torch.float32 and torch.equal(a, b)
