@@ -26,6 +26,15 @@ def channels_at(res: int, channel_base: int, channel_max: int) -> int:
     return min(channel_base // res, channel_max)
 
 
+def check_channel_base(section: str, channel_base: int, img_resolution: int) -> None:
+    """A ValueError naming ``section.channel_base`` when the highest resolution would get no channels
+    (the trainer reports it as a config error)."""
+    if channel_base // img_resolution < 1:
+        raise ValueError(f"key '{section}.channel_base': {channel_base} gives no channels at {img_resolution}x"
+                         f"{img_resolution} (channels are min(channel_base // resolution, channel_max)); "
+                         f"set it to at least {img_resolution}")
+
+
 class EqualLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  activation: str = "linear", lr_multiplier: float = 1.0, bias_init: float = 0.0):

@@ -18,7 +18,7 @@ from torch import nn
 from bigtrain.config import require
 from bigtrain.models.base import Discriminator
 from bigtrain.models.common.growing import Growable
-from bigtrain.models.common.layers import EqualConv2d, EqualLinear, MinibatchStd, channels_at
+from bigtrain.models.common.layers import EqualConv2d, EqualLinear, MinibatchStd, channels_at, check_channel_base
 
 from .generator import check_channels
 
@@ -54,6 +54,7 @@ class ProGANDiscriminator(Growable, Discriminator):
         super().__init__(img_resolution)
         self.cfg, self.c_dim = cfg, c_dim
         self.block_resolutions = [2 ** i for i in range(int(np.log2(img_resolution)), 2, -1)]
+        check_channel_base("discriminator", cfg.channel_base, img_resolution)
         ch = lambda r: channels_at(r, cfg.channel_base, cfg.channel_max)  # noqa: E731
         self.fromrgb = nn.ModuleDict({f"b{r}": EqualConv2d(img_channels, ch(r), 1, activation="lrelu")
                                       for r in self.block_resolutions + [4]})

@@ -20,8 +20,8 @@ from torch import nn
 from bigtrain.config import require
 from bigtrain.models.base import Generator
 from bigtrain.models.common.growing import Growable
-from bigtrain.models.common.layers import (EqualConv2d, EqualLinear, channels_at, normalize_2nd_moment,
-                                           upsample_nearest)
+from bigtrain.models.common.layers import (EqualConv2d, EqualLinear, channels_at, check_channel_base,
+                                           normalize_2nd_moment, upsample_nearest)
 
 
 def check_channels(cfg) -> None:
@@ -74,6 +74,7 @@ class ProGANGenerator(Growable, Generator):
         self.cfg = cfg
         self.z_dim, self.c_dim, self.img_channels = cfg.z_dim, c_dim, img_channels
         self.block_resolutions = [2 ** i for i in range(2, int(np.log2(img_resolution)) + 1)]
+        check_channel_base("generator", cfg.channel_base, img_resolution)
         ch = lambda r: channels_at(r, cfg.channel_base, cfg.channel_max)  # noqa: E731
         # Conditioning as in the paper's label-conditioned runs: a class embedding joins z.
         self.embed = EqualLinear(c_dim, cfg.z_dim) if c_dim > 0 else None

@@ -12,7 +12,8 @@ from torch import nn
 from bigtrain.config import require
 from bigtrain.models.base import Discriminator
 from bigtrain.models.common.growing import Growable
-from bigtrain.models.common.layers import EqualConv2d, EqualLinear, MinibatchStd, block_precision, channels_at
+from bigtrain.models.common.layers import (EqualConv2d, EqualLinear, MinibatchStd, block_precision, channels_at,
+                                           check_channel_base)
 from bigtrain.ops import downsample2d
 from bigtrain.models.stylegan2.generator import MappingNetwork
 
@@ -101,6 +102,7 @@ class StyleGAN2Discriminator(Growable, Discriminator):
         self.img_channels = img_channels
         log2 = int(np.log2(img_resolution))
         self.block_resolutions = [2 ** i for i in range(log2, 2, -1)]
+        check_channel_base("discriminator", cfg.channel_base, img_resolution)
         ch = lambda r: channels_at(r, cfg.channel_base, cfg.channel_max)  # noqa: E731
         cmap_dim = 0 if c_dim == 0 else (cfg.cmap_dim or ch(4))
         self.blocks = nn.ModuleDict()

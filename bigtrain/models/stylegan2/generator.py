@@ -13,7 +13,8 @@ from torch import nn
 from bigtrain.config import require
 from bigtrain.models.base import Generator
 from bigtrain.models.common.growing import Growable
-from bigtrain.models.common.layers import EqualLinear, block_precision, channels_at, normalize_2nd_moment
+from bigtrain.models.common.layers import (EqualLinear, block_precision, channels_at, check_channel_base,
+                                           normalize_2nd_moment)
 from bigtrain.ops import ACTIVATIONS, bias_act, modulated_conv2d, setup_filter, upsample2d
 
 
@@ -216,6 +217,7 @@ class StyleGAN2Generator(Growable, Generator):
 
     def __init__(self, cfg: "StyleGAN2Generator.Config", img_resolution: int, img_channels: int, c_dim: int = 0):
         super().__init__(img_resolution)
+        check_channel_base("generator", cfg.channel_base, img_resolution)
         self.cfg = cfg
         self.z_dim, self.c_dim, self.w_dim = cfg.z_dim, c_dim, cfg.w_dim
         self.img_channels = img_channels

@@ -266,3 +266,18 @@ def test_an_empty_config_file_is_refused_rather_than_training_the_defaults(tmp_p
     for text in ("", "# nothing but a comment\n"):
         msg = error_of(write(tmp_path, text, "empty.yaml"))
         assert "empty.yaml" in msg and "the file is empty" in msg
+
+
+# ---------------------------------------------------------------- values the data makes wrong
+@pytest.mark.parametrize("model, key", [("stylegan2", "generator"), ("stylegan2", "discriminator"),
+                                        ("progan", "generator"), ("progan", "discriminator")])
+def test_a_channel_base_below_the_resolution_names_the_key_and_file(tmp_path, model, key):
+    # Channels are channel_base // resolution: below the data's 32x32 the last layers would have none.
+    from bigtrain.train.loop import Trainer
+    path = write(tmp_path, f"model: {model}\nrun: {{dir: {tmp_path / 'run'}}}\n"
+                           f"data: {{source: synthetic, resolution: 32}}\n{key}: {{channel_base: 16}}\n")
+    with pytest.raises(ConfigError) as ei:
+        Trainer(load(path), config_source=path)
+    msg = str(ei.value)
+    assert f"key '{key}.channel_base': 16 gives no channels at 32x32" in msg and "at least 32" in msg
+    assert path in msg
