@@ -102,22 +102,33 @@ class Row:
     def ops(self) -> str:
         return "kernels" if self.kernels else "reference"
 
+    @property
+    def compares(self) -> bool:
+        """Its img/s compares with the reference row's and NVlabs' (it keeps their batch size)."""
+        return not any(o.startswith("train.batch_size=") for o in self.overrides)
+
 
 # In priority order, a row that does not fit the budget being skipped. First what compares: StyleGAN2
 # bf16 with the kernels (the product), the same with autograd's own double backward through the
 # convolutions (what train.conv_double_backward=wgrad replaces), the same in channels_last (the layout
 # experiment, whose first iteration autotunes cuDNN for NHWC again) and with the reference ops (seconds per iteration at
 # 256x256, hence 2 + 8), then the kernels/reference pair for ProGAN and BigGAN; then the other
-# precisions and variants. bf16-kernels-sync: the bf16 row with the host check of every phase's loss
-# (a sync per phase), to measure what skipping non-finite steps on the device saves.
+# precisions and variants. bf16-kernels-batch4: the bf16 row at batch 4, an eighth of the GPU's work
+# for the same kernel launches and Python, so its ms/iter bounds the host's time per iteration from
+# above (what the 2x target needs the host to beat; cuDNN autotuning off: its first iteration would
+# otherwise autotune the new shapes). bf16-kernels-ada: ADA's pipe (blit, geometric, colour) at a
+# constant p, what augmentation costs a step. bf16-kernels-sync: the bf16 row with the host check of
+# every phase's loss (a sync per phase), to measure what skipping non-finite steps on the device saves.
 ROWS = (Row("bf16-kernels", "bf16", True, 6, 32),
         Row("bf16-kernels-autograd-conv", "bf16", True, 6, 32, ("train.conv_double_backward=autograd",)),
         Row("bf16-kernels-cl", "bf16", True, 6, 32, ("train.channels_last=true",)),
+        Row("bf16-kernels-batch4", "bf16", True, 4, 32, ("train.batch_size=4", "train.cudnn_benchmark=false")),
         Row("bf16-reference", "bf16", False, 2, 8),
         Row("progan-bf16-kernels", "bf16", True, 4, 16, model="progan"),
         Row("progan-bf16-reference", "bf16", False, 2, 8, model="progan"),
         Row("biggan-bf16-kernels", "bf16", True, 4, 16, model="biggan"),
         Row("biggan-bf16-reference", "bf16", False, 2, 8, model="biggan"),
+        Row("bf16-kernels-ada", "bf16", True, 4, 32, ("augment.kind=fixed", "augment.p=0.2")),
         Row("fp16-kernels", "fp16", True, 4, 16), Row("fp32-kernels", "fp32", True, 4, 16),
         Row("bf16-kernels-sync", "bf16", True, 4, 32, ("train.skip_nonfinite_on_device=false",)),
         Row("fp16-reference", "fp16", False, 2, 8), Row("fp32-reference", "fp32", False, 2, 8))
@@ -317,7 +328,7 @@ def section_train(ctx: Context, rec: dict) -> None:
                      for k in dict.fromkeys(row.model for row in ctx.rows)}
     for row in ctx.rows:
         r = {"row": row.name, "model": row.model, "precision": row.precision, "ops": row.ops,
-             "planned": {"warmup": row.warmup, "iters": row.iters}}
+             "overrides": list(row.overrides), "planned": {"warmup": row.warmup, "iters": row.iters}}
         rec["rows"].append(r)
         left, need = ctx.deadline - time.perf_counter(), 0 if ctx.toy else _row_need(row, rec["rows"])
         if left < need:
@@ -335,9 +346,9 @@ def section_train(ctx: Context, rec: dict) -> None:
         finally:
             _free(ctx.device)
         r["elapsed_s"] = round(time.perf_counter() - t0, 2)
-        for key in ("params_built", "resolution", "batch_size"):  # the same in every row of a model
-            if key in r:
-                rec["models"][row.model].setdefault(key, r.pop(key))
+        for key in ("params_built", "resolution", "batch_size"):  # kept on a row only where it differs
+            if key in r and rec["models"][row.model].setdefault(key, r[key]) == r[key]:
+                del r[key]
         _ratios_to_reference(ctx.rows, rec["rows"])
         if r["status"] == "ok":
             print0(f"train: {row.name}: {r['img_per_sec']:.1f} img/s, {r['ms_per_iter']:.1f} ms/iter, peak "
@@ -353,6 +364,8 @@ def _ratios_to_reference(rows: list[Row], done: list[dict]) -> None:
     ok = [r for r in done if r.get("status") == "ok"]
     for r in ok:
         row = by_name[r["row"]]
+        if not row.compares:
+            continue
         ref = next((q for q in ok if by_name[q["row"]].model == row.model and q["precision"] == row.precision
                     and not by_name[q["row"]].kernels and not by_name[q["row"]].overrides), None)
         if ref is not None:
@@ -519,7 +532,9 @@ def train_row(ctx: Context, row: Row, r: dict) -> None:
              peak_gb_is="torch.cuda.max_memory_allocated" if dev.type == "cuda" else "process max RSS (CPU)",
              phases=phases, natural_share=n % cycle == 0, first_step=step0,
              nonfinite_skipped=trainer.progress.nonfinite_total)
-    if row.model == "stylegan2":  # NVlabs' figure is for its paper256 StyleGAN2 only
+    if trainer.loss.augment_pipe is not None:
+        r["augment_p"] = round(float(trainer.loss.augment_pipe.p), 6)
+    if row.model == "stylegan2" and row.compares:  # NVlabs' figure is for its paper256 StyleGAN2 at batch 32
         r["vs_nvlabs"] = nimg / sec / NVLABS_H200["img_per_sec"]
     if n < row.iters or warm < row.warmup:
         r["cut_short"] = f"the train section's budget ran out: {warm}+{n} of {row.warmup}+{row.iters} iterations"
@@ -649,7 +664,9 @@ def format_report(report: dict) -> str:
             "D (train.reduced_precision_res=4), ProGAN's and BigGAN's autocast everywhere, fp32 everywhere; kernels "
             "= impl auto, reference = BIGTRAIN_KERNELS=off; vs ref: img/s over the reference row of the same model "
             "and precision. iters: warm-up+timed. Greg/Dreg: their runs among the timed iterations (* = not their "
-            "natural 1-in-4 / 1-in-16 share: the timed count is not a multiple of 16).", 110)
+            "natural 1-in-4 / 1-in-16 share: the timed count is not a multiple of 16). bf16-kernels-batch4: batch 4, "
+            "cuDNN autotuning off, no ratios: an eighth of the GPU's work for the same launches, so its ms/iter bounds "
+            "the host's time per iteration from above. bf16-kernels-ada: ADA's pipe (bgc) at a constant p of 0.2.", 110)
         notes = [f"  {r['row']}: {r[key]}" for r in t["rows"] for key in ("cut_short",) if key in r]
         notes += [f"  {r['row']}: ops ran: {r['ops_ran']}" for r in t["rows"]
                   if r.get("status") == "ok" and r["ops_ran"] != "kernels" and r["ops"] == "kernels"
