@@ -122,9 +122,20 @@ def _reflect_pad(x: torch.Tensor, px: int, py: int) -> torch.Tensor:
     return x
 
 
+def _host_tensor(data, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Python numbers as a tensor on ``device``, without waiting for the device: on a GPU through
+    pinned memory, a copy queued like a kernel (torch's copy from pageable memory waits for the
+    stream to drain, a host sync)."""
+    t = torch.tensor(data, dtype=dtype)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _matrix(rows: list[list[torch.Tensor | float]], N: int, device: torch.device) -> torch.Tensor:
-    """[N, k, k] from rows whose entries are [N] tensors or Python numbers."""
-    cols = [torch.as_tensor(e, dtype=torch.float32, device=device).expand(N) for row in rows for e in row]
+    """[N, k, k] from rows whose entries are [N] tensors or Python numbers (filled on the device)."""
+    cols = [e.to(torch.float32).expand(N) if isinstance(e, torch.Tensor)
+            else torch.full((N,), float(e), dtype=torch.float32, device=device) for row in rows for e in row]
     return torch.stack(cols, dim=1).view(N, len(rows), len(rows[0]))
 
 
@@ -199,9 +210,12 @@ class AugmentPipe(torch.nn.Module):
     per sample applied to RGB; images with other than 3 channels (e.g. 1) get only brightness and contrast,
     the same for every channel.
 
-    ``p`` is a float32 buffer of shape [] (in state_dict); set it with ``pipe.p.copy_(...)``. Draws come
-    from the global torch RNG on the images' device. ``forward`` reads p and, when geometric transforms
-    are on, a few per-batch statistics back to the host (one or two small syncs per call).
+    ``p`` is a float32 buffer of shape [] (in state_dict); set it in place, ``pipe.p.copy_(...)`` or
+    ``fill_`` (not through ``.data``, whose writes the pipe does not see). Draws come from the global
+    torch RNG on the images' device. On a GPU, ``forward`` waits for the device once per call when blit
+    or geometric transforms are on (it reads per-sample statistics back to choose blit or resampling
+    and size the padding), and once more after p changed; its constants and indices travel through
+    pinned memory, queued.
     """
 
     def __init__(self, xflip: float = 1, rotate90: float = 1, xint: float = 1,
@@ -233,6 +247,7 @@ class AugmentPipe(torch.nn.Module):
         self.brightness_std, self.contrast_std = float(brightness_std), float(contrast_std)
         self.hue_max, self.saturation_std = float(hue_max), float(saturation_std)
         self.register_buffer("p", torch.tensor(float(p), dtype=torch.float32))
+        self._p_seen: tuple[torch.Tensor, int, float] | None = None  # see _p_value
         f = setup_filter(_lanczos_taps(_RESAMPLE_TAPS))
         self.register_buffer("resample_filter", f, persistent=False)
 
@@ -255,6 +270,15 @@ class AugmentPipe(torch.nn.Module):
     def extra_repr(self) -> str:
         on = [k if w == 1 else f"{k}={w:g}" for k, w in self.weights.items() if w > 0]
         return f"p={float(self.p):.4f}, transforms=[{', '.join(on)}]"
+
+    def _p_value(self) -> float:
+        """p as a Python number; read from the buffer (on a GPU, a host sync) only when the buffer is
+        another tensor or was written in place since the last read (its version counter moved:
+        ``copy_``, ``fill_``, ``load_state_dict``, ADA's adjustment)."""
+        seen = self._p_seen
+        if seen is None or seen[0] is not self.p or seen[1] != self.p._version:
+            self._p_seen = seen = (self.p, self.p._version, float(self.p))
+        return seen[2]
 
     # --- random draws -------------------------------------------------------------------------
 
@@ -286,8 +310,8 @@ class AugmentPipe(torch.nn.Module):
         mask = self._gate("rotate90", p, N, device)
         if mask is not None:
             k = torch.randint(0, 4, (N,), device=device) * mask
-            cos = torch.tensor([1.0, 0.0, -1.0, 0.0], device=device)[k]  # exact: no cos(pi/2) residue
-            sin = torch.tensor([0.0, 1.0, 0.0, -1.0], device=device)[k]
+            cos = _host_tensor([1.0, 0.0, -1.0, 0.0], device)[k]  # exact: no cos(pi/2) residue
+            sin = _host_tensor([0.0, 1.0, 0.0, -1.0], device)[k]
             then(_rotate2d(cos, sin, N, device))
         mask = self._gate("xint", p, N, device)
         if mask is not None:
@@ -332,7 +356,7 @@ class AugmentPipe(torch.nn.Module):
             then(_matrix([[c, 0, 0, 0], [0, c, 0, 0], [0, 0, c, 0], [0, 0, 0, 1]], N, device))
         if C != 3:
             return M
-        v = torch.tensor([1.0, 1.0, 1.0, 0.0], device=device) / math.sqrt(3)  # unit luma axis
+        v = _host_tensor([1.0, 1.0, 1.0, 0.0], device) / math.sqrt(3)  # unit luma axis
         vv = torch.outer(v, v)
         I4 = torch.eye(4, device=device)
         mask = self._gate("lumaflip", p, N, device)
@@ -353,7 +377,7 @@ class AugmentPipe(torch.nn.Module):
         mask = self._gate("saturation", p, N, device)
         if mask is not None:  # scales the chroma (the part orthogonal to the luma axis)
             s = torch.exp2(torch.randn(N, device=device) * self.saturation_std * mask)[:, None, None]
-            then(vv + (I4 - vv) * s + torch.diag(torch.tensor([0.0, 0, 0, 1], device=device)) * (1 - s))
+            then(vv + (I4 - vv) * s + torch.diag(_host_tensor([0.0, 0, 0, 1], device)) * (1 - s))
         return M
 
     # --- application ----------------------------------------------------------------------------
@@ -369,8 +393,8 @@ class AugmentPipe(torch.nn.Module):
         device = x.device
         # Input pixel index read by output pixel (0, 0); with an integer linear part, an integer index
         # there means every output pixel centre reads an input pixel centre.
-        src00 = (G[:, :2, :2] @ torch.tensor([0.5 - W / 2, 0.5 - H / 2], device=device) + G[:, :2, 2]
-                 + torch.tensor([W / 2 - 0.5, H / 2 - 0.5], device=device))
+        src00 = (G[:, :2, :2] @ _host_tensor([0.5 - W / 2, 0.5 - H / 2], device) + G[:, :2, 2]
+                 + _host_tensor([W / 2 - 0.5, H / 2 - 0.5], device))
         lin_and_shift = torch.cat([G[:, :2, :2].flatten(1), src00], dim=1)
         off_grid = (lin_and_shift - lin_and_shift.round()).abs().amax(dim=1)
         moved = (G - torch.eye(3, device=device)).abs().flatten(1).amax(dim=1)
@@ -381,16 +405,17 @@ class AugmentPipe(torch.nn.Module):
         d1 = taps - 2 - d0
         cx0, cx1 = -W / 2 - d0 / 2, W / 2 + d1 / 2
         cy0, cy1 = -H / 2 - d0 / 2, H / 2 + d1 / 2
-        corners = torch.tensor([[cx0, cx1, cx0, cx1], [cy0, cy0, cy1, cy1]], device=device)
-        need = (G[:, :2, :2] @ corners + G[:, :2, 2:]).abs().amax(dim=2) - torch.tensor([W / 2, H / 2], device=device)
-        stats = torch.cat([moved[:, None], off_grid[:, None], need], dim=1).tolist()  # one sync
+        corners = _host_tensor([[cx0, cx1, cx0, cx1], [cy0, cy0, cy1, cy1]], device)
+        need = (G[:, :2, :2] @ corners + G[:, :2, 2:]).abs().amax(dim=2) - _host_tensor([W / 2, H / 2], device)
+        # The pipe's one host sync per call: which samples moved, how, and how far the padding must reach.
+        stats = torch.cat([moved[:, None], off_grid[:, None], need], dim=1).tolist()
         blit = [i for i, s in enumerate(stats) if s[0] > 0 and s[1] < 1e-4]
         resample = [i for i, s in enumerate(stats) if s[0] > 0 and s[1] >= 1e-4]
         if not blit and not resample:
             return x
         out = x
         if blit:
-            idx = torch.tensor(blit, device=device)
+            idx = _host_tensor(blit, device, torch.long)
             Gb, s0 = G[idx], src00[idx]
             j = torch.arange(W, device=device).view(1, 1, W)
             k = torch.arange(H, device=device).view(1, H, 1)
@@ -400,7 +425,7 @@ class AugmentPipe(torch.nn.Module):
             y = x.permute(0, 2, 3, 1)[n, _reflect_index(iy, H), _reflect_index(ix, W)].permute(0, 3, 1, 2)
             out = out.index_copy(0, idx, y)
         if resample:
-            idx = torch.tensor(resample, device=device)
+            idx = _host_tensor(resample, device, torch.long)
             # Margin: where the canvas reaches, plus half a 2x pixel (bilinear) and the upsampling
             # filter's reach (taps / 4 original pixels); capped, beyond which grid_sample reflects.
             reach = 0.5 + taps / 4
@@ -410,8 +435,8 @@ class AugmentPipe(torch.nn.Module):
             y = upsample2d(_reflect_pad(x.index_select(0, idx), px, py), f, up=2)
             # theta maps the canvas' normalised coordinates to the padded input's (affine_grid convention).
             Wo, Ho = 2 * W + d0 + d1, 2 * H + d0 + d1
-            A_out = torch.tensor([[Wo / 4, 0, (d1 - d0) / 4], [0, Ho / 4, (d1 - d0) / 4], [0, 0, 1]], device=device)
-            A_in = torch.tensor([[1 / (W / 2 + px), 0, 0], [0, 1 / (H / 2 + py), 0], [0, 0, 1]], device=device)
+            A_out = _host_tensor([[Wo / 4, 0, (d1 - d0) / 4], [0, Ho / 4, (d1 - d0) / 4], [0, 0, 1]], device)
+            A_in = _host_tensor([[1 / (W / 2 + px), 0, 0], [0, 1 / (H / 2 + py), 0], [0, 0, 1]], device)
             theta = (A_in @ G[idx] @ A_out)[:, :2].to(x.dtype)
             grid = F.affine_grid(theta, [len(resample), C, Ho, Wo], align_corners=False)
             y = downsample2d(_GridSample.apply(y, grid), f, down=2, padding=[-d0, -d1, -d0, -d1])
@@ -429,7 +454,7 @@ class AugmentPipe(torch.nn.Module):
         """
         if images.ndim != 4:
             raise ValueError(f"AugmentPipe: expected [N, C, H, W] images, got shape {tuple(images.shape)}")
-        p = float(self.p)
+        p = self._p_value()
         if p <= 0:
             return images
         N, C, H, W = images.shape

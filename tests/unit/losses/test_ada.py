@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from host_waits import HostWaits
 
 from bigtrain.losses.augment import ADA_GROUPS, ADA_TRANSFORMS, AdaController, AugmentPipe, _GridSample
 
@@ -156,6 +157,31 @@ def test_groups_cover_every_transform():
     assert sorted(t for g in ADA_GROUPS.values() for t in g) == sorted(ADA_TRANSFORMS)
     with pytest.raises(ValueError):
         AugmentPipe.for_groups("bx")
+
+
+def test_the_pipe_reads_p_back_only_after_it_changed():
+    pipe, x = AugmentPipe(p=0.5), _images()
+    with HostWaits() as w:
+        pipe(x)
+    assert (len(w.reads), w.made) == (1, [])  # p, once
+    with HostWaits() as w:
+        y = pipe(x)
+        pipe(x)
+    assert (w.reads, w.made) == ([], [])
+    assert not torch.equal(y, x)
+    # Every way p is written is seen: in place, from a state dict, a new buffer (module.to).
+    pipe.p.fill_(0.0)
+    assert torch.equal(pipe(x), x)
+    pipe.load_state_dict({"p": torch.tensor(0.5)})
+    assert not torch.equal(pipe(x), x)
+    pipe.load_state_dict({"p": torch.tensor(0.0)})
+    pipe = pipe.double()
+    assert torch.equal(pipe(x.double()), x.double())
+    quarter = torch.tensor(0.25)
+    with HostWaits() as w:
+        pipe.p.copy_(quarter)
+        pipe(x)
+    assert len(w.reads) == 1
 
 
 # --- AdaController ---------------------------------------------------------------------------------
