@@ -15,13 +15,17 @@ from bigtrain.train.loop import Trainer
 from bigtrain.train.observe import TickStats
 
 
-@pytest.mark.parametrize("augment", ["diffaugment", "ada"])
-def test_iterations_with_every_phase_read_nothing_back(tmp_path, monkeypatch, augment):
+@pytest.mark.parametrize("augment", ["diffaugment", "ada", "progan"])
+def test_iterations_of_every_phase_read_nothing_back(tmp_path, monkeypatch, augment):
     monkeypatch.setattr(Strategy, "skips_on_device", property(lambda self: True))
-    aug = ({"kind": "diffaugment", "policy": ["translation", "cutout"]} if augment == "diffaugment"
-           else {"kind": "ada", "pipe": "bgc", "p": 0.3, "interval": 2, "speed_kimg": 0.1})
+    aug = ({"kind": "ada", "pipe": "bgc", "p": 0.3, "interval": 2, "speed_kimg": 0.1} if augment == "ada"
+           else {"kind": "diffaugment", "policy": ["translation", "cutout"]})
     cfg = tiny_config(tmp_path / "run", augment=aug)
     cfg["loss"]["augment"] = []
+    if augment == "progan":  # its loss: WGAN with the gradient penalty and drift in every D step
+        cfg.update(model="progan", generator={"z_dim": 16, "channel_base": 128, "channel_max": 16})
+        cfg["loss"] = {"type": "wgan", "gp_weight": 10.0, "drift": 0.001, "r1_gamma": 0.0, "pl_weight": 0.0,
+                       "style_mixing_prob": 0.0}
     path = write_config(tmp_path / "run.yaml", cfg)
     t = Trainer(load_config(path, [], TrainConfig), config_source=path)
     assert t.skip_on_device == {"G": True, "D": True}
@@ -30,9 +34,9 @@ def test_iterations_with_every_phase_read_nothing_back(tmp_path, monkeypatch, au
     t.train_step(stats)  # step 1 (ADA adjusts p after it)
     # ADA's adjustment of p, every `interval` iterations, reads D's sign sums back: it must.
     with HostWaits(allowed=("_host_tensor", "adjust")) as w:
-        for _ in range(4):  # steps 2-5: Gmain, Greg, Dmain and Dreg twice each; ADA adjusts after 3 and 5
+        for _ in range(4):  # steps 2-5: StyleGAN2's Greg and Dreg twice each (interval 2); ADA adjusts after 3 and 5
             t.train_step(stats)
-    assert {p.name for p in t.phases} == {"Gmain", "Greg", "Dmain", "Dreg"}
+    assert {p.name for p in t.phases} == ({"Gmain", "Dboth"} if augment == "progan" else {"Gmain", "Greg", "Dmain", "Dreg"})
     # No tensor is made from Python data but through pinned memory, and no value is read but, with
     # ADA, the pipe's p in the first call after each adjustment (steps 2 and 4).
     assert w.made == []
