@@ -181,13 +181,12 @@ class Trainer:
             "D": self.strategy.wrap("D", D, self._make_optimizer("D"), self._trained(D)),
         }
         self._build_phase_nets()
-        # Layers that track their weights across steps (spectral norm's power iteration) hear of each step.
+        # Layers that track their weights across steps (spectral norm's power iteration) hear of each
+        # step taken: from the host, or with the device's flag of whether it was taken.
         self.step_hooks = {k: [m.weights_changed for m in w.raw.modules() if hasattr(m, "weights_changed")]
                            for k, w in self.wrapped.items()}
-        # Nets whose non-finite steps the GPU skips without a host sync (not those with step hooks:
-        # a hook must hear only of steps taken).
-        self.skip_on_device = {k: self.fused_optimizer and cfg.train.skip_nonfinite_on_device and not hooks
-                               for k, hooks in self.step_hooks.items()}
+        # Nets whose non-finite steps the GPU skips without a host sync.
+        self.skip_on_device = {k: self.fused_optimizer and cfg.train.skip_nonfinite_on_device for k in self.wrapped}
         self._unsettled: list[tuple[float, list[str], list[tuple[str, torch.Tensor]]]] = []
         self.loss.reduce_mean = lambda t: self.strategy.all_reduce(t, "mean")
         self.progress = Progress()
@@ -344,6 +343,8 @@ class Trainer:
                 if self.skip_on_device[phase.net]:
                     # The fused optimizer skips a non-finite step on the GPU; counted later, in order.
                     self.strategy.step(w, ok)
+                    for notify in self.step_hooks[phase.net]:
+                        notify(ok)
                     device_flags.append((phase.name, ok))
                 # Else .item() syncs with the device: the price of keeping NaNs out of the weights.
                 elif ok.item() == 1:

@@ -4,7 +4,7 @@ can be synchronized across ranks (cross-replica BN), class-conditional BN and se
 Spectral normalization (Miyato et al. 2018) divides a weight by an estimate of its largest
 singular value, kept in a buffer ``u`` and refined by power iteration in training mode. The
 iteration runs once per *optimizer step* (the trainer calls ``weights_changed()`` after each step
-of the net; the next training forward iterates), not per forward call as in the paper's code: the
+of the net taken, or with the device's flag of whether it was; the next training forward iterates), not per forward call as in the paper's code: the
 estimate then does not depend on how many times a step calls the network, which keeps accumulation
 rounds and world sizes exactly equivalent under every strategy.
 """
@@ -31,9 +31,14 @@ class SpectralNorm:
         # the uninterrupted run would have.
         self.register_buffer("sn_fresh", torch.zeros([1]))
 
-    def weights_changed(self) -> None:
-        """Called after an optimizer step: the next training forward refines u."""
-        self.sn_fresh.zero_()
+    def weights_changed(self, taken: torch.Tensor | None = None) -> None:
+        """Called after an optimizer step: the next training forward refines u. ``taken``: the
+        device's 0-dim flag, 1 when the step was taken and 0 when it was skipped for a non-finite
+        loss (the trainer's skip on the device; no host sync); None: it was taken."""
+        if taken is None:
+            self.sn_fresh.zero_()
+        else:
+            self.sn_fresh.mul_(1 - taken.to(self.sn_fresh.dtype))
 
     def sn_weight(self) -> torch.Tensor:
         # In float32 whatever autocast says: a bf16 power iteration would blur sigma, and torch.dot

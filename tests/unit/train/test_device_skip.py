@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config, write_config
+from conftest import biggan_config, tiny_config, write_config
 
 from bigtrain.config import load_config
 from bigtrain.distributed.strategy.base import Strategy
@@ -15,9 +15,12 @@ from bigtrain.train.loop import Trainer, TrainingDiverged
 from bigtrain.train.observe import TickStats
 
 
-def _trainer(tmp_path, name, on_device: bool, monkeypatch, **train):
+def _trainer(tmp_path, name, on_device: bool, monkeypatch, model="stylegan2", **train):
     monkeypatch.setattr(Strategy, "skips_on_device", property(lambda self: True))
-    cfg = tiny_config(tmp_path / name, train={"skip_nonfinite_on_device": on_device, **train})
+    if model == "biggan":
+        cfg = biggan_config(tmp_path / name, skip_nonfinite_on_device=on_device, **train)
+    else:
+        cfg = tiny_config(tmp_path / name, train={"skip_nonfinite_on_device": on_device, **train})
     cfg["loss"]["augment"] = []  # nothing drawn from the global RNG between the two runs
     path = write_config(tmp_path / f"{name}.yaml", cfg)
     t = Trainer(load_config(path, [], TrainConfig), config_source=path)
@@ -88,3 +91,26 @@ def test_divergence_is_reported_at_the_tick(tmp_path, monkeypatch, capsys):
     # Steps 1 on are NaN: 1 in a row at the first tick (2 iterations of 8), 3 at the second.
     assert t.progress.nimg == 32
     assert "step skipped (1 in a row, 1 in total)" in capsys.readouterr().out
+
+
+def test_spectral_norm_hears_of_the_steps_taken_on_the_device_bit_for_bit(tmp_path, monkeypatch):
+    # BigGAN's spectrally normalised layers refine u after each step taken (a step hook): on the device
+    # they get the step's flag instead of a host check per phase, and end exactly where the host's do.
+    bad = {("Dmain", 1), ("Gmain", 2), ("Dmain", 3)}
+    runs = {}
+    for on_device in (True, False):
+        t = _trainer(tmp_path, f"bg{on_device}", on_device, monkeypatch, model="biggan")
+        assert t.skip_on_device == {"G": on_device, "D": on_device} and all(t.step_hooks.values())
+        _poison(t, bad)
+        stats = TickStats()
+        for _ in range(5):
+            t.train_step(stats)
+        t.settle_nonfinite()
+        runs[on_device] = t
+        assert t.progress.nonfinite_total == 3
+    dev, host = runs[True], runs[False]
+    for net in ("G", "D"):
+        sa, sb = dev.wrapped[net].raw.state_dict(), host.wrapped[net].raw.state_dict()
+        assert any(k.endswith("sn_u") for k in sa)
+        for k in sa:  # weights and every buffer: u, sigma, the refine flag, batch-norm statistics
+            assert torch.equal(sa[k], sb[k]), (net, k)
