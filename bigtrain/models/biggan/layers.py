@@ -4,9 +4,10 @@ can be synchronized across ranks (cross-replica BN), class-conditional BN and se
 Spectral normalization (Miyato et al. 2018) divides a weight by an estimate of its largest
 singular value, kept in a buffer ``u`` and refined by power iteration in training mode. The
 iteration runs once per *optimizer step* (the trainer calls ``weights_changed()`` after each step
-of the net taken, or with the device's flag of whether it was; the next training forward iterates), not per forward call as in the paper's code: the
-estimate then does not depend on how many times a step calls the network, which keeps accumulation
-rounds and world sizes exactly equivalent under every strategy.
+of the net it took, or with the device's flag of whether it took it; the next training forward
+iterates), not per forward call as in the paper's code: the estimate then does not depend on how
+many times a step calls the network, which keeps accumulation rounds and world sizes exactly
+equivalent under every strategy.
 """
 from __future__ import annotations
 
