@@ -15,18 +15,18 @@ from bigtrain.train.loop import Trainer
 from bigtrain.train.observe import TickStats
 
 
-@pytest.mark.parametrize("augment", ["diffaugment", "ada", "progan", "biggan"])
-def test_iterations_of_every_phase_read_nothing_back(tmp_path, monkeypatch, augment):
+@pytest.mark.parametrize("case", ["stylegan2-diffaugment", "stylegan2-ada", "progan", "biggan"])
+def test_iterations_of_every_phase_read_nothing_back(tmp_path, monkeypatch, case):
     monkeypatch.setattr(Strategy, "skips_on_device", property(lambda self: True))
-    aug = ({"kind": "ada", "pipe": "bgc", "p": 0.3, "interval": 2, "speed_kimg": 0.1} if augment == "ada"
+    aug = ({"kind": "ada", "pipe": "bgc", "p": 0.3, "interval": 2, "speed_kimg": 0.1} if case == "stylegan2-ada"
            else {"kind": "diffaugment", "policy": ["translation", "cutout"]})
     cfg = tiny_config(tmp_path / "run", augment=aug)
     cfg["loss"]["augment"] = []
-    if augment == "progan":  # its loss: WGAN with the gradient penalty and drift in every D step
+    if case == "progan":  # its loss: WGAN with the gradient penalty and drift in every D step
         cfg.update(model="progan", generator={"z_dim": 16, "channel_base": 128, "channel_max": 16})
         cfg["loss"] = {"type": "wgan", "gp_weight": 10.0, "drift": 0.001, "r1_gamma": 0.0, "pl_weight": 0.0,
                        "style_mixing_prob": 0.0}
-    if augment == "biggan":  # spectral norm's step hooks; class labels
+    if case == "biggan":  # spectral norm's step hooks; class labels
         cfg = biggan_config(tmp_path / "run")
     path = write_config(tmp_path / "run.yaml", cfg)
     t = Trainer(load_config(path, [], TrainConfig), config_source=path)
@@ -37,11 +37,11 @@ def test_iterations_of_every_phase_read_nothing_back(tmp_path, monkeypatch, augm
     # ADA's adjustment of p, every `interval` iterations, reads D's sign sums back: it must. one_hot
     # checks its labels' range on the host only for CPU tensors (on a GPU its scatter asserts).
     with HostWaits(allowed=("_host_tensor", "adjust", "one_hot")) as w:
-        for _ in range(4):  # steps 2-5: StyleGAN2's Greg and Dreg twice each (interval 2); ADA adjusts after 3 and 5
+        for _ in range(4):  # steps 2-5: StyleGAN2's Greg and Dreg twice each; ADA adjusts after 3 and 5
             t.train_step(stats)
-    assert {p.name for p in t.phases} == ({"Gmain", "Dboth"} if augment == "progan" else {"Gmain", "Dmain"}
-                                          if augment == "biggan" else {"Gmain", "Greg", "Dmain", "Dreg"})
+    assert {p.name for p in t.phases} == ({"Gmain", "Dboth"} if case == "progan" else {"Gmain", "Dmain"}
+                                          if case == "biggan" else {"Gmain", "Greg", "Dmain", "Dreg"})
     # No tensor is made from Python data but through pinned memory, and no value is read but, with
     # ADA, the pipe's p in the first call after each adjustment (steps 2 and 4).
     assert w.made == []
-    assert [r.rsplit(":", 1)[0] for r in w.reads] == (["augment.py:_p_value"] * 2 if augment == "ada" else []), w.reads
+    assert [r.rsplit(":", 1)[0] for r in w.reads] == (["augment.py:_p_value"] * 2 if case == "stylegan2-ada" else []), w.reads
