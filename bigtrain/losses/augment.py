@@ -9,6 +9,7 @@ AugmentPipe and AdaController implement adaptive discriminator augmentation (ADA
 raised or lowered from the sign of D's outputs on reals."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Callable, Literal
@@ -122,14 +123,17 @@ def _reflect_pad(x: torch.Tensor, px: int, py: int) -> torch.Tensor:
     return x
 
 
-def _host_tensor(data, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Python numbers as a tensor on ``device``, without waiting for the device: on a GPU through
-    pinned memory, a copy queued like a kernel (torch's copy from pageable memory waits for the
-    stream to drain, a host sync)."""
-    t = torch.tensor(data, dtype=dtype)
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without waiting for the device: on a GPU through pinned memory, a
+    copy queued like a kernel (torch's copy from pageable memory waits for the stream to drain)."""
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
+
+
+def _host_tensor(data, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Python numbers as a tensor on ``device`` (through :func:`_to_device`)."""
+    return _to_device(torch.tensor(data, dtype=dtype), device)
 
 
 def _matrix(rows: list[list[torch.Tensor | float]], N: int, device: torch.device) -> torch.Tensor:
@@ -210,12 +214,14 @@ class AugmentPipe(torch.nn.Module):
     per sample applied to RGB; images with other than 3 channels (e.g. 1) get only brightness and contrast,
     the same for every channel.
 
+    Draws come from torch's global CPU generator, whatever the images' device: the matrices are made on
+    the host, where what to do with each sample is decided, and only the images' work runs on their
+    device. On a GPU, ``forward`` waits for the device only in the first call after p changed (it reads
+    p back); the matrices, constants and sample indices reach the device as queued copies from pinned
+    memory.
+
     ``p`` is a float32 buffer of shape [] (in state_dict); set it in place, ``pipe.p.copy_(...)`` or
-    ``fill_`` (not through ``.data``, whose writes the pipe does not see). Draws come from the global
-    torch RNG on the images' device. On a GPU, ``forward`` waits for the device once per call when blit
-    or geometric transforms are on (it reads per-sample statistics back to choose blit or resampling
-    and size the padding), and once more after p changed; its constants and indices travel through
-    pinned memory, queued.
+    ``fill_`` (not through ``.data``, whose writes the pipe does not see).
     """
 
     def __init__(self, xflip: float = 1, rotate90: float = 1, xint: float = 1,
@@ -387,17 +393,19 @@ class AugmentPipe(torch.nn.Module):
 
         Per sample: identity matrices leave the image as it is; matrices that map pixel centres onto pixel
         centres (blits only, on square images) gather pixels exactly; the rest are resampled. So a
-        sample's output depends only on its own draws.
+        sample's output depends only on its own draws. G is on the host (``forward`` draws it there):
+        which samples move, how, and how far the padding must reach are known there, and nothing is
+        read back from x's device.
         """
         N, C, H, W = x.shape
-        device = x.device
+        host, device = G.device, x.device
         # Input pixel index read by output pixel (0, 0); with an integer linear part, an integer index
         # there means every output pixel centre reads an input pixel centre.
-        src00 = (G[:, :2, :2] @ _host_tensor([0.5 - W / 2, 0.5 - H / 2], device) + G[:, :2, 2]
-                 + _host_tensor([W / 2 - 0.5, H / 2 - 0.5], device))
+        src00 = (G[:, :2, :2] @ _host_tensor([0.5 - W / 2, 0.5 - H / 2], host) + G[:, :2, 2]
+                 + _host_tensor([W / 2 - 0.5, H / 2 - 0.5], host))
         lin_and_shift = torch.cat([G[:, :2, :2].flatten(1), src00], dim=1)
         off_grid = (lin_and_shift - lin_and_shift.round()).abs().amax(dim=1)
-        moved = (G - torch.eye(3, device=device)).abs().flatten(1).amax(dim=1)
+        moved = (G - torch.eye(3, device=host)).abs().flatten(1).amax(dim=1)
         # Extent of the 2x output canvas (image plus the downsampling filter's margins d0, d1) in the
         # input, to size the reflection padding.
         taps = int(self.resample_filter.shape[0])
@@ -405,9 +413,8 @@ class AugmentPipe(torch.nn.Module):
         d1 = taps - 2 - d0
         cx0, cx1 = -W / 2 - d0 / 2, W / 2 + d1 / 2
         cy0, cy1 = -H / 2 - d0 / 2, H / 2 + d1 / 2
-        corners = _host_tensor([[cx0, cx1, cx0, cx1], [cy0, cy0, cy1, cy1]], device)
-        need = (G[:, :2, :2] @ corners + G[:, :2, 2:]).abs().amax(dim=2) - _host_tensor([W / 2, H / 2], device)
-        # The pipe's one host sync per call: which samples moved, how, and how far the padding must reach.
+        corners = _host_tensor([[cx0, cx1, cx0, cx1], [cy0, cy0, cy1, cy1]], host)
+        need = (G[:, :2, :2] @ corners + G[:, :2, 2:]).abs().amax(dim=2) - _host_tensor([W / 2, H / 2], host)
         stats = torch.cat([moved[:, None], off_grid[:, None], need], dim=1).tolist()
         blit = [i for i, s in enumerate(stats) if s[0] > 0 and s[1] < 1e-4]
         resample = [i for i, s in enumerate(stats) if s[0] > 0 and s[1] >= 1e-4]
@@ -415,8 +422,8 @@ class AugmentPipe(torch.nn.Module):
             return x
         out = x
         if blit:
-            idx = _host_tensor(blit, device, torch.long)
-            Gb, s0 = G[idx], src00[idx]
+            idx = _host_tensor(blit, host, torch.long)
+            Gb, s0, idx = _to_device(G[idx], device), _to_device(src00[idx], device), _to_device(idx, device)
             j = torch.arange(W, device=device).view(1, 1, W)
             k = torch.arange(H, device=device).view(1, H, 1)
             ix = (s0[:, 0, None, None] + Gb[:, 0, 0, None, None] * j + Gb[:, 0, 1, None, None] * k).round().long()
@@ -425,22 +432,22 @@ class AugmentPipe(torch.nn.Module):
             y = x.permute(0, 2, 3, 1)[n, _reflect_index(iy, H), _reflect_index(ix, W)].permute(0, 3, 1, 2)
             out = out.index_copy(0, idx, y)
         if resample:
-            idx = _host_tensor(resample, device, torch.long)
+            idx = _host_tensor(resample, host, torch.long)
             # Margin: where the canvas reaches, plus half a 2x pixel (bilinear) and the upsampling
             # filter's reach (taps / 4 original pixels); capped, beyond which grid_sample reflects.
             reach = 0.5 + taps / 4
             px = min(max(math.ceil(max(stats[i][2] for i in resample) + reach), 0), 4 * W)
             py = min(max(math.ceil(max(stats[i][3] for i in resample) + reach), 0), 4 * H)
             f = self.resample_filter.to(device=device, dtype=x.dtype)
-            y = upsample2d(_reflect_pad(x.index_select(0, idx), px, py), f, up=2)
+            y = upsample2d(_reflect_pad(x.index_select(0, _to_device(idx, device)), px, py), f, up=2)
             # theta maps the canvas' normalised coordinates to the padded input's (affine_grid convention).
             Wo, Ho = 2 * W + d0 + d1, 2 * H + d0 + d1
-            A_out = _host_tensor([[Wo / 4, 0, (d1 - d0) / 4], [0, Ho / 4, (d1 - d0) / 4], [0, 0, 1]], device)
-            A_in = _host_tensor([[1 / (W / 2 + px), 0, 0], [0, 1 / (H / 2 + py), 0], [0, 0, 1]], device)
-            theta = (A_in @ G[idx] @ A_out)[:, :2].to(x.dtype)
+            A_out = _host_tensor([[Wo / 4, 0, (d1 - d0) / 4], [0, Ho / 4, (d1 - d0) / 4], [0, 0, 1]], host)
+            A_in = _host_tensor([[1 / (W / 2 + px), 0, 0], [0, 1 / (H / 2 + py), 0], [0, 0, 1]], host)
+            theta = _to_device((A_in @ G[idx] @ A_out)[:, :2].to(x.dtype), device)
             grid = F.affine_grid(theta, [len(resample), C, Ho, Wo], align_corners=False)
             y = downsample2d(_GridSample.apply(y, grid), f, down=2, padding=[-d0, -d1, -d0, -d1])
-            out = out.index_copy(0, idx, y)
+            out = out.index_copy(0, _to_device(idx, device), y)
         return out
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -460,14 +467,20 @@ class AugmentPipe(torch.nn.Module):
         N, C, H, W = images.shape
         device = images.device
         dtype = images.dtype
-        with torch.autocast(device_type=device.type, enabled=False):
+        # The draws and the per-sample matrices are made on the host (a few [N, 4, 4] tensors, from
+        # torch's CPU generator), so choosing how to apply them needs nothing read back from a GPU;
+        # they reach the images' device as queued copies.
+        host = torch.device("cpu")
+        no_autocast = (torch.autocast(device.type, enabled=False) if torch.amp.is_autocast_available(device.type)
+                       else contextlib.nullcontext())  # the meta device (tests) has no autocast
+        with no_autocast, torch.autocast("cpu", enabled=False):
             x = images if dtype in (torch.float32, torch.float64) else images.float()
-            G = self._geometry(p, N, H, W, device)
+            G = self._geometry(p, N, H, W, host)
             if G is not None:
                 x = self._transform(x, G)
-            M = self._color(p, N, C, device)
+            M = self._color(p, N, C, host)
             if M is not None:
-                M = M.to(x.dtype)
+                M = _to_device(M, device).to(x.dtype)
                 if C == 3:
                     x = (M[:, :3, :3] @ x.reshape(N, 3, H * W) + M[:, :3, 3:]).reshape(N, C, H, W)
                 else:  # brightness and contrast only: the same affine map on every channel

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import math
+import traceback
 
 import pytest
 import torch
 from host_waits import HostWaits
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from bigtrain.losses.augment import ADA_GROUPS, ADA_TRANSFORMS, AdaController, AugmentPipe, _GridSample
 
@@ -182,6 +184,41 @@ def test_the_pipe_reads_p_back_only_after_it_changed():
         pipe.p.copy_(quarter)
         pipe(x)
     assert len(w.reads) == 1
+
+
+class _CopiesToMeta(TorchDispatchMode):
+    """Copies of host tensors onto the meta device, by the function of the pipe that made them."""
+
+    def __init__(self):
+        super().__init__()
+        self.by: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._to_copy.default and args[0].device.type == "cpu" and kwargs.get("device") == \
+                torch.device("meta"):
+            stack = traceback.extract_stack()
+            self.by.append(next(f.name for f in reversed(stack) if f.filename.endswith("augment.py")))
+        return func(*args, **kwargs)
+
+
+# Blits: G, the sample offsets and the indices; resampling: the indices (twice) and theta; colour: M.
+@pytest.mark.parametrize("groups, copies_sent", [("b", 3), ("gc", 4)])
+def test_the_pipe_reads_nothing_back_from_the_images_device(groups, copies_sent):
+    # The meta device stands in for a GPU: its tensors hold no values, so any read of one (item, tolist,
+    # a branch on it) raises. The pipe draws and decides on the host; what it sends to the images'
+    # device goes through _to_device, on a GPU a queued copy from pinned memory.
+    torch.manual_seed(0)
+    pipe = AugmentPipe.for_groups(groups, p=0.8)
+    pipe(_images())  # p is read here, on the host
+    pipe.resample_filter = pipe.resample_filter.to("meta")  # the pipe's buffer on the images' device
+    x = torch.randn(32, 3, 16, 16, device="meta", requires_grad=True)
+    with _CopiesToMeta() as copies:
+        y = pipe(x)
+        (g,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)  # as R1 differentiates it
+        g.sum().backward()
+    assert y.shape == x.shape and y.is_meta and x.grad.is_meta
+    assert copies.by == ["_to_device"] * copies_sent
 
 
 # --- AdaController ---------------------------------------------------------------------------------
