@@ -217,8 +217,9 @@ class AugmentPipe(torch.nn.Module):
     Draws come from torch's global CPU generator, whatever the images' device: the matrices are made on
     the host, where what to do with each sample is decided, and only the images' work runs on their
     device. On a GPU, ``forward`` waits for the device only in the first call after p changed (it reads
-    p back); the matrices, constants and sample indices reach the device as queued copies from pinned
-    memory.
+    p back), unless the writer said what it wrote (:meth:`note_p`, as the trainer does after ADA's
+    adjustment); the matrices, constants and sample indices reach the device as queued copies from
+    pinned memory.
 
     ``p`` is a float32 buffer of shape [] (in state_dict); set it in place, ``pipe.p.copy_(...)`` or
     ``fill_`` (not through ``.data``, whose writes the pipe does not see).
@@ -285,6 +286,11 @@ class AugmentPipe(torch.nn.Module):
         if seen is None or seen[0] is not self.p or seen[1] != self.p._version:
             self._p_seen = seen = (self.p, self.p._version, float(self.p))
         return seen[2]
+
+    def note_p(self, value: float) -> None:
+        """The caller has just written ``value`` into p in place (exactly, as a float32 number: ADA's
+        adjustment returns it), so the next call takes it without reading the buffer back."""
+        self._p_seen = (self.p, self.p._version, float(value))
 
     # --- random draws -------------------------------------------------------------------------
 

@@ -359,8 +359,10 @@ class Trainer:
         # Adjust ADA's p (every rank alike: the signs are summed over ranks).
         ada = self.loss.ada
         if ada is not None and ada.due(p.step):
-            self.augment_stats = ada.adjust(self.loss.augment_pipe.p, self.stage.batch_size * self.cfg.train.num_d_steps,
+            pipe = self.loss.augment_pipe
+            self.augment_stats = ada.adjust(pipe.p, self.stage.batch_size * self.cfg.train.num_d_steps,
                                             all_reduce=lambda t: t.copy_(self.strategy.all_reduce(t, "sum")))
+            pipe.note_p(self.augment_stats["augment_p"])  # what adjust wrote: the pipe need not read it back
         # Update EMA.
         t = self.cfg.train
         batch = self.stage.batch_size * t.num_d_steps
