@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from bigtrain.config import require
+from bigtrain.distributed.device import to_device
 from bigtrain.ops import downsample2d, setup_filter, upsample2d
 
 AUGMENTATIONS = ("translation", "cutout", "brightness", "contrast")
@@ -123,17 +124,9 @@ def _reflect_pad(x: torch.Tensor, px: int, py: int) -> torch.Tensor:
     return x
 
 
-def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor on ``device`` without waiting for the device: on a GPU through pinned memory, a
-    copy queued like a kernel (torch's copy from pageable memory waits for the stream to drain)."""
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
 def _host_tensor(data, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Python numbers as a tensor on ``device`` (through :func:`_to_device`)."""
-    return _to_device(torch.tensor(data, dtype=dtype), device)
+    """Python numbers as a tensor on ``device`` (through :func:`to_device`, queued)."""
+    return to_device(torch.tensor(data, dtype=dtype), device)
 
 
 def _matrix(rows: list[list[torch.Tensor | float]], N: int, device: torch.device) -> torch.Tensor:
@@ -429,7 +422,7 @@ class AugmentPipe(torch.nn.Module):
         out = x
         if blit:
             idx = _host_tensor(blit, host, torch.long)
-            Gb, s0, idx = _to_device(G[idx], device), _to_device(src00[idx], device), _to_device(idx, device)
+            Gb, s0, idx = to_device(G[idx], device), to_device(src00[idx], device), to_device(idx, device)
             j = torch.arange(W, device=device).view(1, 1, W)
             k = torch.arange(H, device=device).view(1, H, 1)
             ix = (s0[:, 0, None, None] + Gb[:, 0, 0, None, None] * j + Gb[:, 0, 1, None, None] * k).round().long()
@@ -438,22 +431,23 @@ class AugmentPipe(torch.nn.Module):
             y = x.permute(0, 2, 3, 1)[n, _reflect_index(iy, H), _reflect_index(ix, W)].permute(0, 3, 1, 2)
             out = out.index_copy(0, idx, y)
         if resample:
-            idx = _host_tensor(resample, host, torch.long)
+            idx_host = _host_tensor(resample, host, torch.long)
+            idx = to_device(idx_host, device)
             # Margin: where the canvas reaches, plus half a 2x pixel (bilinear) and the upsampling
             # filter's reach (taps / 4 original pixels); capped, beyond which grid_sample reflects.
             reach = 0.5 + taps / 4
             px = min(max(math.ceil(max(stats[i][2] for i in resample) + reach), 0), 4 * W)
             py = min(max(math.ceil(max(stats[i][3] for i in resample) + reach), 0), 4 * H)
             f = self.resample_filter.to(device=device, dtype=x.dtype)
-            y = upsample2d(_reflect_pad(x.index_select(0, _to_device(idx, device)), px, py), f, up=2)
+            y = upsample2d(_reflect_pad(x.index_select(0, idx), px, py), f, up=2)
             # theta maps the canvas' normalised coordinates to the padded input's (affine_grid convention).
             Wo, Ho = 2 * W + d0 + d1, 2 * H + d0 + d1
             A_out = _host_tensor([[Wo / 4, 0, (d1 - d0) / 4], [0, Ho / 4, (d1 - d0) / 4], [0, 0, 1]], host)
             A_in = _host_tensor([[1 / (W / 2 + px), 0, 0], [0, 1 / (H / 2 + py), 0], [0, 0, 1]], host)
-            theta = _to_device((A_in @ G[idx] @ A_out)[:, :2].to(x.dtype), device)
+            theta = to_device((A_in @ G[idx_host] @ A_out)[:, :2].to(x.dtype), device)
             grid = F.affine_grid(theta, [len(resample), C, Ho, Wo], align_corners=False)
             y = downsample2d(_GridSample.apply(y, grid), f, down=2, padding=[-d0, -d1, -d0, -d1])
-            out = out.index_copy(0, _to_device(idx, device), y)
+            out = out.index_copy(0, idx, y)
         return out
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -486,7 +480,7 @@ class AugmentPipe(torch.nn.Module):
                 x = self._transform(x, G)
             M = self._color(p, N, C, host)
             if M is not None:
-                M = _to_device(M, device).to(x.dtype)
+                M = to_device(M, device).to(x.dtype)
                 if C == 3:
                     x = (M[:, :3, :3] @ x.reshape(N, 3, H * W) + M[:, :3, 3:]).reshape(N, C, H, W)
                 else:  # brightness and contrast only: the same affine map on every channel

@@ -29,6 +29,7 @@ from bigtrain.checkpoint.state import DamagedCheckpoint
 from bigtrain.config import ConfigError, build, dump_yaml, to_dict
 from bigtrain.data import open_data
 from bigtrain.distributed import DistEnv, build_strategy, print0
+from bigtrain.distributed.device import to_device
 from bigtrain.distributed.strategy.base import REBUILDS_NETS, STRIDED_WEIGHTS
 from bigtrain.models.sampling import standing_stats
 from bigtrain.losses import GANLoss
@@ -304,11 +305,7 @@ class Trainer:
                 "sample_seeds": seeds}
 
     def _to_device(self, t: torch.Tensor | None) -> torch.Tensor | None:
-        # A copy from pageable host memory waits for the GPU's stream to drain (a host sync per
-        # phase); from pinned memory it is queued like a kernel.
-        if t is None or self.device.type != "cuda" or t.device.type != "cpu":
-            return t if t is None else t.to(self.device)
-        return t.pin_memory().to(self.device, non_blocking=True)
+        return None if t is None else to_device(t, self.device)  # queued, no host sync per phase
 
     def train_step(self, stats: TickStats) -> None:
         p = self.progress
