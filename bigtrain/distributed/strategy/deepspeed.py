@@ -85,6 +85,12 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
     def setup(self) -> None:
         import deepspeed
         init_process_group(self.env, self.device)  # gloo on CPU, NCCL on GPU; exports RANK etc.
+        if self.device.type == "cpu":
+            # On CPU, DeepSpeed's communication backend compiles its shared-memory all-reduce op (C++,
+            # about 90 s on 2 cores, on each fresh machine) for its inference all-reduce alone: training
+            # reduces through torch.distributed, so bigtrain marks the op unavailable and nothing builds.
+            import deepspeed.ops
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
 
     def validate(self, needs: dict[str, list[str]], source: str) -> None:
