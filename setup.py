@@ -19,7 +19,7 @@ if os.environ.get("BIGTRAIN_BUILD_KERNELS") == "1":
     includes = sorted(glob.glob(os.path.join(os.path.dirname(__import__("torch").__file__), "..", "nvidia", "cu*",
                                              "include")))
     flags = [f for inc in includes for f in ("-isystem", inc)]
-    ext_modules = [CUDAExtension(f"bigtrain._kernel_{name}", [f"kernels/{name}.cu", f"kernels/{name}_bindings.cpp"],
+    ext_modules = [CUDAExtension(f"bigtrain._kernel_{name}", [f"kernels/{name}.cu", f"kernels/{name}_host.cpp"],
                                  extra_compile_args={"cxx": ["-O3", *flags],
                                                      "nvcc": ["-O3", "--expt-relaxed-constexpr", *flags]})
                    for name in ("upfirdn2d", "bias_act", "modconv")]

@@ -7,8 +7,6 @@
 // Activation ids follow bigtrain/ops/bias_act.py's CUDA_ACT_IDS. Math in float32.
 #include "common.cuh"
 
-#include <type_traits>
-
 struct ActDerivs { float f, d1, d2; };
 
 __device__ __forceinline__ ActDerivs activate(int act, float u, float alpha) {
@@ -95,67 +93,39 @@ __global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* 
 template <typename scalar_t, typename index_t, int VEC>
 void launch_bias_act(const scalar_t* x, const scalar_t* b, const scalar_t* dy, const scalar_t* ddx, scalar_t* out,
                      int64_t n, int64_t b_stride, int64_t b_size, int act, int mode, float alpha, float gain,
-                     float clamp) {
+                     float clamp, bt_stream_t stream) {
   const int threads = 256;
   const int blocks = (int)std::min<int64_t>((n / VEC + threads - 1) / threads, (int64_t)BT_MAX_GRID_BLOCKS);
   const auto kernel = bias_act_kernel<scalar_t, index_t, VEC>;
-  BT_LAUNCH(kernel, blocks, threads)(x, b, dy, ddx, out, (index_t)n, (index_t)b_stride, (index_t)b_size, act, mode, alpha, gain, clamp);
+  BT_LAUNCH(kernel, blocks, threads, stream)(x, b, dy, ddx, out, (index_t)n, (index_t)b_stride, (index_t)b_size, act,
+                                             mode, alpha, gain, clamp);
 }
 
-// x: input; b: bias (undefined or 1-D over dimension `dim`); dy, ddx: as the mode needs (else undefined).
-// A 4-D x in channels_last layout with the bias over dimension 1 (channels) is processed in that
-// layout, and the output keeps it: the channels are then the innermost dimension in memory.
-at::Tensor bias_act(at::Tensor x, c10::optional<at::Tensor> b, c10::optional<at::Tensor> dy,
-                    c10::optional<at::Tensor> ddx, int64_t dim, int64_t act, int64_t mode, double alpha,
-                    double gain, double clamp) {
-  TORCH_CHECK(BT_ON_DEVICE(x), "bias_act: x must be a CUDA tensor");
-  TORCH_CHECK(mode >= 0 && mode <= 2, "bias_act: mode must be 0, 1 or 2");
-  BT_DEVICE_GUARD(x);
-  const bool nhwc = x.dim() == 4 && dim == 1 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
-  const auto layout = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  x = x.contiguous(layout);
-  at::Tensor bt, dyt, ddxt;
-  int64_t b_stride = 1, b_size = 1;
-  if (b.has_value() && b->defined()) {
-    bt = b->to(x.scalar_type()).contiguous();
-    TORCH_CHECK(bt.dim() == 1 && bt.size(0) == x.size(dim), "bias_act: b must be 1-D with x.shape[dim] entries");
-    b_size = bt.size(0);
-    if (!nhwc)  // channels_last: the channels are innermost, b_stride 1
-      for (int64_t d = dim + 1; d < x.dim(); ++d) b_stride *= x.size(d);
-  }
-  if (mode >= 1) {
-    TORCH_CHECK(dy.has_value() && dy->sizes() == x.sizes(), "bias_act: mode >= 1 needs dy shaped like x");
-    dyt = dy->to(x.scalar_type()).contiguous(layout);
-  }
-  if (mode == 2) {
-    TORCH_CHECK(ddx.has_value() && ddx->sizes() == x.sizes(), "bias_act: mode 2 needs ddx shaped like x");
-    ddxt = ddx->to(x.scalar_type()).contiguous(layout);
-  }
-  auto out = at::empty_like(x, at::TensorOptions(), layout);
-  const int64_t n = x.numel();
-  if (n == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "bias_act", [&] {
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    const scalar_t* bp = bt.defined() ? bt.data_ptr<scalar_t>() : nullptr;
-    const scalar_t* dyp = dyt.defined() ? dyt.data_ptr<scalar_t>() : nullptr;
-    const scalar_t* ddxp = ddxt.defined() ? ddxt.data_ptr<scalar_t>() : nullptr;
-    scalar_t* outp = out.data_ptr<scalar_t>();
-    auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % (4 * sizeof(scalar_t)) == 0; };
-    const bool vec4 = n % 4 == 0 && (!bp || b_stride % 4 == 0 || b_stride == 1) && aligned(xp) && aligned(outp) && (!dyp || aligned(dyp)) &&
-                      (!ddxp || aligned(ddxp));
-    // int indices while i + one grid's step stays below 2^31.
-    const bool small = n <= (int64_t(1) << 30);
-    auto run = [&](auto index_zero, auto vec) {
-      launch_bias_act<scalar_t, decltype(index_zero), decltype(vec)::value>(
-          xp, bp, dyp, ddxp, outp, n, b_stride, b_size, (int)act, (int)mode, (float)alpha, (float)gain, (float)clamp);
-    };
-    using One = std::integral_constant<int, 1>;
-    using Four = std::integral_constant<int, 4>;
-    if (vec4 && small) run(0, Four());
-    else if (vec4) run(int64_t(0), Four());
-    else if (small) run(0, One());
-    else run(int64_t(0), One());
-  });
-  BT_LAUNCH_CHECK();
-  return out;
+// Picks the vector width and the index type (above) for these pointers and sizes; b, dy and ddx
+// may be null where the mode does not use them (b: no bias).
+template <typename scalar_t>
+void bias_act_launch(const scalar_t* x, const scalar_t* b, const scalar_t* dy, const scalar_t* ddx, scalar_t* out,
+                     int64_t n, int64_t b_stride, int64_t b_size, int act, int mode, float alpha, float gain,
+                     float clamp, bt_stream_t stream) {
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % (4 * sizeof(scalar_t)) == 0; };
+  const bool vec4 = n % 4 == 0 && (!b || b_stride % 4 == 0 || b_stride == 1) && aligned(x) && aligned(out) &&
+                    (!dy || aligned(dy)) && (!ddx || aligned(ddx));
+  // int indices while i + one grid's step stays below 2^31.
+  const bool small = n <= (int64_t(1) << 30);
+  if (vec4 && small)
+    launch_bias_act<scalar_t, int, 4>(x, b, dy, ddx, out, n, b_stride, b_size, act, mode, alpha, gain, clamp, stream);
+  else if (vec4)
+    launch_bias_act<scalar_t, int64_t, 4>(x, b, dy, ddx, out, n, b_stride, b_size, act, mode, alpha, gain, clamp,
+                                          stream);
+  else if (small)
+    launch_bias_act<scalar_t, int, 1>(x, b, dy, ddx, out, n, b_stride, b_size, act, mode, alpha, gain, clamp, stream);
+  else
+    launch_bias_act<scalar_t, int64_t, 1>(x, b, dy, ddx, out, n, b_stride, b_size, act, mode, alpha, gain, clamp,
+                                          stream);
 }
+
+#define BT_INSTANTIATE(T)                                                                                        \
+  template void bias_act_launch<T>(const T*, const T*, const T*, const T*, T*, int64_t, int64_t, int64_t, int, int, \
+                                   float, float, float, bt_stream_t);
+BT_FOR_EACH_DTYPE(BT_INSTANTIATE)
+#undef BT_INSTANTIATE

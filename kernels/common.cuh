@@ -1,31 +1,24 @@
-// What every kernel file (.cu) includes: ATen's tensor and dispatch headers (not
-// torch/extension.h: nvcc parses every header for the device as well as the host, and the whole
-// C++ frontend took 110 s a kernel where these take 28 s), and the few CUDA host calls the kernels
-// make, as macros, so that the same source also builds for the CPU emulation (cpu_emulation.cpp),
-// which runs the kernels' host and device code on a machine without a GPU. The Python bindings
-// are in each kernel's .cpp (bindings.h), compiled by the C++ compiler alone.
+// What every kernel file (.cu) includes: the launchers' interface (launch.h: c10's Half and
+// BFloat16, no ATen) and the few CUDA constructs the kernels use beyond the language, as macros,
+// so that the same source also builds for the CPU emulation (cpu_emulation.cpp), which runs the
+// kernels on a machine without a GPU. The host side of each kernel (tensors, checks, dispatch, the
+// Python binding) is its _host.cpp (host.h), compiled by the C++ compiler.
 #pragma once
-#include <ATen/Dispatch.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
+#include <algorithm>
+#include <cstdint>
+
+#include "launch.h"
 
 #ifdef BIGTRAIN_CPU_EMULATION
 #include "cpu_emulation.h"
 #else
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime.h>
 
-// The tensor is on the device the kernels run on.
-#define BT_ON_DEVICE(t) ((t).is_cuda())
-// Makes t's GPU current for the rest of the scope.
-#define BT_DEVICE_GUARD(t) const c10::cuda::CUDAGuard bt_device_guard((t).device())
-// BT_LAUNCH(kernel<scalar_t>, grid, block)(args...) launches on the current stream. Kernels that
+// BT_LAUNCH(kernel<scalar_t>, grid, block, stream)(args...) launches on the stream. Kernels that
 // use __syncthreads or warp shuffles launch with BT_LAUNCH_SYNC (the same on a GPU; the CPU
 // emulation then runs a block's threads concurrently).
-#define BT_LAUNCH(kernel, grid, block) kernel<<<(grid), (block), 0, at::cuda::getCurrentCUDAStream()>>>
-#define BT_LAUNCH_SYNC(kernel, grid, block) BT_LAUNCH(kernel, grid, block)
-#define BT_LAUNCH_CHECK() C10_CUDA_KERNEL_LAUNCH_CHECK()
+#define BT_LAUNCH(kernel, grid, block, stream) kernel<<<(grid), (block), 0, (stream)>>>
+#define BT_LAUNCH_SYNC(kernel, grid, block, stream) BT_LAUNCH(kernel, grid, block, stream)
 // The most blocks a grid-stride kernel launches (the emulation uses 3, so its loops go round).
 #define BT_MAX_GRID_BLOCKS (65535LL * 8)
 // An index check that only the emulation makes (a failed one is an error there; free on a GPU):

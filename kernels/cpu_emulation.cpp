@@ -1,13 +1,13 @@
-// The three kernels' own source, host and device code and bindings, built with the C++ compiler
+// The three kernels' own source, device and host sides with their bindings, built with the C++ compiler
 // for the CPU emulation (cpu_emulation.h) as one module with a submodule per kernel. Built by
 // bigtrain.ops._build.build_emulation(); used by `bigtrain kernels --check --emulate` and the tests.
 #define BIGTRAIN_CPU_EMULATION
 #include "upfirdn2d.cu"
 #include "bias_act.cu"
 #include "modconv.cu"
-#include "upfirdn2d_bindings.cpp"
-#include "bias_act_bindings.cpp"
-#include "modconv_bindings.cpp"
+#include "upfirdn2d_host.cpp"
+#include "bias_act_host.cpp"
+#include "modconv_host.cpp"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   auto upfirdn2d_module = m.def_submodule("upfirdn2d");

@@ -25,6 +25,8 @@
 #include <type_traits>
 #include <vector>
 
+#include <c10/util/Exception.h>  // TORCH_CHECK
+
 #define __global__
 #define __device__
 #define __host__
@@ -192,10 +194,8 @@ inline T __shfl_down_sync(unsigned /*mask: every lane takes part here*/, T v, un
   return r;
 }
 
-#define BT_ON_DEVICE(t) ((t).is_cpu())
-#define BT_DEVICE_GUARD(t) (void)0
-#define BT_LAUNCH(kernel, grid, block) bt_emu::launch(kernel, grid, block, false)
-#define BT_LAUNCH_SYNC(kernel, grid, block) bt_emu::launch(kernel, grid, block, true)
-#define BT_LAUNCH_CHECK() (void)0
+// The stream is ignored: a launch runs to completion before it returns.
+#define BT_LAUNCH(kernel, grid, block, stream) bt_emu::launch(kernel, grid, block, false)
+#define BT_LAUNCH_SYNC(kernel, grid, block, stream) bt_emu::launch(kernel, grid, block, true)
 #define BT_MAX_GRID_BLOCKS 3
 #define BT_EMU_CHECK(cond) TORCH_CHECK(cond, "emulation: index check failed: " #cond)

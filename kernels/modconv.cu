@@ -39,26 +39,17 @@ __global__ void modulate_kernel(const scalar_t* __restrict__ weight, const scala
     dst[j] = static_cast<scalar_t>(static_cast<float>(w[j]) * static_cast<float>(s[j / K]) * d);
 }
 
-std::vector<at::Tensor> modulate_weight(at::Tensor weight, at::Tensor styles, bool demodulate, double eps) {
-  TORCH_CHECK(BT_ON_DEVICE(weight) && weight.dim() == 4, "modulate_weight: weight must be [O, I, kh, kw] on CUDA");
-  TORCH_CHECK(BT_ON_DEVICE(styles) && styles.dim() == 2 && styles.size(1) == weight.size(1),
-              "modulate_weight: styles must be [N, I] on CUDA");
-  BT_DEVICE_GUARD(weight);
-  weight = weight.contiguous();
-  styles = styles.to(weight.scalar_type()).contiguous();
-  const int64_t N = styles.size(0), O = weight.size(0), I = weight.size(1), K = weight.size(2) * weight.size(3);
-  auto out = at::empty({N, O, I, weight.size(2), weight.size(3)}, weight.options());
-  auto dcoefs = at::empty({N, O}, weight.options().dtype(at::kFloat));
-  if (N == 0 || O == 0) return {out, dcoefs};
-  TORCH_CHECK(N <= 65535, "modulate_weight: at most 65535 samples per call");
+template <typename scalar_t>
+void modulate_weight_launch(const scalar_t* weight, const scalar_t* styles, scalar_t* out, float* dcoefs, int64_t N,
+                            int64_t O, int64_t I, int64_t K, bool demodulate, float eps, bt_stream_t stream) {
   const dim3 blocks((unsigned)O, (unsigned)N);
   const int threads = 256;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, weight.scalar_type(),
-                                  "modulate_weight", [&] {
-    BT_LAUNCH_SYNC(modulate_kernel<scalar_t>, blocks, threads)(
-        weight.data_ptr<scalar_t>(), styles.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), dcoefs.data_ptr<float>(),
-        (int)O, (int)I, (int)K, demodulate, (float)eps);
-  });
-  BT_LAUNCH_CHECK();
-  return {out, dcoefs};
+  BT_LAUNCH_SYNC(modulate_kernel<scalar_t>, blocks, threads, stream)(weight, styles, out, dcoefs, (int)O, (int)I,
+                                                                     (int)K, demodulate, eps);
 }
+
+#define BT_INSTANTIATE(T)                                                                                    \
+  template void modulate_weight_launch<T>(const T*, const T*, T*, float*, int64_t, int64_t, int64_t, int64_t, \
+                                          bool, float, bt_stream_t);
+BT_FOR_EACH_DTYPE(BT_INSTANTIATE)
+#undef BT_INSTANTIATE

@@ -44,7 +44,7 @@ __global__ void upfirdn2d_kernel(const scalar_t* __restrict__ x, const float* __
 // separable route wrote and re-read a whole intermediate tensor.
 constexpr int SEP_TILE = 32;       // output tile edge
 constexpr int SEP_THREADS = 256;   // threads per block (each computes 4-5 outputs per pass)
-constexpr int SEP_MAX_TAPS = 16;   // widest filter the runtime-taps variant takes
+constexpr int SEP_MAX_TAPS = UPFIRDN_MAX_TAPS;  // widest filter the runtime-taps variant takes
 
 struct SepParams {
   int64_t planes;
@@ -166,11 +166,12 @@ __global__ void __launch_bounds__(SEP_THREADS, TAPS > 0 ? 4 : 2)
 }
 
 template <typename scalar_t, int UP, int DOWN>
-void launch_sep(const at::Tensor& x, const at::Tensor& f, at::Tensor& y, const SepParams& p, int64_t blocks) {
+void launch_sep(const scalar_t* x, const float* f, scalar_t* y, const SepParams& p, bt_stream_t stream) {
   // 4 taps (StyleGAN2's [1, 3, 3, 1]) unrolled; any other width up to SEP_MAX_TAPS at run time.
   const auto kernel = p.taps == 4 ? upfirdn2d_sep_kernel<scalar_t, UP, DOWN, 4>
                                   : upfirdn2d_sep_kernel<scalar_t, UP, DOWN, 0>;
-  BT_LAUNCH_SYNC(kernel, blocks, SEP_THREADS)(x.data_ptr<scalar_t>(), f.data_ptr<float>(), y.data_ptr<scalar_t>(), p);
+  const int64_t blocks = std::min<int64_t>(p.planes * p.tiles_x * p.tiles_y, (int64_t)BT_MAX_GRID_BLOCKS);
+  BT_LAUNCH_SYNC(kernel, blocks, SEP_THREADS, stream)(x, f, y, p);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,94 +247,66 @@ __global__ void __launch_bounds__(256)
 }
 
 template <typename scalar_t, int UP, int DOWN>
-void launch_nhwc(const at::Tensor& x, const at::Tensor& f, at::Tensor& y, const NhwcParams& p) {
+void launch_nhwc(const scalar_t* x, const float* f, scalar_t* y, const NhwcParams& p, bt_stream_t stream) {
   // 16-byte channel vectors for 4-tap filters (every StyleGAN2 call on features); one channel at a
   // time, with the taps a run-time count, for the rest (RGB images, other filters).
   constexpr int VEC = 16 / sizeof(scalar_t) > 0 ? 16 / sizeof(scalar_t) : 1;
   auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
-  const bool vec = p.taps == 4 && p.channels % VEC == 0 && aligned(x.data_ptr()) && aligned(y.data_ptr());
+  const bool vec = p.taps == 4 && p.channels % VEC == 0 && aligned(x) && aligned(y);
   const int threads = 256;
   const int64_t work = p.pixels * (vec ? p.channels / VEC : p.channels);
   const int64_t blocks = std::min<int64_t>((work + threads - 1) / threads, (int64_t)BT_MAX_GRID_BLOCKS);
   const auto kernel = vec ? upfirdn2d_nhwc_kernel<scalar_t, UP, DOWN, 4, VEC>
                           : upfirdn2d_nhwc_kernel<scalar_t, UP, DOWN, 0, 1>;
-  BT_LAUNCH(kernel, blocks, threads)(x.data_ptr<scalar_t>(), f.data_ptr<float>(), y.data_ptr<scalar_t>(), p);
+  BT_LAUNCH(kernel, blocks, threads, stream)(x, f, y, p);
 }
 
-// Whether the specialised path takes these arguments (bigtrain/ops/_cuda.py asks the same).
-bool upfirdn2d_separable_supported(int64_t taps, int64_t upx, int64_t upy, int64_t downx, int64_t downy) {
-  return taps >= 1 && taps <= SEP_MAX_TAPS && upx == upy && downx == downy && upx <= 2 && downx <= 2 &&
-         (upx == 1 || downx == 1);
-}
-
-at::Tensor upfirdn2d(at::Tensor x, at::Tensor f, int64_t upx, int64_t upy, int64_t downx, int64_t downy,
-                     int64_t padx0, int64_t padx1, int64_t pady0, int64_t pady1, bool flip_filter, double gain) {
-  TORCH_CHECK(BT_ON_DEVICE(x) && x.dim() == 4, "upfirdn2d: x must be a 4-D CUDA tensor");
-  TORCH_CHECK(BT_ON_DEVICE(f) && (f.dim() == 1 || f.dim() == 2) && f.scalar_type() == at::kFloat,
-              "upfirdn2d: f must be a 1-D (separable) or 2-D float32 CUDA tensor");
-  TORCH_CHECK(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1, "upfirdn2d: up and down must be >= 1");
-  BT_DEVICE_GUARD(x);
-  const bool separable = f.dim() == 1;
-  // channels_last in, channels_last out: the NHWC kernel for separable filters; the generic kernel
-  // works on an NCHW copy and its output is laid out as the input was.
-  const bool channels_last = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
-  x = channels_last && separable ? x : x.contiguous();
-  f = f.contiguous();
-  TORCH_CHECK(!separable || upfirdn2d_separable_supported(f.size(0), upx, upy, downx, downy),
-              "upfirdn2d: a 1-D filter needs 1 to ", SEP_MAX_TAPS, " taps, equal up (1 or 2) and equal down (1 or 2) "
-              "on both axes, not both 2");
-  const int64_t in_h = x.size(2), in_w = x.size(3), fh = f.size(0), fw = f.size(-1);
-  const int64_t out_h = (in_h * upy + pady0 + pady1 - fh) / downy + 1;
-  const int64_t out_w = (in_w * upx + padx0 + padx1 - fw) / downx + 1;
-  TORCH_CHECK(out_h >= 1 && out_w >= 1, "upfirdn2d: empty output");
-  const auto y_layout = channels_last && separable ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  auto y = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options().memory_format(y_layout));
-  const int64_t total = y.numel();
-  if (total == 0) return y;
-  if (separable && channels_last) {
-    NhwcParams p;
-    p.batch = x.size(0), p.pixels = x.size(0) * out_h * out_w, p.channels = (int)x.size(1);
-    p.in_h = (int)in_h, p.in_w = (int)in_w, p.out_h = (int)out_h, p.out_w = (int)out_w;
-    p.pad_x0 = (int)padx0, p.pad_y0 = (int)pady0, p.taps = (int)fw;
-    p.gain = (float)gain, p.flip_filter = flip_filter;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "upfirdn2d", [&] {
-      if (upx == 2)
-        launch_nhwc<scalar_t, 2, 1>(x, f, y, p);
-      else if (downx == 2)
-        launch_nhwc<scalar_t, 1, 2>(x, f, y, p);
-      else
-        launch_nhwc<scalar_t, 1, 1>(x, f, y, p);
-    });
-    BT_LAUNCH_CHECK();
-    return y;
-  }
-  if (separable) {
-    SepParams p;
-    p.planes = x.size(0) * x.size(1);
-    p.in_h = (int)in_h, p.in_w = (int)in_w, p.out_h = (int)out_h, p.out_w = (int)out_w;
-    p.pad_x0 = (int)padx0, p.pad_y0 = (int)pady0, p.taps = (int)fw;
-    p.tiles_x = (int)((out_w + SEP_TILE - 1) / SEP_TILE), p.tiles_y = (int)((out_h + SEP_TILE - 1) / SEP_TILE);
-    p.gain = (float)gain, p.flip_filter = flip_filter;
-    const int64_t blocks = std::min<int64_t>(p.planes * p.tiles_x * p.tiles_y, (int64_t)BT_MAX_GRID_BLOCKS);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "upfirdn2d", [&] {
-      if (upx == 2)
-        launch_sep<scalar_t, 2, 1>(x, f, y, p, blocks);
-      else if (downx == 2)
-        launch_sep<scalar_t, 1, 2>(x, f, y, p, blocks);
-      else
-        launch_sep<scalar_t, 1, 1>(x, f, y, p, blocks);
-    });
-    BT_LAUNCH_CHECK();
-    return y;
-  }
+// ---------------------------------------------------------------------------------------------
+// The launchers (launch.h).
+template <typename scalar_t>
+void upfirdn2d_generic(const scalar_t* x, const float* f, scalar_t* y, const UpfirdnParams& p, bt_stream_t stream) {
+  const int64_t total = p.batch * p.channels * p.out_h * p.out_w;
   const int threads = 256;
   const int blocks = (int)std::min<int64_t>((total + threads - 1) / threads, (int64_t)BT_MAX_GRID_BLOCKS);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "upfirdn2d", [&] {
-    BT_LAUNCH(upfirdn2d_kernel<scalar_t>, blocks, threads)(
-        x.data_ptr<scalar_t>(), f.data_ptr<float>(), y.data_ptr<scalar_t>(), x.size(0) * x.size(1), (int)in_h,
-        (int)in_w, (int)out_h, (int)out_w, (int)fh, (int)fw, (int)upx, (int)upy, (int)downx, (int)downy,
-        (int)padx0, (int)pady0, (float)gain, flip_filter);
-  });
-  BT_LAUNCH_CHECK();
-  return channels_last ? y.contiguous(at::MemoryFormat::ChannelsLast) : y;
+  BT_LAUNCH(upfirdn2d_kernel<scalar_t>, blocks, threads, stream)(
+      x, f, y, p.batch * p.channels, p.in_h, p.in_w, p.out_h, p.out_w, p.fh, p.fw, p.upx, p.upy, p.downx, p.downy,
+      p.pad_x0, p.pad_y0, p.gain, p.flip_filter);
 }
+
+// The host has checked upfirdn2d_separable_supported: upx == upy, downx == downy, not both 2.
+template <typename scalar_t>
+void upfirdn2d_separable(const scalar_t* x, const float* f, scalar_t* y, const UpfirdnParams& p, bool channels_last,
+                         bt_stream_t stream) {
+  if (channels_last) {
+    NhwcParams q;
+    q.batch = p.batch, q.pixels = p.batch * p.out_h * p.out_w, q.channels = (int)p.channels;
+    q.in_h = p.in_h, q.in_w = p.in_w, q.out_h = p.out_h, q.out_w = p.out_w;
+    q.pad_x0 = p.pad_x0, q.pad_y0 = p.pad_y0, q.taps = p.fw;
+    q.gain = p.gain, q.flip_filter = p.flip_filter;
+    if (p.upx == 2)
+      launch_nhwc<scalar_t, 2, 1>(x, f, y, q, stream);
+    else if (p.downx == 2)
+      launch_nhwc<scalar_t, 1, 2>(x, f, y, q, stream);
+    else
+      launch_nhwc<scalar_t, 1, 1>(x, f, y, q, stream);
+    return;
+  }
+  SepParams q;
+  q.planes = p.batch * p.channels;
+  q.in_h = p.in_h, q.in_w = p.in_w, q.out_h = p.out_h, q.out_w = p.out_w;
+  q.pad_x0 = p.pad_x0, q.pad_y0 = p.pad_y0, q.taps = p.fw;
+  q.tiles_x = (p.out_w + SEP_TILE - 1) / SEP_TILE, q.tiles_y = (p.out_h + SEP_TILE - 1) / SEP_TILE;
+  q.gain = p.gain, q.flip_filter = p.flip_filter;
+  if (p.upx == 2)
+    launch_sep<scalar_t, 2, 1>(x, f, y, q, stream);
+  else if (p.downx == 2)
+    launch_sep<scalar_t, 1, 2>(x, f, y, q, stream);
+  else
+    launch_sep<scalar_t, 1, 1>(x, f, y, q, stream);
+}
+
+#define BT_INSTANTIATE(T)                                                                                   \
+  template void upfirdn2d_generic<T>(const T*, const float*, T*, const UpfirdnParams&, bt_stream_t);       \
+  template void upfirdn2d_separable<T>(const T*, const float*, T*, const UpfirdnParams&, bool, bt_stream_t);
+BT_FOR_EACH_DTYPE(BT_INSTANTIATE)
+#undef BT_INSTANTIATE

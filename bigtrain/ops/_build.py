@@ -29,10 +29,11 @@ from pathlib import Path
 import torch
 
 KERNEL_DIR = Path(os.environ.get("BIGTRAIN_KERNEL_SOURCES", Path(__file__).resolve().parents[2] / "kernels"))
-# Per kernel: the CUDA source (kernels and host launcher, light ATen headers) and its Python
-# bindings (compiled by the C++ compiler; nvcc would parse torch's whole C++ API for the device).
-SOURCES = {name: [f"{name}.cu", f"{name}_bindings.cpp"] for name in ("upfirdn2d", "bias_act", "modconv")}
-HEADERS = ["common.cuh", "bindings.h"]  # included by every kernel: part of each build key
+# Per kernel: the device side (the CUDA kernels and their launchers on raw pointers; nvcc sees no
+# ATen header, kernels/launch.h) and the host side (tensor checks, dtype dispatch and the Python
+# binding, compiled by the C++ compiler).
+SOURCES = {name: [f"{name}.cu", f"{name}_host.cpp"] for name in ("upfirdn2d", "bias_act", "modconv")}
+HEADERS = ["common.cuh", "host.h", "launch.h"]  # included by every kernel: part of each build key
 EMULATION_SOURCES = ["cpu_emulation.cpp", "cpu_emulation.h", *HEADERS, *(f for fs in SOURCES.values() for f in fs)]
 CUDA_FLAGS = ["-O3", "--expt-relaxed-constexpr"]
 EMULATION_FLAGS = ["-O1"]
