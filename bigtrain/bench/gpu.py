@@ -313,9 +313,14 @@ def section_bench_kernels(ctx: Context, rec: dict) -> None:
     if ctx.device.type != "cuda":
         rec.update(status="skipped", reason="no GPU: `bench kernels` times the CUDA kernels against the reference")
         return
-    from bigtrain.bench.kernels import bench_kernels, format_kernel_table
+    from bigtrain.bench.kernels import bench_ema, bench_kernels, format_ema, format_kernel_table
     rec.update(bench_kernels((256, 1024), iters=20))
     rec["table"] = format_kernel_table(rec)
+    # The G_ema update of paper256's G, the trainer's multi-tensor way against the loop it replaced.
+    G = build_nets(CONFIG, device=ctx.device)[0]
+    rec["ema"] = bench_ema(G)
+    rec["table"] += "\n" + format_ema(rec["ema"])
+    del G
 
 
 def section_train(ctx: Context, rec: dict) -> None:
@@ -546,8 +551,8 @@ def phase_counts(phases, step0: int, n: int) -> dict[str, int]:
     return {p.name: sum(p.repeat for s in range(step0, step0 + n) if s % p.interval == 0) for p in phases}
 
 
-def count_params(config: Path = CONFIG, overrides: list[str] | None = None) -> dict[str, int]:
-    """G and D parameters of a config, built on the meta device (no memory, no data)."""
+def build_nets(config: Path = CONFIG, overrides: list[str] | None = None, device="meta"):
+    """A config's G and D, unconditional, built on ``device`` (meta: no memory, no data)."""
     from bigtrain.config import load_config
     from bigtrain.models import get_family
     from bigtrain.train.config import TrainConfig
@@ -555,9 +560,15 @@ def count_params(config: Path = CONFIG, overrides: list[str] | None = None) -> d
     cfg = load_config(str(config), overrides or [], TrainConfig)
     family = get_family(cfg.model)
     res = cfg.data.resolution
-    with torch.device("meta"):
+    with torch.device(device):
         G = family.build_generator(cfg.generator, res, 3, 0)
         D = family.build_discriminator(cfg.discriminator, res, 3, 0, growing=cfg.grow.enabled)
+    return G, D
+
+
+def count_params(config: Path = CONFIG, overrides: list[str] | None = None) -> dict[str, int]:
+    """G and D parameters of a config, built on the meta device (no memory, no data)."""
+    G, D = build_nets(config, overrides)
     return {"G": sum(p.numel() for p in G.parameters()), "D": sum(p.numel() for p in D.parameters())}
 
 

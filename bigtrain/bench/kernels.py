@@ -1,6 +1,9 @@
 """`bigtrain bench kernels`: each CUDA kernel against the reference and the copy-bandwidth floor."""
 from __future__ import annotations
 
+import copy
+import time
+
 import torch
 
 
@@ -95,3 +98,35 @@ def format_kernel_table(r: dict) -> str:
                      f"{row['ref_fwd_bwd_ms']:>11.3f} {row['speedup_fwd_bwd']:>8.2f} "
                      f"{row['cuda_fwd_bytes_per_s'] / 1e9:>9.0f} {row['x_of_copy_floor']:>8.2f}")
     return "\n".join(lines)
+
+
+def bench_ema(G: torch.nn.Module, iters: int = 20) -> dict:
+    """ms per G_ema update of G (bigtrain.train.ema.update_ema): the loop, two launches per
+    parameter, against torch's multi-tensor ops, a few launches for the whole network. On a GPU
+    timed with CUDA events, else with the wall clock; the median of ``iters``."""
+    from bigtrain.train.ema import update_ema
+
+    ema = copy.deepcopy(G).requires_grad_(False)
+    cuda = next(G.parameters()).is_cuda
+
+    def timed(fn) -> float:
+        if cuda:
+            return _cuda_time(fn, iters)
+        times = []
+        for _ in range(iters + 3):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return sorted(times[3:])[iters // 2]
+
+    out = {"tensors": len(list(G.parameters())) + len(list(G.buffers())),
+           "params": sum(p.numel() for p in G.parameters())}
+    for name, foreach in (("loop", False), ("foreach", True)):
+        out[f"{name}_ms"] = 1000 * timed(lambda foreach=foreach: update_ema(ema, G, 0.999, foreach=foreach))
+    return out
+
+
+def format_ema(r: dict) -> str:
+    return (f"G_ema update ({r['tensors']} tensors, {r['params']:,} parameters): loop {r['loop_ms']:.3f} ms, "
+            f"multi-tensor {r['foreach_ms']:.3f} ms ({r['loop_ms'] / r['foreach_ms']:.2f}x)")
+

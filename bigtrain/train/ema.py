@@ -15,8 +15,26 @@ def ema_beta(batch_size: int, nimg: int, halflife_kimg: float, rampup: float | N
 
 
 @torch.no_grad()
-def update_ema(ema: nn.Module, net: nn.Module, beta: float) -> None:
-    for p_ema, p in zip(ema.parameters(), net.parameters()):
-        p_ema.copy_(p.detach().to(p_ema.dtype).lerp(p_ema, beta))
-    for b_ema, b in zip(ema.buffers(), net.buffers()):
-        b_ema.copy_(b)
+def update_ema(ema: nn.Module, net: nn.Module, beta: float, foreach: bool | None = None) -> None:
+    """ema's parameters become lerp(net's, ema's, beta); its buffers, net's.
+
+    ``foreach`` (default: when ema is on a GPU) does it with torch's multi-tensor ops, a few
+    launches for the whole network where the loop makes two per parameter (about 250 for
+    paper256's G); the same lerp, so the same bits. On the CPU the loop is the faster of the two
+    (docs/benchmarks.md)."""
+    pairs = list(zip(ema.parameters(), net.parameters()))
+    buffers = list(zip(ema.buffers(), net.buffers()))
+    if foreach is None:
+        foreach = bool(pairs) and all(p_ema.is_cuda for p_ema, _ in pairs)
+    if not foreach:
+        for p_ema, p in pairs:
+            p_ema.copy_(p.detach().to(p_ema.dtype).lerp(p_ema, beta))
+        for b_ema, b in buffers:
+            b_ema.copy_(b)
+        return
+    if pairs:
+        ema_params = [p_ema for p_ema, _ in pairs]
+        mixed = torch._foreach_lerp([p.detach().to(p_ema.dtype) for p_ema, p in pairs], ema_params, beta)
+        torch._foreach_copy_(ema_params, mixed)
+    if buffers:
+        torch._foreach_copy_([b_ema for b_ema, _ in buffers], [b for _, b in buffers])

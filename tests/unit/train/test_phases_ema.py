@@ -1,5 +1,7 @@
 """Phase schedule, lazy-regularization ratios, G_ema decay, batch rounds and seed helpers."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -92,21 +94,52 @@ class Net(nn.Module):
             self.bn.running_mean.fill_(fill)
 
 
-def test_update_ema_moves_params_and_copies_buffers():
+@pytest.mark.parametrize("foreach", [False, True])
+def test_update_ema_moves_params_and_copies_buffers(foreach):
     ema, net = Net(0.0), Net(1.0)
-    update_ema(ema, net, beta=0.75)
+    net.bn.num_batches_tracked.fill_(7)  # an int64 buffer among the float ones
+    update_ema(ema, net, beta=0.75, foreach=foreach)
     for p in ema.parameters():
         assert torch.allclose(p, torch.full_like(p, 0.25))  # moved toward net by 1 - beta
     assert torch.equal(ema.bn.running_mean, net.bn.running_mean)
-    update_ema(ema, net, beta=0.75)
+    assert ema.bn.num_batches_tracked.item() == 7
+    update_ema(ema, net, beta=0.75, foreach=foreach)
     for p in ema.parameters():
         assert torch.allclose(p, torch.full_like(p, 0.25 + 0.75 * 0.25))
     # net is untouched and no graph is recorded
     assert all(torch.all(p == 1.0) for p in net.parameters())
     assert all(not p.requires_grad or p.grad is None for p in ema.parameters())
-    update_ema(ema, net, beta=0.0)
+    update_ema(ema, net, beta=0.0, foreach=foreach)
     for pe, pn in zip(ema.parameters(), net.parameters()):
         assert torch.equal(pe, pn)
+
+
+def test_update_ema_with_multi_tensor_ops_gives_the_loops_bits():
+    # The GPU's way (torch._foreach_*, a few launches for the network) against the loop, on a
+    # StyleGAN2 G with random weights and buffers, over the betas a run sees.
+    from bigtrain.config import build
+    from bigtrain.models import get_family
+    spec = get_family("stylegan2")
+    torch.manual_seed(0)
+    cfg = build(spec.generator.Config, {"z_dim": 8, "w_dim": 8, "mapping_layers": 2, "channel_base": 64,
+                                        "channel_max": 8})
+    net, start = (spec.build_generator(cfg, 16, 3, 0) for _ in range(2))
+    with torch.no_grad():
+        for t in [*net.parameters(), *net.buffers()]:
+            t.copy_(torch.randn_like(t))
+    a, b = copy.deepcopy(start), copy.deepcopy(start)
+    for beta in (0.0, 0.3, 0.999):
+        update_ema(a, net, beta, foreach=False)
+        update_ema(b, net, beta, foreach=True)
+        for x, y in zip([*a.parameters(), *a.buffers()], [*b.parameters(), *b.buffers()]):
+            assert torch.equal(x, y)
+    assert not torch.equal(next(a.parameters()), next(start.parameters()))
+
+    # `bench gpu` times the two on paper256's G (its bench-kernels section, GPU only); here on the CPU.
+    from bigtrain.bench.kernels import bench_ema, format_ema
+    r = bench_ema(net, iters=2)
+    assert r["tensors"] == len([*net.parameters(), *net.buffers()]) and r["loop_ms"] > 0 and r["foreach_ms"] > 0
+    assert format_ema(r).startswith(f"G_ema update ({r['tensors']} tensors, {r['params']:,} parameters): loop ")
 
 
 # ---------------------------------------------------------------- batch rounds
