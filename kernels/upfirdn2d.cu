@@ -5,6 +5,8 @@
 // separable filters with the resampling StyleGAN2 uses (below it).
 #include "common.cuh"
 
+#include <type_traits>
+
 template <typename scalar_t>
 __global__ void upfirdn2d_kernel(const scalar_t* __restrict__ x, const float* __restrict__ f,
                                  scalar_t* __restrict__ y, int64_t planes, int in_h, int in_w, int out_h,
@@ -273,7 +275,20 @@ void upfirdn2d_generic(const scalar_t* x, const float* f, scalar_t* y, const Upf
       p.pad_x0, p.pad_y0, p.gain, p.flip_filter);
 }
 
-// The host has checked upfirdn2d_separable_supported: upx == upy, downx == downy, not both 2.
+// Calls launch(UP, DOWN) with the factors as compile-time constants: up 2, down 2, or neither (the
+// host has checked upfirdn2d_separable_supported: upx == upy, downx == downy, not both 2).
+template <typename Launch>
+void with_factors(const UpfirdnParams& p, const Launch& launch) {
+  using One = std::integral_constant<int, 1>;
+  using Two = std::integral_constant<int, 2>;
+  if (p.upx == 2)
+    launch(Two(), One());
+  else if (p.downx == 2)
+    launch(One(), Two());
+  else
+    launch(One(), One());
+}
+
 template <typename scalar_t>
 void upfirdn2d_separable(const scalar_t* x, const float* f, scalar_t* y, const UpfirdnParams& p, bool channels_last,
                          bt_stream_t stream) {
@@ -283,12 +298,9 @@ void upfirdn2d_separable(const scalar_t* x, const float* f, scalar_t* y, const U
     q.in_h = p.in_h, q.in_w = p.in_w, q.out_h = p.out_h, q.out_w = p.out_w;
     q.pad_x0 = p.pad_x0, q.pad_y0 = p.pad_y0, q.taps = p.fw;
     q.gain = p.gain, q.flip_filter = p.flip_filter;
-    if (p.upx == 2)
-      launch_nhwc<scalar_t, 2, 1>(x, f, y, q, stream);
-    else if (p.downx == 2)
-      launch_nhwc<scalar_t, 1, 2>(x, f, y, q, stream);
-    else
-      launch_nhwc<scalar_t, 1, 1>(x, f, y, q, stream);
+    with_factors(p, [&](auto up, auto down) {
+      launch_nhwc<scalar_t, decltype(up)::value, decltype(down)::value>(x, f, y, q, stream);
+    });
     return;
   }
   SepParams q;
@@ -297,12 +309,9 @@ void upfirdn2d_separable(const scalar_t* x, const float* f, scalar_t* y, const U
   q.pad_x0 = p.pad_x0, q.pad_y0 = p.pad_y0, q.taps = p.fw;
   q.tiles_x = (p.out_w + SEP_TILE - 1) / SEP_TILE, q.tiles_y = (p.out_h + SEP_TILE - 1) / SEP_TILE;
   q.gain = p.gain, q.flip_filter = p.flip_filter;
-  if (p.upx == 2)
-    launch_sep<scalar_t, 2, 1>(x, f, y, q, stream);
-  else if (p.downx == 2)
-    launch_sep<scalar_t, 1, 2>(x, f, y, q, stream);
-  else
-    launch_sep<scalar_t, 1, 1>(x, f, y, q, stream);
+  with_factors(p, [&](auto up, auto down) {
+    launch_sep<scalar_t, decltype(up)::value, decltype(down)::value>(x, f, y, q, stream);
+  });
 }
 
 #define BT_INSTANTIATE(T)                                                                                   \
