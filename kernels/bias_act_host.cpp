@@ -17,6 +17,8 @@ at::Tensor bias_act(at::Tensor x, c10::optional<at::Tensor> b, c10::optional<at:
   at::Tensor bt, dyt, ddxt;
   int64_t b_stride = 1, b_size = 1;
   if (b.has_value() && b->defined()) {
+    TORCH_CHECK(b->device() == x.device(), "bias_act: b must be on x's device (", x.device(), "), not ",
+                b->device());
     bt = b->to(x.scalar_type()).contiguous();
     TORCH_CHECK(bt.dim() == 1 && bt.size(0) == x.size(dim), "bias_act: b must be 1-D with x.shape[dim] entries");
     b_size = bt.size(0);
@@ -25,10 +27,14 @@ at::Tensor bias_act(at::Tensor x, c10::optional<at::Tensor> b, c10::optional<at:
   }
   if (mode >= 1) {
     TORCH_CHECK(dy.has_value() && dy->sizes() == x.sizes(), "bias_act: mode >= 1 needs dy shaped like x");
+    TORCH_CHECK(dy->device() == x.device(), "bias_act: dy must be on x's device (", x.device(), "), not ",
+                dy->device());
     dyt = dy->to(x.scalar_type()).contiguous(layout);
   }
   if (mode == 2) {
     TORCH_CHECK(ddx.has_value() && ddx->sizes() == x.sizes(), "bias_act: mode 2 needs ddx shaped like x");
+    TORCH_CHECK(ddx->device() == x.device(), "bias_act: ddx must be on x's device (", x.device(), "), not ",
+                ddx->device());
     ddxt = ddx->to(x.scalar_type()).contiguous(layout);
   }
   auto out = at::empty_like(x, at::TensorOptions(), layout);

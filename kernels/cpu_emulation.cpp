@@ -2,6 +2,10 @@
 // for the CPU emulation (cpu_emulation.h) as one module with a submodule per kernel. Built by
 // bigtrain.ops._build.build_emulation(); used by `bigtrain kernels --check --emulate` and the tests.
 #define BIGTRAIN_CPU_EMULATION
+// The host side's headers first, so that none of them is read after cpu_emulation.h has defined
+// __shared__, __device__ and the rest as macros.
+#include "host.h"
+
 #include "upfirdn2d.cu"
 #include "bias_act.cu"
 #include "modconv.cu"

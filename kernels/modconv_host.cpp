@@ -7,6 +7,8 @@ std::vector<at::Tensor> modulate_weight(at::Tensor weight, at::Tensor styles, bo
   TORCH_CHECK(BT_ON_DEVICE(weight) && weight.dim() == 4, "modulate_weight: weight must be [O, I, kh, kw] on CUDA");
   TORCH_CHECK(BT_ON_DEVICE(styles) && styles.dim() == 2 && styles.size(1) == weight.size(1),
               "modulate_weight: styles must be [N, I] on CUDA");
+  TORCH_CHECK(styles.device() == weight.device(), "modulate_weight: styles must be on weight's device (",
+              weight.device(), "), not ", styles.device());
   BT_DEVICE_GUARD(weight);
   weight = weight.contiguous();
   styles = styles.to(weight.scalar_type()).contiguous();

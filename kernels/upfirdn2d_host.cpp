@@ -8,6 +8,8 @@ at::Tensor upfirdn2d(at::Tensor x, at::Tensor f, int64_t upx, int64_t upy, int64
   TORCH_CHECK(BT_ON_DEVICE(x) && x.dim() == 4, "upfirdn2d: x must be a 4-D CUDA tensor");
   TORCH_CHECK(BT_ON_DEVICE(f) && (f.dim() == 1 || f.dim() == 2) && f.scalar_type() == at::kFloat,
               "upfirdn2d: f must be a 1-D (separable) or 2-D float32 CUDA tensor");
+  TORCH_CHECK(f.device() == x.device(), "upfirdn2d: f must be on x's device (", x.device(), "), not ",
+              f.device());
   TORCH_CHECK(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1, "upfirdn2d: up and down must be >= 1");
   BT_DEVICE_GUARD(x);
   const bool separable = f.dim() == 1;
@@ -17,8 +19,8 @@ at::Tensor upfirdn2d(at::Tensor x, at::Tensor f, int64_t upx, int64_t upy, int64
   x = channels_last && separable ? x : x.contiguous();
   f = f.contiguous();
   TORCH_CHECK(!separable || upfirdn2d_separable_supported(f.size(0), upx, upy, downx, downy),
-              "upfirdn2d: a 1-D filter needs 1 to ", UPFIRDN_MAX_TAPS, " taps, equal up (1 or 2) and equal down (1 or 2) "
-              "on both axes, not both 2");
+              "upfirdn2d: a 1-D filter needs 1 to ", UPFIRDN_MAX_TAPS,
+              " taps, equal up (1 or 2) and equal down (1 or 2) on both axes, not both 2");
   const int64_t in_h = x.size(2), in_w = x.size(3), fh = f.size(0), fw = f.size(-1);
   const int64_t out_h = (in_h * upy + pady0 + pady1 - fh) / downy + 1;
   const int64_t out_w = (in_w * upx + padx0 + padx1 - fw) / downx + 1;

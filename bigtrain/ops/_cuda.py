@@ -36,7 +36,7 @@ def adjoint_padding(f_shape, in_hw, out_hw, up, down, pad) -> tuple[int, int, in
             fh - pad[2] - 1, in_h * up[1] - out_h * down[1] + pad[2] - up[1] + 1)
 
 
-# The kernel's tiled path for separable filters (kernels/upfirdn2d.cu, upfirdn2d_separable_supported):
+# The kernel's tiled path for separable filters (kernels/launch.h, upfirdn2d_separable_supported):
 # up to this many taps, the same up (1 or 2) and down (1 or 2) on both axes, not both 2. Every
 # call StyleGAN2 makes, and the adjoint of each such call is one too.
 SEPARABLE_MAX_TAPS = 16

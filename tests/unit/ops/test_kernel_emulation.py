@@ -109,6 +109,20 @@ def test_impl_cuda_takes_cpu_tensors_only_inside_the_emulation(first_run, monkey
         bias_act(x, act="lrelu", impl="cuda")
 
 
+def test_host_side_refuses_a_bias_or_gradient_on_another_device(first_run, monkeypatch):
+    # On a GPU a bias on the CPU or another GPU would be a bad pointer in the kernel; the host side
+    # names it instead. Here the emulation's device is the CPU and "another" the meta device.
+    monkeypatch.setenv("BIGTRAIN_KERNEL_CACHE", str(first_run[0]))
+    x = torch.randn(2, 3, 4, 4)
+    with _build.emulation() as module:
+        op = module.bias_act.bias_act
+        with pytest.raises(RuntimeError, match=r"bias_act: b must be on x's device \(cpu\), not meta"):
+            op(x, torch.zeros(3, device="meta"), None, None, 1, 2, 0, 0.2, 1.0, -1.0)
+        with pytest.raises(RuntimeError, match=r"bias_act: dy must be on x's device \(cpu\), not meta"):
+            op(x, torch.zeros(3), torch.empty(2, 3, 4, 4, device="meta"), None, 1, 2, 1, 0.2, 1.0, -1.0)
+        assert op(x, torch.zeros(3), None, None, 1, 2, 0, 0.2, 1.0, -1.0).shape == x.shape
+
+
 def test_tiled_upfirdn2d_keeps_an_inf_pixel_out_of_rows_it_does_not_reach(first_run, monkeypatch):
     # The run-time-taps kernel holds a 16-tap register window; taps past a 5-tap filter's must not
     # multiply window values (0 * Inf is NaN).
