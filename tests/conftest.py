@@ -114,7 +114,8 @@ def _one_thread():
 def _seeded():
     # Every test starts from the same random state, whatever ran before it in its worker: a test
     # that draws without seeding would otherwise get draws that depend on which files its xdist
-    # worker took first (a CI run failed on one such draw). Module fixtures seed themselves.
+    # worker took first (a CI run failed on one such draw). Fixtures of a wider scope are set up
+    # before this one runs, so they are not covered by it.
     import random
 
     import numpy as np

@@ -129,4 +129,3 @@ def bench_ema(G: torch.nn.Module, iters: int = 20) -> dict:
 def format_ema(r: dict) -> str:
     return (f"G_ema update ({r['tensors']} tensors, {r['params']:,} parameters): loop {r['loop_ms']:.3f} ms, "
             f"multi-tensor {r['foreach_ms']:.3f} ms ({r['loop_ms'] / r['foreach_ms']:.2f}x)")
-
