@@ -4,7 +4,8 @@
 //   d[n,o] = rsqrt(sum_{i,k} a[i,k]^2 + eps)          (if demodulate, else 1)
 //   w[n,o,i,k] = a[i,k] * d[n,o]
 // reading weight and styles once and writing w once, instead of materialising a and then
-// scaling it. Returns (w [N,O,I,kh,kw] in weight's dtype, d [N,O] float32). Sums in float32.
+// scaling it. The op (modconv_host.cpp) returns (w [N,O,I,kh,kw] in weight's dtype, d [N,O] float32).
+// Sums in float32.
 #include "common.cuh"
 
 template <typename scalar_t>
