@@ -46,7 +46,6 @@ __global__ void upfirdn2d_kernel(const scalar_t* __restrict__ x, const float* __
 // separable route wrote and re-read a whole intermediate tensor.
 constexpr int SEP_TILE = 32;       // output tile edge
 constexpr int SEP_THREADS = 256;   // threads per block (each computes 4-5 outputs per pass)
-constexpr int SEP_MAX_TAPS = UPFIRDN_MAX_TAPS;  // widest filter the runtime-taps variant takes
 
 struct SepParams {
   int64_t planes;
@@ -61,14 +60,14 @@ __device__ __forceinline__ int floor_div(int a) {
   return a >= 0 ? a / B : -((-a + B - 1) / B);
 }
 
-// TAPS > 0: that many taps, loops unrolled; TAPS == 0: p.taps (<= SEP_MAX_TAPS) taps. The launch
+// TAPS > 0: that many taps, loops unrolled; TAPS == 0: p.taps (<= UPFIRDN_MAX_TAPS) taps. The launch
 // bounds hold the 4-tap kernels to 64 registers (4 blocks per multiprocessor) without spilling; the
 // run-time-taps kernels, with 16-tap register windows, to 128.
 template <typename scalar_t, int UP, int DOWN, int TAPS>
 __global__ void __launch_bounds__(SEP_THREADS, TAPS > 0 ? 4 : 2)
     upfirdn2d_sep_kernel(const scalar_t* __restrict__ x, const float* __restrict__ f, scalar_t* __restrict__ y,
                          SepParams p) {
-  constexpr int T = TAPS > 0 ? TAPS : SEP_MAX_TAPS;  // bound used for the shared arrays
+  constexpr int T = TAPS > 0 ? TAPS : UPFIRDN_MAX_TAPS;  // bound used for the shared arrays
   // A tile reads SPAN consecutive upsampled-grid positions per axis; starting at phase p < UP
   // from an input sample, they cover floor((p + SPAN - 1) / UP) + 1 input samples, at most IN.
   constexpr int SPAN = (SEP_TILE - 1) * DOWN + T;
@@ -169,7 +168,7 @@ __global__ void __launch_bounds__(SEP_THREADS, TAPS > 0 ? 4 : 2)
 
 template <typename scalar_t, int UP, int DOWN>
 void launch_sep(const scalar_t* x, const float* f, scalar_t* y, const SepParams& p, bt_stream_t stream) {
-  // 4 taps (StyleGAN2's [1, 3, 3, 1]) unrolled; any other width up to SEP_MAX_TAPS at run time.
+  // 4 taps (StyleGAN2's [1, 3, 3, 1]) unrolled; any other width up to UPFIRDN_MAX_TAPS at run time.
   const auto kernel = p.taps == 4 ? upfirdn2d_sep_kernel<scalar_t, UP, DOWN, 4>
                                   : upfirdn2d_sep_kernel<scalar_t, UP, DOWN, 0>;
   const int64_t blocks = std::min<int64_t>(p.planes * p.tiles_x * p.tiles_y, (int64_t)BT_MAX_GRID_BLOCKS);
@@ -200,7 +199,7 @@ __global__ void __launch_bounds__(256)
     upfirdn2d_nhwc_kernel(const scalar_t* __restrict__ x, const float* __restrict__ f, scalar_t* __restrict__ y,
                           NhwcParams p) {
   using V = ChannelVec<scalar_t, VEC>;
-  constexpr int T = TAPS > 0 ? TAPS : SEP_MAX_TAPS;
+  constexpr int T = TAPS > 0 ? TAPS : UPFIRDN_MAX_TAPS;
   const int taps = TAPS > 0 ? TAPS : p.taps;
   // Correlation weights, as the tiled kernel's: w[j] multiplies upsampled-grid position
   // o * DOWN - pad + j.

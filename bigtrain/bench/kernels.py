@@ -7,10 +7,16 @@ import time
 import torch
 
 
-def _cuda_time(fn, iters: int) -> float:
-    """Median seconds of fn() over iters runs, timed with CUDA events."""
+def _median_time(fn, iters: int, cuda: bool = True) -> float:
+    """Median seconds of fn() over iters runs after 3, timed with CUDA events (``cuda=False``: with
+    the wall clock, for CPU tensors)."""
     times = []
     for _ in range(iters + 3):
+        if not cuda:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+            continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn()
@@ -24,7 +30,7 @@ def copy_bandwidth(nbytes: int = 1 << 30) -> float:
     """Bytes/s of a device-to-device copy (read + write counted): the floor for memory-bound ops."""
     src = torch.empty(nbytes // 4, device="cuda")
     dst = torch.empty_like(src)
-    return 2 * nbytes / _cuda_time(lambda: dst.copy_(src), 10)
+    return 2 * nbytes / _median_time(lambda: dst.copy_(src), 10)
 
 
 def kernel_cases(res: int, batch: int = 8, device: str = "cuda", channels: int | None = None):
@@ -80,8 +86,8 @@ def bench_kernels(resolutions=(256, 1024), iters: int = 20) -> dict:
                 def fwd_bwd(impl=impl):
                     torch.autograd.grad(fn(impl, *leaves).square().mean(), leaves)
                 with torch.no_grad():
-                    row[f"{impl}_fwd_ms"] = 1000 * _cuda_time(lambda impl=impl: fn(impl, *inputs), iters)
-                row[f"{impl}_fwd_bwd_ms"] = 1000 * _cuda_time(fwd_bwd, iters)
+                    row[f"{impl}_fwd_ms"] = 1000 * _median_time(lambda impl=impl: fn(impl, *inputs), iters)
+                row[f"{impl}_fwd_bwd_ms"] = 1000 * _median_time(fwd_bwd, iters)
             row["speedup_fwd_bwd"] = row["ref_fwd_bwd_ms"] / row["cuda_fwd_bwd_ms"]
             row["cuda_fwd_bytes_per_s"] = nbytes / (row["cuda_fwd_ms"] / 1000)
             row["x_of_copy_floor"] = bw / row["cuda_fwd_bytes_per_s"]
@@ -108,21 +114,11 @@ def bench_ema(G: torch.nn.Module, iters: int = 20) -> dict:
 
     ema = copy.deepcopy(G).requires_grad_(False)
     cuda = next(G.parameters()).is_cuda
-
-    def timed(fn) -> float:
-        if cuda:
-            return _cuda_time(fn, iters)
-        times = []
-        for _ in range(iters + 3):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return sorted(times[3:])[iters // 2]
-
     out = {"tensors": len(list(G.parameters())) + len(list(G.buffers())),
            "params": sum(p.numel() for p in G.parameters())}
     for name, foreach in (("loop", False), ("foreach", True)):
-        out[f"{name}_ms"] = 1000 * timed(lambda foreach=foreach: update_ema(ema, G, 0.999, foreach=foreach))
+        out[f"{name}_ms"] = 1000 * _median_time(lambda foreach=foreach: update_ema(ema, G, 0.999, foreach=foreach),
+                                              iters, cuda)
     return out
 
 
