@@ -128,52 +128,62 @@ def test_submit_one_node_two_tasks_trains_to_completion(tmp_path):
     assert f"job {job}: COMPLETED" in status.stdout and "ckpt-000000000128.pt" in status.stdout
 
 
+TOTAL = 512  # images in the preempted runs and the straight one they must equal
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory) -> Path:
-    """2 ranks straight through 1 kimg under torchrun: the run the preempted jobs must equal."""
+    """2 ranks straight through TOTAL images under torchrun: the run the preempted jobs must equal."""
     tmp = tmp_path_factory.mktemp("straight")
     cfg = tiny_config(tmp / "run", distributed={"strategy": "ddp"}, run={"dir": str(tmp / "run"), "seed": 1,
                                                                          "num_threads": 1})
-    cfg["train"]["total_kimg"] = 1.0
+    cfg["train"]["total_kimg"] = TOTAL / 1000
     r = run_torchrun(2, ["train", write_config(tmp / "straight.yaml", cfg)])
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp / "run"
 
 
-@pytest.mark.parametrize("how", ["submitit-interrupt", "scontrol-requeue"])
-def test_preemption_checkpoints_requeues_and_resumes_exactly(tmp_path, how, straight):
-    """submitit's interrupt (SIGTERM then SIGUSR2: the job requeues itself) and `scontrol requeue`
-    (SIGTERM: Slurm requeues it): either way the ranks finish the step, checkpoint, and the next
-    attempt resumes there. Final weights equal an uninterrupted run's, so no step was lost or
-    repeated."""
+def wait_for_events(run_dir: Path, count: int, timeout: float = 300) -> list[dict]:
+    deadline = time.time() + timeout
+    while not (run_dir / "slurm" / "attempts.jsonl").exists() or len(events(run_dir)) < count:
+        assert time.time() < deadline, f"fewer than {count} events in {run_dir}/slurm/attempts.jsonl after {timeout} s"
+        time.sleep(0.5)
+    return events(run_dir)
+
+
+def test_preemption_checkpoints_requeues_and_resumes_exactly(tmp_path, straight):
+    """One job preempted twice, both ways: submitit's interrupt (SIGTERM then SIGUSR2: the job
+    requeues itself), then `scontrol requeue` in the second attempt (SIGTERM: Slurm requeues it).
+    Each time the ranks finish the step, checkpoint, and the next attempt resumes there. Final
+    weights equal an uninterrupted run's, so no step was lost or repeated."""
     import submitit
 
-    total = 1000
-    run_dir, job = submit(tmp_path, "run", *CPU, "--tasks-per-node", "2", total_kimg=total / 1000)
+    run_dir, job = submit(tmp_path, "run", *CPU, "--tasks-per-node", "2", total_kimg=TOTAL / 1000)
     wait_for_checkpoint(run_dir, 64)
-    if how == "submitit-interrupt":
-        submitit.SlurmJob(folder=run_dir / "slurm", job_id=job)._interrupt()
-    else:
-        _slurm("scontrol", "requeue", job)
+    submitit.SlurmJob(folder=run_dir / "slurm", job_id=job)._interrupt()
+    first = nimg(wait_for_events(run_dir, 2)[1]["checkpoint"])
+    # The second attempt has resumed and trained past the first stop: requeue it from outside.
+    wait_for_checkpoint(run_dir, first + 32)
+    _slurm("scontrol", "requeue", job)
     assert wait_for_job(job) == "COMPLETED", logs(run_dir, job)
 
     ev = events(run_dir)
-    assert [e["event"] for e in ev] == ["start", "requeued" if how == "submitit-interrupt" else "stopped",
-                                        "start", "completed"]
-    assert ev[2]["attempt"] == 2
-    stop_nimg = nimg(ev[1]["checkpoint"])
-    assert 64 <= stop_nimg < total and stop_nimg % 8 == 0
+    assert [e["event"] for e in ev] == ["start", "requeued", "start", "stopped", "start", "completed"]
+    assert [ev[2]["attempt"], ev[4]["attempt"]] == [2, 3]
+    stops = [nimg(ev[1]["checkpoint"]), nimg(ev[3]["checkpoint"])]
+    assert 64 <= stops[0] < stops[1] < TOTAL and stops[0] % 8 == stops[1] % 8 == 0
     out = logs(run_dir, job)
-    assert f"resumed from {ev[1]['checkpoint']} at kimg {stop_nimg / 1000:.3f}" in out
-    assert nimg(newest(run_dir)) == total
+    for e, stop in zip((ev[1], ev[3]), stops):
+        assert f"resumed from {e['checkpoint']} at kimg {stop / 1000:.3f}" in out
+    assert nimg(newest(run_dir)) == TOTAL
 
-    # TensorBoard: one curve across both attempts, each tick logged once, ending at the total.
+    # TensorBoard: one curve across the three attempts, each tick logged once, ending at the total.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
     steps = [s.step for s in acc.Scalars("Progress/kimg")]
-    assert len(glob.glob(f"{run_dir}/events.out.tfevents.*")) == 2
-    assert steps == sorted(set(steps)) and steps[-1] == total and any(s > stop_nimg for s in steps)
+    assert len(glob.glob(f"{run_dir}/events.out.tfevents.*")) == 3
+    assert steps == sorted(set(steps)) and steps[-1] == TOTAL and any(s > stops[1] for s in steps)
 
     a, b = g_ema(newest(run_dir)), g_ema(newest(straight))
     assert all(torch.equal(a[k], b[k]) for k in a), "preempted run differs from the uninterrupted one"
@@ -210,7 +220,7 @@ def test_sbatch_template_trains_and_requeues_on_the_time_limit_signal(tmp_path):
     (what --signal=B:USR2@120 delivers) -> checkpoint, requeue, resume, finish."""
     run_dir = tmp_path / "run"
     cfg = tiny_config(run_dir, distributed={"strategy": "ddp"}, run={"dir": str(run_dir), "seed": 1, "num_threads": 1})
-    cfg["train"]["total_kimg"] = 1.0
+    cfg["train"]["total_kimg"] = TOTAL / 1000
     config = write_config(tmp_path / "run.yaml", cfg)
     out = tmp_path / "job.out"
     r = _slurm("sbatch", "--nodes=2", f"--output={out}", f"--export=ALL,PYTHON={sys.executable},NPROC_PER_NODE=1",
@@ -224,7 +234,7 @@ def test_sbatch_template_trains_and_requeues_on_the_time_limit_signal(tmp_path):
     stop = re.search(r"signal 15: checkpoint written to (\S+); exiting", text).group(1)
     assert "requeueing (requeue 1 of at most 10)" in text and "attempt 2:" in text
     assert f"resumed from {stop} at kimg" in text
-    assert nimg(newest(run_dir)) == 1000
+    assert nimg(newest(run_dir)) == TOTAL
 
 
 @pytest.mark.parametrize("args, message", [
