@@ -9,4 +9,6 @@ bash .ci/setup.sh
 .venv/bin/python -m pip install -q --disable-pip-version-check "coverage==7.18.0" "pytest-cov==7.1.0" 2>&1 \
   | sed '/^WARNING: Location .* is ignored/d'
 rm -f .coverage .coverage.*
+# Every CLI call a fresh interpreter (not a fork of the tests' CLI server), which coverage starts in.
+export BIGTRAIN_TEST_EXEC=1
 exec bash test.sh --cov=bigtrain --cov-config=.ci/coveragerc --cov-report=term "$@"

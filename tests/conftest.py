@@ -3,6 +3,7 @@ per pytest run and shared by every file (and every xdist worker) that reads them
 in which files start."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +14,9 @@ import pytest
 import yaml
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+# One OpenMP thread in every process the tests start (run_cli, torchrun and the rest say so too):
+# tiny models gain nothing from two, and two threads spin badly when the other core is busy.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def tiny_config(run_dir: str, **sections) -> dict:
@@ -60,14 +64,95 @@ def write_config(path, cfg: dict) -> str:
     return str(path)
 
 
-def run_cli(args: list[str], cwd=None, timeout: float = 600, env: dict | None = None,
-            **kwargs) -> subprocess.CompletedProcess:
-    """`python -m bigtrain ARGS` in a real process; env: variables to add to this one's."""
+def run_cli(args: list[str], cwd=None, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m bigtrain ARGS` in a real process, as a forked child of this worker's CLI server
+    (tests/cli_server.py: torch imported once); env: variables to add to this one's."""
     # One thread: tiny models gain nothing from two, and two OpenMP threads spin badly when the
     # other core is busy (bf16 convs on CPU slowed 100x that way).
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "bigtrain", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, **kwargs)
+    if os.environ.get("BIGTRAIN_TEST_EXEC") == "1":
+        return subprocess.run([sys.executable, "-m", "bigtrain", *args], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    return _cli_server().run(list(args), env, str(cwd or os.getcwd()), timeout)
+
+
+class _CliServer:
+    """The client side of tests/cli_server.py, started on a worker's first CLI call."""
+
+    def __init__(self):
+        import tempfile
+        self.folder = tempfile.mkdtemp(prefix="bigtrain-cli-")  # a short path: UNIX sockets allow ~100 bytes
+        self.path = os.path.join(self.folder, "socket")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        self.proc = subprocess.Popen([sys.executable, str(TESTS / "cli_server.py"), self.path], env=env,
+                                     stdout=subprocess.PIPE, text=True)
+        ready = self.proc.stdout.readline()
+        assert ready == "ready\n", f"the tests' CLI server did not start (exit code {self.proc.poll()})"
+
+    def run(self, args: list[str], env: dict, cwd: str, timeout: float) -> subprocess.CompletedProcess:
+        import selectors
+        import signal
+        import socket
+        import time
+        cmd = [sys.executable, "-m", "bigtrain", *args]
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        null = os.open(os.devnull, os.O_RDONLY)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(self.path)
+            call = json.dumps({"args": args, "env": env, "cwd": cwd}).encode()
+            socket.send_fds(conn, [call], [null, out_w, err_w])
+            for fd in (null, out_w, err_w):
+                os.close(fd)
+            reply = conn.makefile("r")
+            pid = int(reply.readline())
+            chunks = {out_r: [], err_r: []}
+            deadline = time.monotonic() + timeout
+            timed_out = False
+            with selectors.DefaultSelector() as sel:
+                for fd in chunks:
+                    sel.register(fd, selectors.EVENT_READ)
+                while sel.get_map() and not timed_out:
+                    ready = sel.select(max(deadline - time.monotonic(), 0))
+                    timed_out = not ready and time.monotonic() >= deadline
+                    for key, _ in ready:
+                        data = os.read(key.fd, 1 << 16)
+                        if data:
+                            chunks[key.fd].append(data)
+                        else:
+                            sel.unregister(key.fd)
+            for fd in chunks:
+                os.close(fd)
+            out, err = (b"".join(chunks[fd]) for fd in (out_r, err_r))
+            if timed_out:
+                os.kill(pid, signal.SIGKILL)
+                raise subprocess.TimeoutExpired(cmd, timeout, out, err)
+            code = int(reply.readline())
+        # As text=True reads them: universal newlines.
+        out, err = (b.decode().replace("\r\n", "\n").replace("\r", "\n") for b in (out, err))
+        return subprocess.CompletedProcess(cmd, code, out, err)
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_server: _CliServer | None = None
+
+
+def _cli_server() -> _CliServer:
+    global _server
+    if _server is None or _server.proc.poll() is not None:
+        _server = _CliServer()
+    return _server
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _stop_cli_server():
+    yield
+    if _server is not None:
+        _server.close()
 
 
 def free_port() -> int:
