@@ -87,8 +87,8 @@ def test_accumulation_rounds_equal_one_big_batch(tmp_path):
         assert _max_diff(cfgs["big"]["strategy"][net]["module"], cfgs["acc"]["strategy"][net]["module"]) < TOL
 
 
-def test_two_node_job_on_loopback_trains_and_checkpoints(tmp_path):
-    """launch/torchrun.sh run twice, as two nodes would."""
+def test_two_node_job_on_loopback_trains_checkpoints_and_resumes_at_world_size_one(tmp_path):
+    """launch/torchrun.sh run twice, as two nodes would; then the run resumed by one process."""
     cfg = tiny_config(tmp_path / "run", distributed={"strategy": "ddp"}, train={"batch_gpu": 4})
     path = write_config(tmp_path / "c.yaml", cfg)
     port = free_port()
@@ -103,6 +103,11 @@ def test_two_node_job_on_loopback_trains_and_checkpoints(tmp_path):
     assert "2 rank(s) x 4 x 1 round(s)" in outs[0]
     assert os.path.exists(tmp_path / "run" / "checkpoints" / "ckpt-000000000064.pt")
 
+    r = run_cli(["train", path, "train.total_kimg=0.096", "distributed.strategy=single", "train.batch_gpu=null"])
+    assert r.returncode == 0, r.stderr
+    assert "resumed from" in r.stdout and "1 rank(s) x 8 x 1 round(s)" in r.stdout
+    assert os.path.exists(tmp_path / "run" / "checkpoints" / "ckpt-000000000096.pt")
+
 
 def _children(pid: int) -> list[int]:
     out = []
@@ -114,7 +119,7 @@ def _children(pid: int) -> list[int]:
 
 def test_killed_rank_is_restarted_and_training_resumes(tmp_path):
     cfg = tiny_config(tmp_path / "run", distributed={"strategy": "ddp"},
-                      train={"batch_gpu": 4, "total_kimg": 0.4}, checkpoint={"interval_ticks": 1, "keep": 2})
+                      train={"batch_gpu": 4, "total_kimg": 0.2}, checkpoint={"interval_ticks": 1, "keep": 2})
     path = write_config(tmp_path / "c.yaml", cfg)
     # As launch/torchrun.sh does: restarts need the workers' store apart from the agent's.
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
@@ -130,19 +135,8 @@ def test_killed_rank_is_restarted_and_training_resumes(tmp_path):
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, out
     assert "resumed from" in out  # the restarted workers picked up the newest checkpoint
-    assert os.path.exists(ckdir / "ckpt-000000000400.pt")
-    assert torch.load(ckdir / "ckpt-000000000400.pt", weights_only=True)["progress"]["nimg"] == 400
-
-
-def test_resume_ddp_run_at_world_size_one(tmp_path):
-    cfg = tiny_config(tmp_path / "run", distributed={"strategy": "ddp"}, train={"batch_gpu": 4})
-    path = write_config(tmp_path / "c.yaml", cfg)
-    r = run_torchrun(2, ["train", path])
-    assert r.returncode == 0, r.stdout + r.stderr
-    r = run_cli(["train", path, "train.total_kimg=0.096", "distributed.strategy=single", "train.batch_gpu=null"])
-    assert r.returncode == 0, r.stderr
-    assert "resumed from" in r.stdout and "1 rank(s) x 8 x 1 round(s)" in r.stdout
-    assert os.path.exists(tmp_path / "run" / "checkpoints" / "ckpt-000000000096.pt")
+    assert os.path.exists(ckdir / "ckpt-000000000200.pt")
+    assert torch.load(ckdir / "ckpt-000000000200.pt", weights_only=True)["progress"]["nimg"] == 200
 
 
 def test_sigterm_to_one_rank_checkpoints_all_ranks_at_the_same_step(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import run_cli, run_torchrun, write_config
+from conftest import copy_run, run_cli, run_torchrun, write_config
 from test_ddp import TOL, _equiv_config, _final_state, _max_diff, equiv_one_rank
 
 pytestmark = pytest.mark.slow  # real torchrun processes and DeepSpeed engines: not in the fast tier
@@ -27,32 +27,45 @@ def baseline_unregularized(tmp_path_factory):
     return _final_state(d / "one")
 
 
-@pytest.mark.parametrize("stage", [0, 1, 2, 3])
-def test_zero_stage_two_ranks_of_4_equal_one_rank_of_8(tmp_path, baseline, baseline_unregularized, stage):
-    """ZeRO 0-2 with lazy R1 and path length; ZeRO-3 (which cannot take second-order
-    gradients, see test below) with both off."""
-    cfg = _equiv_config(tmp_path / "ds", batch_gpu=4)
+def _train_two_ranks(folder, stage):
+    """2 ranks x 4 under ZeRO-`stage` into folder/ds: (the run dir, the torchrun result)."""
+    cfg = _equiv_config(folder / "ds", batch_gpu=4)
     cfg["distributed"] = {"strategy": "deepspeed", "zero_stage": stage}
     if stage == 3:
         cfg["loss"].update(r1_gamma=0.0, pl_weight=0.0)
-        baseline = baseline_unregularized
-    r = run_torchrun(2, ["train", write_config(tmp_path / "ds.yaml", cfg)])
+    r = run_torchrun(2, ["train", write_config(folder / "ds.yaml", cfg)])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return folder / "ds", r
+
+
+@pytest.fixture(scope="module")
+def zero2(tmp_path_factory):
+    """The ZeRO-2 run, trained once: its comparison below and the resume test read it."""
+    return _train_two_ranks(tmp_path_factory.mktemp("zero2"), 2)
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_zero_stage_two_ranks_of_4_equal_one_rank_of_8(tmp_path, request, baseline, baseline_unregularized, stage):
+    """ZeRO 0-2 with lazy R1 and path length; ZeRO-3 (which cannot take second-order
+    gradients, see test below) with both off."""
+    run_dir, r = request.getfixturevalue("zero2") if stage == 2 else _train_two_ranks(tmp_path, stage)
+    if stage == 3:
+        baseline = baseline_unregularized
     assert "2 rank(s) x 4 x 1 round(s)" in r.stdout
     # DeepSpeed's shared-memory all-reduce op (inference only) is neither compiled nor loaded on CPU.
     assert "shm_comm" not in r.stdout + r.stderr
-    state = _final_state(tmp_path / "ds")
+    state = _final_state(run_dir)
     assert state["progress"]["nimg"] == 32 and state["strategy"]["G"]["zero_stage"] == stage
-    ds_dir = tmp_path / "ds" / "checkpoints" / "ckpt-000000000032.ds"
+    ds_dir = run_dir / "checkpoints" / "ckpt-000000000032.ds"
     assert (ds_dir / "G").is_dir() and (ds_dir / "D").is_dir()
     # The engines' weights, read back through a resumed single-step-free load: compare G_ema
     # (kept by bigtrain, updated from gathered weights under ZeRO-3) and the trained nets.
     assert _max_diff(baseline["nets"]["G_ema"], state["nets"]["G_ema"]) < TOL
-    weights = _engine_weights(tmp_path / "ds", stage)
+    weights = _engine_weights(run_dir, stage)
     for net in ("G", "D"):
         assert _max_diff(baseline["strategy"][net]["module"], weights[net]) < TOL, net
     if stage == 3:  # the most sharded checkpoint exports like any other (bigtrain keeps G_ema whole)
-        _export_matches_checkpoint(tmp_path / "ds", tmp_path / "export")
+        _export_matches_checkpoint(run_dir, tmp_path / "export")
 
 
 def _export_matches_checkpoint(run_dir, out):
@@ -79,12 +92,12 @@ def _engine_weights(run_dir, stage) -> dict:
     return {n: get_fp32_state_dict_from_zero_checkpoint(str(folder / n), tag="state") for n in ("G", "D")}
 
 
-def test_resume_same_world_and_clear_refusal_at_another(tmp_path):
+def test_resume_same_world_and_clear_refusal_at_another(tmp_path, zero2):
+    """The ZeRO-2 run above (a copy), resumed by 2 ranks, then refused by 1."""
+    copy_run(zero2[0], tmp_path / "run")
     cfg = _equiv_config(tmp_path / "run", batch_gpu=4)
     cfg["distributed"] = {"strategy": "deepspeed", "zero_stage": 2}
     path = write_config(tmp_path / "c.yaml", cfg)
-    r = run_torchrun(2, ["train", path])
-    assert r.returncode == 0, r.stderr[-3000:]
     r = run_torchrun(2, ["train", path, "train.total_kimg=0.048"])
     assert r.returncode == 0 and "resumed from" in r.stdout, r.stderr[-3000:]
     assert os.path.exists(tmp_path / "run" / "checkpoints" / "ckpt-000000000048.pt")
