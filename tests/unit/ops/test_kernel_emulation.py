@@ -23,12 +23,12 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[3]
 
 
-def _kernels_cli(cache: Path, sources: Path | None = None) -> subprocess.CompletedProcess:
+def _kernels_cli(cache: Path, sources: Path | None = None, build_only: bool = False) -> subprocess.CompletedProcess:
     env = dict(os.environ, BIGTRAIN_KERNEL_CACHE=str(cache), PYTHONPATH=str(REPO))
     if sources is not None:
         env["BIGTRAIN_KERNEL_SOURCES"] = str(sources)
-    return subprocess.run([sys.executable, "-m", "bigtrain", "kernels", "--check", "--emulate"], env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run([sys.executable, "-m", "bigtrain", "kernels", "--build-only" if build_only else "--check",
+                           "--emulate"], env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,9 @@ def test_kernel_sources_pass_the_parity_table_on_the_cpu_emulation(first_run):
     table = [line for line in r.stdout.splitlines() if line.startswith(("upfirdn2d ", "bias_act ", "modconv "))]
     assert len(table) == 270 and all(" yes " in line for line in table)
     # The second run finds the build in the cache.
-    r = _kernels_cli(cache)
+    r = _kernels_cli(cache, build_only=True)
     assert r.returncode == 0 and "loaded from the cache" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "compiled" not in r.stdout and "checks within their limits" not in r.stdout
 
 
 def _sabotage(src: Path, file: str, old: str, new: str) -> None:
@@ -169,3 +170,78 @@ def test_bench_kernels_cases_run_their_kernels_and_match_the_reference(first_run
         torch.testing.assert_close(out, fn("ref", *inputs), rtol=1e-4, atol=1e-4, msg=name)
         assert out.is_contiguous(memory_format=torch.channels_last) == ("NHWC" in name), name
         assert nbytes > 0
+
+
+BARRIER_PROGRAM = r"""
+#define BIGTRAIN_CPU_EMULATION
+#include "cpu_emulation.h"
+#include <cstdio>
+#include <vector>
+
+__global__ void block_sums(const float* x, float* out) {  // shared memory, one barrier
+  __shared__ float s[64];
+  s[threadIdx.x] = x[blockIdx.x * 64 + threadIdx.x];
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float v = 0.f;
+    for (int i = 0; i < 64; ++i) v += s[i];
+    out[blockIdx.x] = v;
+  }
+}
+
+__global__ void warp_sums(const float* x, float* out) {
+  float v = x[threadIdx.x];
+  for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffff, v, off);
+  if (threadIdx.x % 32 == 0) out[threadIdx.x / 32] = v;
+}
+
+__global__ void divergent(float* out) {  // half the block skips the barrier
+  if (threadIdx.x < 32) __syncthreads();
+  out[threadIdx.x] = 1.f;
+}
+
+__global__ void failing(float* out) {  // one thread fails a check before the barrier
+  BT_EMU_CHECK(threadIdx.x != 40);
+  __syncthreads();
+  out[threadIdx.x] = 1.f;
+}
+
+int main() {
+  std::vector<float> x(128), out(128);
+  for (int i = 0; i < 128; ++i) x[i] = float(i);
+  BT_LAUNCH_SYNC(block_sums, dim3(2), dim3(64), nullptr)(x.data(), out.data());
+  std::printf("block_sums %g %g\n", out[0], out[1]);
+  BT_LAUNCH_SYNC(warp_sums, dim3(1), dim3(64), nullptr)(x.data(), out.data());
+  std::printf("warp_sums %g %g\n", out[0], out[1]);
+  for (auto kernel : {divergent, failing}) {
+    try {
+      BT_LAUNCH_SYNC(kernel, dim3(1), dim3(64), nullptr)(out.data());
+      std::printf("no error\n");
+    } catch (const std::exception& e) {
+      std::printf("error: %s\n", e.what());
+    }
+  }
+  BT_LAUNCH_SYNC(block_sums, dim3(2), dim3(64), nullptr)(x.data(), out.data());
+  std::printf("block_sums again %g %g\n", out[0], out[1]);
+}
+"""
+
+
+def test_emulated_barriers_shuffles_deadlocks_and_failures(tmp_path):
+    """cpu_emulation.h's synchronising launches on their own, in a small C++ program: a
+    shared-memory block sum and warp shuffles give the sums; a __syncthreads that half the block
+    skips is reported as a deadlock (it used to hang), a failed check in one thread ends the launch
+    with that check's message, and a launch after both works."""
+    (tmp_path / "barriers.cpp").write_text(BARRIER_PROGRAM)
+    torch_dir = Path(torch.__file__).parent
+    build = subprocess.run(["c++", "-std=c++20", "-O1", f"-I{REPO / 'kernels'}", "-isystem", str(torch_dir / "include"),
+                            "barriers.cpp", f"-L{torch_dir / 'lib'}", "-lc10", f"-Wl,-rpath,{torch_dir / 'lib'}",
+                            "-o", "barriers"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-3000:]
+    r = subprocess.run([str(tmp_path / "barriers")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [line for line in r.stdout.splitlines() if line.startswith(("block_sums", "warp_sums", "error", "no error"))]
+    assert lines[:2] == ["block_sums 2016 6112", "warp_sums 496 1520"]
+    assert lines[2].startswith("error: emulation: deadlock: the block's threads wait at different barriers")
+    assert lines[3] == "error: emulation: index check failed: threadIdx.x != 40"
+    assert lines[4] == "block_sums again 2016 6112"
