@@ -7,6 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash .ci/setup.sh
-cores=$(nproc)
+cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc would report OMP_NUM_THREADS if set
 workers=${BIGTRAIN_TEST_WORKERS:-$(( cores < 6 ? cores : 6 ))}
 exec .venv/bin/python -m pytest -n "$workers" --dist loadfile --no-loadscope-reorder "$@"

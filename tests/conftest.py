@@ -100,12 +100,16 @@ class _CliServer:
         null = os.open(os.devnull, os.O_RDONLY)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.connect(self.path)
-            call = json.dumps({"args": args, "env": env, "cwd": cwd}).encode()
-            socket.send_fds(conn, [call], [null, out_w, err_w])
+            call = json.dumps({"args": args, "env": env, "cwd": cwd}).encode() + b"\n"
+            sent = socket.send_fds(conn, [call], [null, out_w, err_w])
+            conn.sendall(call[sent:])
             for fd in (null, out_w, err_w):
                 os.close(fd)
             reply = conn.makefile("r")
-            pid = int(reply.readline())
+            line = reply.readline()
+            if not line:
+                raise RuntimeError(f"the tests' CLI server did not answer (exit code {self.proc.poll()})")
+            pid = int(line)
             chunks = {out_r: [], err_r: []}
             deadline = time.monotonic() + timeout
             timed_out = False

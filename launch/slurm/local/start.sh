@@ -15,7 +15,7 @@
 #   SLURM_NUM_NODES    number of emulated nodes; >1 runs several slurmd on this machine,
 #                      one port each, named ${SLURM_NODE_PREFIX:-node}1..N  (default 1:
 #                      a single node named after `hostname -s`)
-#   SLURM_NODE_CPUS    CPUs advertised per node                   (default nproc)
+#   SLURM_NODE_CPUS    CPUs advertised per node      (default nproc, whatever OMP_NUM_THREADS says)
 #   SLURM_NODE_MEM_MB  RealMemory advertised per node             (default 90% of RAM)
 #   SLURM_LINK_ETC     1: symlink /etc/slurm/slurm.conf to our config when absent, so
 #                      clients work without SLURM_CONF            (default 1)
@@ -78,7 +78,8 @@ for n in "${NODES[@]}"; do mkdir -p "$D/spool/d/$n"; done   # SlurmdSpoolDir=...
 chmod 0755 "$D" "$D/run"   # munged refuses a socket directory writable by others
 chmod 0700 "$D/munge"
 
-CPUS=${SLURM_NODE_CPUS:-$(nproc)}
+# nproc without OMP_NUM_THREADS, which it would otherwise report (a shell with OMP_NUM_THREADS=1 got 1-CPU nodes)
+CPUS=${SLURM_NODE_CPUS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}
 MEM_MB=${SLURM_NODE_MEM_MB:-$(( $(awk '/^MemTotal:/{print $2}' /proc/meminfo) * 9 / 10 / 1024 ))}
 
 # ------------------------------------------------------------------ slurm.conf
