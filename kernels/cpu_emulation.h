@@ -140,6 +140,9 @@ inline void run_fibers(dim3 block, const std::function<void()>& body) {
   const unsigned n = block.x * block.y * block.z;
   Block state(n, body);
   current_block = &state;
+  struct Reset {
+    ~Reset() { current_block = nullptr; }
+  } reset;  // however this returns: a later plain launch must not see this block
   unsigned finished = 0;
   while (finished < n) {
     bool ran = false;
@@ -171,7 +174,6 @@ inline void run_fibers(dim3 block, const std::function<void()>& body) {
           "emulation: deadlock: the block's threads wait at different barriers (a __syncthreads or "
           "__shfl_down_sync that some threads of the block or warp do not reach)"));
   }
-  current_block = nullptr;
   if (state.error) std::rethrow_exception(state.error);
 }
 
