@@ -23,7 +23,7 @@ import socket
 import sys
 
 
-def _serve(path: str) -> list | None:
+def _serve(path: str) -> dict | None:
     """Accept calls until the client side goes away; in a forked child, return its call."""
     parent = os.getppid()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
