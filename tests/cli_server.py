@@ -1,24 +1,31 @@
-"""The tests' `python -m bigtrain` without the interpreter's start-up: a per-worker server that has
-imported torch once (about 2.5 s per process for torch and 2 s more for torch._dynamo on a 2-core
-machine; in one whole-suite run `import torch` was 643 s of the 2244 s that bigtrain processes
-ran) and forks one child per CLI call. The child sets the call's working folder,
+"""The tests' `python -m bigtrain` without the interpreter's start-up: a per-worker server that
+has imported torch once (about 2.5 s per process for torch and 2 s more for torch._dynamo on a
+2-core machine; in one whole-suite run `import torch` was 643 s of the 2244 s that bigtrain
+processes ran) and forks one child per CLI call. The child sets the call's working folder,
 environment, argv and standard streams, then runs bigtrain's __main__ exactly as `python -m` does,
 and exits through the interpreter's normal shutdown (atexit handlers, flushes). Only torch, numpy
 and the standard library are imported before the fork, never bigtrain, so everything bigtrain
 reads at import time is read in the child.
 
-What a user's fresh process does that this does not: its own interpreter start and `import
-torch`. The tests that send signals, start torchrun or Slurm jobs, or build kernels start real
-interpreters (tests/conftest.py). BIGTRAIN_TEST_EXEC=1 makes every CLI call a fresh interpreter.
+The same server forks the processes of a torchrun: the torchrun agent itself (run_torchrun) and
+its workers, each of which torchrun starts as tests/rank_client.py, a standard-library script that
+hands its arguments, environment and streams over and stands in for the forked rank.
 
-Protocol (one UNIX socket per server, one call at a time): the client sends one JSON line
-{"args", "env", "cwd"}, the child's stdin, stdout and stderr as SCM_RIGHTS file descriptors with
-its first bytes; the server answers with the child's pid, then with its exit code (negative: killed
-by a signal)."""
+What a user's fresh process does that this does not: its own interpreter start and `import
+torch`. The tests that send signals to ranks, start Slurm jobs, or build kernels start real
+interpreters (tests/conftest.py). BIGTRAIN_TEST_EXEC=1 makes every CLI call and every torchrun
+worker a fresh interpreter.
+
+Protocol (one UNIX socket per server; calls may overlap): the client sends one JSON line
+{"args", "env", "cwd", "module"}, the child's stdin, stdout and stderr as SCM_RIGHTS file
+descriptors with its first bytes; a waiter forked for the call answers with the child's pid, then
+with its exit code (negative: killed by a signal). A client that closes its end first has its
+child killed."""
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 
@@ -28,10 +35,11 @@ def _serve(path: str) -> dict | None:
     parent = os.getppid()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
-    server.listen(4)
+    server.listen(16)
     server.settimeout(2.0)
     print("ready", flush=True)
     while True:
+        _reap()
         try:
             conn, _ = server.accept()
         except socket.timeout:
@@ -46,24 +54,56 @@ def _serve(path: str) -> dict | None:
                 raise ConnectionError("the tests' CLI client closed the connection mid-call")
             msg += more
         call = json.loads(msg.decode())
-        pid = os.fork()
-        if pid == 0:
+        # A waiter per call, so that calls may overlap (the ranks of one torchrun): it forks the
+        # call's process and reports on it while this loop takes the next call.
+        if os.fork() == 0:
             server.close()
-            conn.close()
-            for target, fd in enumerate(fds):
-                os.dup2(fd, target)
+            pid = os.fork()
+            if pid == 0:
+                conn.close()
+                for target, fd in enumerate(fds):
+                    os.dup2(fd, target)
+                    os.close(fd)
+                return call
+            for fd in fds:
                 os.close(fd)
-            return call
+            _wait(conn, pid)
+            os._exit(0)
         for fd in fds:
             os.close(fd)
+        conn.close()
+
+
+def _reap() -> None:
+    """Collect the waiters that have finished."""
+    while True:
         try:
-            conn.sendall(f"{pid}\n".encode())
-            _, status = os.waitpid(pid, 0)
-            conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
-        except OSError:
-            pass  # the client gave up (a timeout kill): nothing to report
-        finally:
-            conn.close()
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _wait(conn: socket.socket, pid: int) -> None:
+    """Send the child's pid, then its exit code; if the client goes first (a timeout, or a rank
+    client killed with SIGKILL), kill the child: nothing is left running that nobody waits for."""
+    import select
+    try:
+        conn.sendall(f"{pid}\n".encode())
+        poller = select.poll()
+        poller.register(conn, select.POLLIN | select.POLLHUP)
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+                return
+            if poller.poll(50) and not conn.recv(1):
+                break
+    except OSError:
+        pass
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
 
 
 def main() -> None:
@@ -77,11 +117,11 @@ def main() -> None:
     os.chdir(call["cwd"])
     os.environ.clear()
     os.environ.update(call["env"])
-    # As `python -m bigtrain` from that folder: argv[0] the module's file, the folder first on the path.
+    # As `python -m MODULE` from that folder: argv[0] the module's file, the folder first on the path.
     import runpy
     sys.argv = ["-m", *call["args"]]
     sys.path[0] = os.getcwd()
-    runpy.run_module("bigtrain", run_name="__main__", alter_sys=True)
+    runpy.run_module(call.get("module", "bigtrain"), run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

@@ -89,18 +89,20 @@ class _CliServer:
         ready = self.proc.stdout.readline()
         assert ready == "ready\n", f"the tests' CLI server did not start (exit code {self.proc.poll()})"
 
-    def run(self, args: list[str], env: dict, cwd: str, timeout: float) -> subprocess.CompletedProcess:
+    def run(self, args: list[str], env: dict, cwd: str, timeout: float,
+            module: str = "bigtrain") -> subprocess.CompletedProcess:
+        """`python -m MODULE ARGS`, forked by the server."""
         import selectors
         import signal
         import socket
         import time
-        cmd = [sys.executable, "-m", "bigtrain", *args]
+        cmd = [sys.executable, "-m", module, *args]
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         null = os.open(os.devnull, os.O_RDONLY)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.connect(self.path)
-            call = json.dumps({"args": args, "env": env, "cwd": cwd}).encode() + b"\n"
+            call = json.dumps({"args": args, "env": env, "cwd": cwd, "module": module}).encode() + b"\n"
             sent = socket.send_fds(conn, [call], [null, out_w, err_w])
             conn.sendall(call[sent:])
             for fd in (null, out_w, err_w):
@@ -167,18 +169,27 @@ def free_port() -> int:
 
 
 def torchrun_cmd(nproc: int, args: list[str], nnodes: int = 1, node_rank: int = 0, port: int | None = None,
-                 max_restarts: int = 0) -> list[str]:
-    """A real torchrun of `python -m bigtrain ARGS` (standalone rendezvous unless a port is given)."""
+                 max_restarts: int = 0, fork: bool = True) -> list[str]:
+    """A real torchrun of `python -m bigtrain ARGS` (standalone rendezvous unless a port is given).
+    Its workers are forked by this worker's CLI server (tests/rank_client.py stands in for each
+    before torchrun) unless fork=False or BIGTRAIN_TEST_EXEC=1: then each is a fresh interpreter."""
     rdzv = (["--standalone"] if port is None else
             ["--nnodes", str(nnodes), "--node_rank", str(node_rank), "--master_addr", "127.0.0.1",
              "--master_port", str(port)])
+    worker = (["-m", "bigtrain"] if not fork or os.environ.get("BIGTRAIN_TEST_EXEC") == "1" else
+              [str(TESTS / "rank_client.py"), _cli_server().path])
     return [sys.executable, "-m", "torch.distributed.run", *rdzv, "--nproc_per_node", str(nproc),
-            "--max_restarts", str(max_restarts), "-m", "bigtrain", *args]
+            "--max_restarts", str(max_restarts), *worker, *args]
 
 
 def run_torchrun(nproc: int, args: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    """torchrun_cmd's command run to its end; the torchrun process itself is forked by the CLI
+    server too (with its workers forked, only the small rank clients start interpreters)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    return subprocess.run(torchrun_cmd(nproc, args, **kw), env=env, capture_output=True, text=True, timeout=timeout)
+    cmd = torchrun_cmd(nproc, args, **kw)
+    if os.environ.get("BIGTRAIN_TEST_EXEC") == "1" or kw.get("fork") is False:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    return _cli_server().run(cmd[3:], env, os.getcwd(), timeout, module="torch.distributed.run")
 
 
 @pytest.fixture

@@ -123,8 +123,9 @@ def test_killed_rank_is_restarted_and_training_resumes(tmp_path):
     path = write_config(tmp_path / "c.yaml", cfg)
     # As launch/torchrun.sh does: restarts need the workers' store apart from the agent's.
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
-    proc = subprocess.Popen(torchrun_cmd(2, ["train", path], max_restarts=1), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    # Real worker interpreters (fork=False): the signals here go to the rank processes themselves.
+    proc = subprocess.Popen(torchrun_cmd(2, ["train", path], max_restarts=1, fork=False), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckdir = tmp_path / "run" / "checkpoints"
     deadline = time.time() + 240
     while time.time() < deadline and not (ckdir.exists() and any(n.endswith(".pt") for n in os.listdir(ckdir))):
@@ -144,7 +145,7 @@ def test_sigterm_to_one_rank_checkpoints_all_ranks_at_the_same_step(tmp_path):
                       train={"batch_gpu": 4, "total_kimg": 2.0}, checkpoint={"interval_ticks": 1000, "keep": 2})
     path = write_config(tmp_path / "c.yaml", cfg)
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(torchrun_cmd(2, ["train", path]), env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(torchrun_cmd(2, ["train", path], fork=False), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not os.path.exists(tmp_path / "run" / "stats.jsonl"):
