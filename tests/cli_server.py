@@ -23,6 +23,7 @@ with its exit code (negative: killed by a signal). A client that closes its end 
 child killed."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -65,10 +66,12 @@ def _serve(path: str) -> dict | None:
                     os.dup2(fd, target)
                     os.close(fd)
                 return call
-            for fd in fds:
-                os.close(fd)
-            _wait(conn, pid)
-            os._exit(0)
+            try:
+                for fd in fds:
+                    os.close(fd)
+                _wait(conn, pid)
+            finally:
+                os._exit(0)
         for fd in fds:
             os.close(fd)
         conn.close()
@@ -96,12 +99,13 @@ def _wait(conn: socket.socket, pid: int) -> None:
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
-                conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+                with contextlib.suppress(OSError):  # a client gone by now has nothing to hear
+                    conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
                 return
             if poller.poll(50) and not conn.recv(1):
                 break
     except OSError:
-        pass
+        pass  # the client is gone
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
 
