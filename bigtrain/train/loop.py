@@ -409,7 +409,17 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def run(self) -> str | None:
-        """Train to total_kimg; returns the final checkpoint path (rank 0)."""
+        """Train to total_kimg; returns the final checkpoint path (rank 0). A stop signal from here
+        on (SIGINT, SIGTERM, SIGUSR2), even one during the run's first writes and sample grid,
+        ends the run after the next step with a checkpoint."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        try:
+            return self._run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run(self) -> str | None:
         cfg, p = self.cfg, self.progress
         total_nimg = int(cfg.train.total_kimg * 1000)
         tick_nimg = int(cfg.log.tick_kimg * 1000)
@@ -432,7 +442,6 @@ class Trainer:
             real = self.data.preview(cfg.log.grid_size).float() / 127.5 - 1
             obs.image("Samples/reals", image_grid(real), 0, os.path.join(self.run_dir, "reals.png"))
             self._samples(obs)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         stats = TickStats()
         tick_start, tick_start_nimg, t0 = time.time(), p.tick_start_nimg, time.time()
         timed_from_nimg = p.nimg  # a tick's rates count this process's images only (not those before a resume)
@@ -499,8 +508,6 @@ class Trainer:
                 tick_start, tick_start_nimg = time.time(), p.nimg
                 timed_from_nimg = p.nimg
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             obs.close()
             self.data.close()
         return last_ckpt
