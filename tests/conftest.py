@@ -3,7 +3,6 @@ per pytest run and shared by every file (and every xdist worker) that reads them
 in which files start."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -70,7 +69,7 @@ def run_cli(args: list[str], cwd=None, timeout: float = 600, env: dict | None = 
     # One thread: tiny models gain nothing from two, and two OpenMP threads spin badly when the
     # other core is busy (bf16 convs on CPU slowed 100x that way).
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **(env or {}))
-    if os.environ.get("BIGTRAIN_TEST_EXEC") == "1":
+    if not _forked():
         return subprocess.run([sys.executable, "-m", "bigtrain", *args], cwd=cwd, env=env, capture_output=True,
                               text=True, timeout=timeout)
     return _cli_server().run(list(args), env, str(cwd or os.getcwd()), timeout)
@@ -94,24 +93,20 @@ class _CliServer:
         """`python -m MODULE ARGS`, forked by the server."""
         import selectors
         import signal
-        import socket
         import time
+
+        from rank_client import send_call
         cmd = [sys.executable, "-m", module, *args]
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         null = os.open(os.devnull, os.O_RDONLY)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.connect(self.path)
-            call = json.dumps({"args": args, "env": env, "cwd": cwd, "module": module}).encode() + b"\n"
-            sent = socket.send_fds(conn, [call], [null, out_w, err_w])
-            conn.sendall(call[sent:])
+        conn, reply, pid = send_call(self.path, {"args": args, "env": env, "cwd": cwd, "module": module},
+                                     [null, out_w, err_w])
+        with conn:
             for fd in (null, out_w, err_w):
                 os.close(fd)
-            reply = conn.makefile("r")
-            line = reply.readline()
-            if not line:
+            if pid is None:
                 raise RuntimeError(f"the tests' CLI server did not answer (exit code {self.proc.poll()})")
-            pid = int(line)
             chunks = {out_r: [], err_r: []}
             deadline = time.monotonic() + timeout
             timed_out = False
@@ -168,6 +163,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _forked(fork: bool = True) -> bool:
+    """Whether a test's process is forked by the CLI server (not with BIGTRAIN_TEST_EXEC=1)."""
+    return fork and os.environ.get("BIGTRAIN_TEST_EXEC") != "1"
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
 def torchrun_cmd(nproc: int, args: list[str], nnodes: int = 1, node_rank: int = 0, port: int | None = None,
                  max_restarts: int = 0, fork: bool = True) -> list[str]:
     """A real torchrun of `python -m bigtrain ARGS` (standalone rendezvous unless a port is given).
@@ -176,20 +179,19 @@ def torchrun_cmd(nproc: int, args: list[str], nnodes: int = 1, node_rank: int = 
     rdzv = (["--standalone"] if port is None else
             ["--nnodes", str(nnodes), "--node_rank", str(node_rank), "--master_addr", "127.0.0.1",
              "--master_port", str(port)])
-    worker = (["-m", "bigtrain"] if not fork or os.environ.get("BIGTRAIN_TEST_EXEC") == "1" else
-              [str(TESTS / "rank_client.py"), _cli_server().path])
-    return [sys.executable, "-m", "torch.distributed.run", *rdzv, "--nproc_per_node", str(nproc),
-            "--max_restarts", str(max_restarts), *worker, *args]
+    worker = [str(TESTS / "rank_client.py"), _cli_server().path] if _forked(fork) else ["-m", "bigtrain"]
+    return [*TORCHRUN, *rdzv, "--nproc_per_node", str(nproc), "--max_restarts", str(max_restarts), *worker, *args]
 
 
-def run_torchrun(nproc: int, args: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+def run_torchrun(nproc: int, args: list[str], timeout: float = 600, fork: bool = True,
+                 **kw) -> subprocess.CompletedProcess:
     """torchrun_cmd's command run to its end; the torchrun process itself is forked by the CLI
     server too (with its workers forked, only the small rank clients start interpreters)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    cmd = torchrun_cmd(nproc, args, **kw)
-    if os.environ.get("BIGTRAIN_TEST_EXEC") == "1" or kw.get("fork") is False:
+    cmd = torchrun_cmd(nproc, args, fork=fork, **kw)
+    if not _forked(fork):
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    return _cli_server().run(cmd[3:], env, os.getcwd(), timeout, module="torch.distributed.run")
+    return _cli_server().run(cmd[len(TORCHRUN):], env, os.getcwd(), timeout, module="torch.distributed.run")
 
 
 @pytest.fixture

@@ -17,20 +17,28 @@ import sys
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
+def send_call(path: str, call: dict, fds: list[int]):
+    """The client side of tests/cli_server.py's protocol (tests/conftest.py's run_cli uses it too):
+    send CALL with the child's stdin, stdout and stderr FDS to the server at PATH. Returns the
+    connection, its reply stream (the exit code comes next on it) and the child's pid, or None if
+    the server did not answer."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    data = json.dumps(call).encode() + b"\n"
+    sent = socket.send_fds(conn, [data], fds)
+    conn.sendall(data[sent:])
+    reply = conn.makefile("r")
+    line = reply.readline()
+    return conn, reply, int(line) if line else None
+
+
 def main() -> None:
     path, args = sys.argv[1], sys.argv[2:]
     # A signal that comes before the rank exists waits for it.
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.connect(path)
-    call = json.dumps({"args": args, "env": dict(os.environ), "cwd": os.getcwd()}).encode() + b"\n"
-    sent = socket.send_fds(conn, [call], [0, 1, 2])
-    conn.sendall(call[sent:])
-    reply = conn.makefile("r")
-    line = reply.readline()
-    if not line:
+    _, reply, pid = send_call(path, {"args": args, "env": dict(os.environ), "cwd": os.getcwd()}, [0, 1, 2])
+    if pid is None:
         sys.exit("rank_client: the tests' CLI server did not answer")
-    pid = int(line)
 
     def forward(sig, _frame):
         try:
