@@ -112,6 +112,19 @@ def g_ema(path: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)["nets"]["G_ema"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def limit_job(cluster, tmp_path_factory):
+    """The time-limit test's job, submitted before the module's first test: Slurm signals it
+    30-60 s after it starts (its checks run every 30 s), and that wait overlaps the tests before
+    it. One task, --time 2, --signal-delay 60, --max-requeues 0: it trains until the signal (its
+    speed does not matter), and ranks stopping together is the preemption tests' business. The
+    job takes 1 of node1's or node2's 2 CPUs, so the 2-task jobs still fit on the other node."""
+    run_dir, job = submit(tmp_path_factory.mktemp("limit"), "run", "--gpus-per-node", "0", "--tasks-per-node", "1",
+                          "--time", "2", "--signal-delay", "60", "--max-requeues", "0", total_kimg=100)
+    yield run_dir, job
+    _slurm("scancel", job, check=False)  # a run of a few of these tests may end before it does
+
+
 def test_submit_one_node_two_tasks_trains_to_completion(tmp_path):
     run_dir, job = submit(tmp_path, "run", *CPU, "--tasks-per-node", "2")
     # The run dir is taken while the job is queued or running.
@@ -120,8 +133,8 @@ def test_submit_one_node_two_tasks_trains_to_completion(tmp_path):
 
     assert wait_for_job(job) == "COMPLETED", logs(run_dir, job)
     assert os.path.exists(run_dir / "checkpoints" / "ckpt-000000000128.pt")
-    out = logs(run_dir, job)
-    assert "2 rank(s) on node1" in out and "batch 8 = 2 rank(s) x 4" in out
+    out = logs(run_dir, job)  # on whichever node limit_job left free
+    assert re.search(r"2 rank\(s\) on node[12]\b", out) and "batch 8 = 2 rank(s) x 4" in out
     assert [e["event"] for e in events(run_dir)] == ["start", "completed"]
     status = run_cli(["submit", "--status", str(run_dir)])
     assert status.returncode == 0, status.stderr
@@ -199,13 +212,10 @@ def test_two_nodes_two_tasks_each_train_with_four_ranks(tmp_path):
     assert len(glob.glob(f"{run_dir}/slurm/{job}_[0-3]_log.out")) == 4
 
 
-def test_time_limit_signal_requeues_until_the_limit(tmp_path):
+def test_time_limit_signal_requeues_until_the_limit(limit_job):
     """A real time limit: Slurm sends SIGUSR2 --signal-delay seconds before it. With
-    --max-requeues 0 the job checkpoints, refuses to requeue, and says why. One task: the job
-    trains until the signal (about a minute), and ranks stopping together is the preemption
-    tests' business."""
-    run_dir, job = submit(tmp_path, "run", "--gpus-per-node", "0", "--tasks-per-node", "1", "--time", "2",
-                          "--signal-delay", "60", "--max-requeues", "0", total_kimg=100)
+    --max-requeues 0 the job checkpoints, refuses to requeue, and says why (the job: limit_job)."""
+    run_dir, job = limit_job
     assert wait_for_job(job, timeout=300) == "FAILED"
     ev = events(run_dir)
     assert [e["event"] for e in ev] == ["start", "limit"] and ev[1]["signal"] == 12
