@@ -7,6 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash .ci/setup.sh
+# The venvs hold no bytecode (pip's --no-compile in .ci/setup.sh and kernels/compile_check.sh): the
+# suite's first import of each module writes it, even where PYTHONDONTWRITEBYTECODE is set, so that
+# no later interpreter compiles torch's modules again (about 1.7 s each).
+unset PYTHONDONTWRITEBYTECODE
 cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc would report OMP_NUM_THREADS if set
 workers=${BIGTRAIN_TEST_WORKERS:-$(( cores < 6 ? cores : 6 ))}
 exec .venv/bin/python -m pytest -n "$workers" --dist loadfile --no-loadscope-reorder "$@"

@@ -18,7 +18,7 @@ if [ ! -x .venv-cuda/bin/python ]; then
 fi
 if ! .venv-cuda/bin/python -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then
   echo "compile_check: installing torch==${TORCH_CUDA_VERSION:-2.14.1} (CUDA build) into .venv-cuda"
-  .venv-cuda/bin/python -m pip install -q --disable-pip-version-check "torch==${TORCH_CUDA_VERSION:-2.14.1}" \
+  .venv-cuda/bin/python -m pip install -q --disable-pip-version-check --no-compile "torch==${TORCH_CUDA_VERSION:-2.14.1}" \
     ninja numpy pyyaml 2>&1 | sed '/^WARNING: Location .* is ignored/d'
 fi
 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" exec .venv-cuda/bin/python -m bigtrain kernels --build-only \
