@@ -290,7 +290,9 @@ def capture_rng() -> dict:
     py_state = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # The generator of this process's own GPU (the rank's, torch.cuda.set_device) only: a resume
+        # may see fewer GPUs (srun binding one per task, smaller nodes) or its GPU at another index.
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
         "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
                   "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
         "python": [py_state[0], list(py_state[1]), py_state[2]],
@@ -299,8 +301,12 @@ def capture_rng() -> dict:
 
 def restore_rng(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available():
+        # Onto this process's GPU. Older checkpoints hold a state for each GPU the saving process
+        # saw, its own at the index of its device: the same index here, where there is one.
+        i = torch.cuda.current_device()
+        torch.cuda.set_rng_state(cuda[i] if i < len(cuda) else cuda[0])
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     v, keys, gauss = state["python"]

@@ -641,13 +641,18 @@ class Trainer:
             # The optimizer state carries the old run's lr/betas; the config being resumed wins.
             for group in w.optimizer.param_groups:
                 group.update(self._hparams(net))
-                if group["fused"]:
-                    # A checkpoint from a non-fused optimizer (older bigtrain, a CPU run) keeps its
-                    # step counts on the host; fused Adam reads them on the parameters' device.
-                    for p in group["params"]:
-                        st = w.optimizer.state.get(p, {})
-                        if isinstance(st.get("step"), torch.Tensor):
-                            st["step"] = st["step"].to(p.device, torch.float32)
+                for p in group["params"]:
+                    st = w.optimizer.state.get(p, {})
+                    for k, v in st.items():
+                        # Adam's moments in the parameter's memory layout: load_state_dict keeps the
+                        # checkpoint's, which differs after a change of train.channels_last, and fused
+                        # Adam on a GPU refuses moments laid out unlike their parameter.
+                        if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                            st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+                    if group["fused"] and isinstance(st.get("step"), torch.Tensor):
+                        # A checkpoint from a non-fused optimizer (older bigtrain, a CPU run) keeps its
+                        # step counts on the host; fused Adam reads them on the parameters' device.
+                        st["step"] = st["step"].to(p.device, torch.float32)
         # The states their owners read (the schema checks only their outer type): one that does not
         # load is an error naming the checkpoint, not a traceback.
         try:

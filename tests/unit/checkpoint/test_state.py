@@ -100,6 +100,33 @@ def test_rng_state_round_trip():
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
 
 
+def test_cuda_rng_is_this_process_gpus_and_resumes_where_fewer_gpus_are_seen(monkeypatch):
+    """The CUDA generator saved is the rank's own GPU's, restored onto the resuming process's GPU,
+    also where that process sees fewer GPUs than the saving one did (srun binding one per task):
+    torch's set_rng_state_all raised IndexError there. No GPU here, so torch.cuda's generator calls
+    are stood in for by a dict of per-device states."""
+    gens = {i: torch.tensor([i], dtype=torch.uint8) for i in range(8)}  # the saving process: 8 GPUs
+    current = [3]  # rank 3, on cuda:3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current[0])
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": gens[current[0]].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": gens.update({current[0]: state}))
+
+    state = capture_rng()
+    assert [int(t) for t in state["cuda"]] == [3]  # rank 3's GPU only
+    gens.clear()
+    current[0] = 0  # resumed in a process that sees one GPU, at index 0
+    restore_rng(state)
+    assert {k: int(v) for k, v in gens.items()} == {0: 3}
+    # A checkpoint of an older bigtrain: the states of every GPU the saving process saw.
+    old = dict(state, cuda=[torch.tensor([10 + i], dtype=torch.uint8) for i in range(8)])
+    restore_rng(old)
+    assert int(gens[0]) == 10
+    current[0] = 3  # the saving setup again: its own GPU's state
+    restore_rng(old)
+    assert int(gens[3]) == 13
+
+
 def _flip_a_byte_inside_the_largest_tensor(path) -> None:
     """Flip one bit in the middle of the largest tensor's stored bytes (torch's zip stores them
     uncompressed, and torch.load does not check the zip's CRCs)."""
