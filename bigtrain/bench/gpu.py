@@ -50,6 +50,9 @@ ELASTIC = "train"
 # A training row starts only with time for its first iteration and two more left: estimated from the
 # last row with the same ops; else these (the reference's first iteration took 40 s on the H200).
 MIN_ROW_S = {True: 15, False: 45}
+# The profile starts only with this long left (it took 51 s of its 45 on the H200: a trainer's build,
+# warm-up and the parse of the trace run to their end whatever the deadline); else it is skipped.
+MIN_PROFILE_S = 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +152,8 @@ class Context:
     report: dict
     profile_row: str = "bf16-kernels"
     deadline: float = math.inf  # of the running section, time.perf_counter()
+    # Why the kernels must not run in this process (their parity table crashed its own), else None.
+    kernels_unsafe: str | None = None
 
     def save(self) -> None:
         write_report(self.report, self.out)
@@ -299,19 +304,58 @@ def section_kernels(ctx: Context, rec: dict) -> None:
                                "error": str(e)})
             print0(f"kernels: {name} {builds[-1]['how']} in {builds[-1]['seconds']:.1f} s"
                    + (f": {_first_lines(builds[-1]['error'])}" if "error" in builds[-1] else ""))
-        rows = check("cuda", kernels=set(built)) if built else []
+        rows = _check_in_child(ctx, rec, built) if built else []
     failed = [r for r in rows if not r.ok]
     rec.update(builds=builds, checks=len(rows), passed=len(rows) - len(failed),
                failing=[{**dataclasses.asdict(r), "ok": False} for r in failed],
                all_passed=bool(rows) and not failed and all("error" not in b for b in builds))
+    if ctx.kernels_unsafe:
+        rec.update(status="error", error=ctx.kernels_unsafe)
     (ctx.out / "kernels-check.txt").write_text(format_rows(rows) + f"\n{len(rows) - len(failed)} of {len(rows)} "
                                                "checks within their limits\n")
     rec["table_file"] = "kernels-check.txt"
 
 
+# The parity table of the built kernels on the GPU, run by a child process: JSON rows to argv[1].
+_CHECK_CHILD = ("import dataclasses, json, sys; from bigtrain.ops.kernel_check import check; "
+                "rows = check('cuda', kernels=set(sys.argv[2:])); "
+                "json.dump([dataclasses.asdict(r) for r in rows], open(sys.argv[1], 'w'))")
+
+
+def _check_in_child(ctx: Context, rec: dict, built: list[str]) -> list:
+    """The parity table of ``built`` on the GPU, in a child process. The table is the first run of
+    the kernels on this GPU: a fault there (an illegal address) leaves the process's CUDA context
+    unusable, which in this process would fail every section and row after it. If the child dies,
+    ctx.kernels_unsafe says why: the kernel rows, bench-kernels and a kernels profile are skipped,
+    and the reference rows still run."""
+    from bigtrain.ops.kernel_check import Row as CheckRow
+    path = ctx.out / "kernels-check.json"
+    path.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-c", _CHECK_CHILD, str(path), *built], capture_output=True,
+                              text=True, timeout=max(ctx.deadline - t0, 60))
+        ended = f"exited {proc.returncode}" if proc.returncode >= 0 else f"was killed by signal {-proc.returncode}"
+        tail = (proc.stdout + proc.stderr).strip()
+    except subprocess.TimeoutExpired as e:
+        ended, tail = f"ran past {e.timeout:.0f} s", ""
+        proc = None
+    rec["check_s"] = round(time.perf_counter() - t0, 2)
+    if proc is None or proc.returncode != 0 or not path.exists():
+        ctx.kernels_unsafe = (f"the kernels' parity table {ended} in its own process"
+                              + (f": {tail.splitlines()[-1]}" if tail else ""))
+        rec["check_error"] = {"message": ctx.kernels_unsafe, "output_tail": tail[-4000:]}
+        print0(f"kernels: {ctx.kernels_unsafe}; the kernels are not run in this report")
+        return []
+    return [CheckRow(**d) for d in json.loads(path.read_text())]
+
+
 def section_bench_kernels(ctx: Context, rec: dict) -> None:
     if ctx.device.type != "cuda":
         rec.update(status="skipped", reason="no GPU: `bench kernels` times the CUDA kernels against the reference")
+        return
+    if ctx.kernels_unsafe:
+        rec.update(status="skipped", reason=ctx.kernels_unsafe)
         return
     from bigtrain.bench.kernels import bench_ema, bench_kernels, format_ema, format_kernel_table
     rec.update(bench_kernels((256, 1024), iters=20))
@@ -339,6 +383,9 @@ def section_train(ctx: Context, rec: dict) -> None:
              "overrides": list(row.overrides), "planned": {"warmup": row.warmup, "iters": row.iters}}
         rec["rows"].append(r)
         left, need = ctx.deadline - time.perf_counter(), 0 if ctx.toy else _row_need(row, rec["rows"])
+        if row.kernels and ctx.kernels_unsafe:
+            r.update(status="skipped", reason=ctx.kernels_unsafe)
+            continue
         if left < need:
             r.update(status="skipped", reason=f"not started: {max(left, 0):.0f} s left of the train section's "
                                               f"budget, {need:.0f} s needed for its first iterations")
@@ -382,13 +429,18 @@ def _ratios_to_reference(rows: list[Row], done: list[dict]) -> None:
 
 
 def _row_need(row: Row, done: list[dict]) -> float:
-    """Seconds for the build, first iteration and two more, from the last finished row of the same
-    model with the same ops."""
-    same = [r for r in done if r.get("status") == "ok" and r["ops"] == row.ops and r["model"] == row.model]
-    if not same:
-        return MIN_ROW_S[row.kernels]
-    last = same[-1]
-    return last["build_s"] + last["first_iter_s"] + 2 * last["ms_per_iter"] / 1000
+    """Seconds for the build, first iteration and two more: as the last finished row of the same
+    model, ops, precision and overrides took. A row unlike those before it (another precision or
+    layout) autotunes cuDNN again on its first iteration (24 s for fp16 and 43 s for fp32 after the
+    bf16 rows on the H200, against under 1 s for a bf16 variant's): then as long as the model's
+    first row with these ops took to its third iteration, and at least MIN_ROW_S."""
+    ok = [r for r in done if r.get("status") == "ok" and r["ops"] == row.ops and r["model"] == row.model]
+    same = [r for r in ok if r["precision"] == row.precision and r["overrides"] == list(row.overrides)]
+    if same:
+        return same[-1]["build_s"] + same[-1]["first_iter_s"] + 2 * same[-1]["ms_per_iter"] / 1000
+    if ok:
+        return max(MIN_ROW_S[row.kernels], ok[0]["build_s"] + ok[0]["first_iter_s"] + 2 * ok[-1]["ms_per_iter"] / 1000)
+    return MIN_ROW_S[row.kernels]
 
 
 def section_profile(ctx: Context, rec: dict) -> None:
@@ -400,6 +452,14 @@ def section_profile(ctx: Context, rec: dict) -> None:
     from bigtrain.train.observe import TickStats
     warmup, iters = (TOY_ITERS["warmup"], 2) if ctx.toy else (PROFILE["warmup"], PROFILE["iters"])
     row = next(r for r in ROWS if r.name == ctx.profile_row)
+    if row.kernels and ctx.kernels_unsafe:
+        rec.update(status="skipped", reason=ctx.kernels_unsafe)
+        return
+    left = ctx.deadline - time.perf_counter()
+    if not ctx.toy and left < MIN_PROFILE_S:
+        rec.update(status="skipped", reason=f"not started: {max(left, 0):.0f} s left of the budget, "
+                                            f"{MIN_PROFILE_S} s needed")
+        return
     cuda = ctx.device.type == "cuda"
     with _ops(row.kernels):
         trainer = build_trainer(ctx, row)
@@ -635,7 +695,8 @@ def format_report(report: dict) -> str:
         lines += [f"  {b['kernel']:<10} {b['how']:<22} {b['seconds']:7.1f} s"
                   + (f"  {_first_lines(b['error'])} (the log: gpu-report.json)" if "error" in b else "")
                   for b in k["builds"]]
-        lines.append(f"  parity: {k['passed']} of {k['checks']} checks within their limits"
+        where = f" (a child process, {k['check_s']:.1f} s)" if "check_s" in k else ""
+        lines.append(f"  parity{where}: {k['passed']} of {k['checks']} checks within their limits"
                      f"{' (all passed)' if k['all_passed'] else ''}; table in {k['table_file']}")
         for f in k["failing"][:20]:
             lines.append(f"  FAILED {f['kernel']} {f['case']} {f['dtype']} {f['order']}: rel err {f['rel_err']:.2e} "

@@ -1,7 +1,9 @@
-"""`bigtrain bench gpu` as a user runs it: --toy on the CPU, a real process, the report files."""
+"""`bigtrain bench gpu` as a user runs it: --toy on the CPU, a real process, the report files; and
+what the report does when its kernels' parity table crashes the process that runs it."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -89,3 +91,27 @@ def test_without_a_gpu_or_toy_one_line_error(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "needs a GPU" in r.stderr and "--toy" in r.stderr
     assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the parity table would run")
+def test_a_parity_table_that_crashes_its_process_keeps_the_kernels_out_of_the_rest(tmp_path):
+    """On a GPU the report runs the kernels' parity table in a child process, since a kernel's fault
+    there would leave the report's own CUDA context unusable. Here the child really fails (no GPU
+    to run the table on): the report names why, skips what would run the kernels in its own
+    process, and still measures the reference."""
+    from bigtrain.bench import gpu
+    rows = [r for r in gpu._rows(toy=True) if r.name in ("bf16-kernels", "fp32-reference")]
+    ctx = gpu.Context(tmp_path, True, torch.device("cpu"), rows, {"sections": {}})
+    ctx.deadline = time.perf_counter() + 120
+    kernels: dict = {}
+    assert gpu._check_in_child(ctx, kernels, ["bias_act"]) == []
+    assert ctx.kernels_unsafe.startswith("the kernels' parity table exited 1 in its own process: ")
+    assert "CUDA" in ctx.kernels_unsafe and "Traceback" in kernels["check_error"]["output_tail"]
+    train: dict = {}
+    gpu.section_train(ctx, train)
+    ran = {r["row"]: r for r in train["rows"]}
+    assert ran["bf16-kernels"]["status"] == "skipped" and ran["bf16-kernels"]["reason"] == ctx.kernels_unsafe
+    assert ran["fp32-reference"]["status"] == "ok" and ran["fp32-reference"]["img_per_sec"] > 0
+    profile: dict = {}
+    gpu.section_profile(ctx, profile)
+    assert profile["status"] == "skipped" and profile["reason"] == ctx.kernels_unsafe
