@@ -286,13 +286,20 @@ def section_kernels(ctx: Context, rec: dict) -> None:
         procs = {name: subprocess.Popen([sys.executable, "-m", "bigtrain", "kernels", "--build-only", "--only", name],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for name in SOURCES}
+        failed_builds = {}
         for name, proc in procs.items():
             out, _ = proc.communicate()
             print0(f"kernels: build process for {name} exited {proc.returncode} at "
                    f"{time.perf_counter() - t0:.1f} s: {_first_lines(out.strip(), 1)}")
+            if proc.returncode != 0:
+                failed_builds[name] = out.strip()[-8000:]
         rec["parallel_build_s"] = round(time.perf_counter() - t0, 2)
         for name in SOURCES:
             t0 = time.perf_counter()
+            if name in failed_builds:  # its log is the build process's; building again would repeat it
+                builds.append({"kernel": name, "seconds": 0.0, "how": "failed", "error": failed_builds[name]})
+                print0(f"kernels: {name} failed to build: {_first_lines(failed_builds[name])}")
+                continue
             try:
                 module = load(name)
                 how = ("ahead-of-time build" if not hasattr(module, "bigtrain_cached") else

@@ -115,3 +115,10 @@ def test_a_parity_table_that_crashes_its_process_keeps_the_kernels_out_of_the_re
     profile: dict = {}
     gpu.section_profile(ctx, profile)
     assert profile["status"] == "skipped" and profile["reason"] == ctx.kernels_unsafe
+
+
+def test_help_lists_every_row_in_priority_order():
+    from bigtrain.bench.gpu import ROW_NAMES
+    r = run_cli(["bench", "gpu", "--help"], env={"COLUMNS": "2000"})  # one line per option: no wrapping
+    assert r.returncode == 0, r.stderr
+    assert list(ROW_NAMES) == ROWS and "training rows, in priority order: " + " ".join(ROWS) + " (default" in r.stdout
