@@ -47,8 +47,9 @@ SECTIONS = ("environment", "kernels", "bench-kernels", "train", "profile")
 # shortens the training rows and time an early section did not use goes to them.
 BUDGETS = {"environment": 20, "kernels": 120, "bench-kernels": 30, "train": 150, "profile": 45}
 ELASTIC = "train"
-# A training row starts only with time for its first iteration and two more left: estimated from the
-# last row with the same ops; else these (the reference's first iteration took 40 s on the H200).
+# A training row starts only with time for its build, first iteration and two more left (_row_need);
+# a model's first row with the kernels or the reference: these (the reference's first iteration took
+# 40 s on the H200), and at least these for a row unlike those before it.
 MIN_ROW_S = {True: 15, False: 45}
 # The profile starts only with this long left (it took 51 s of its 45 on the H200: a trainer's build,
 # warm-up and the parse of the trace run to their end whatever the deadline); else it is skipped.
@@ -341,7 +342,7 @@ def _check_in_child(ctx: Context, rec: dict, built: list[str]) -> list:
     t0 = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, "-c", _CHECK_CHILD, str(path), *built], capture_output=True,
-                              text=True, timeout=max(ctx.deadline - t0, 60))
+                              text=True, timeout=max(ctx.deadline - t0, 120))  # 171 rows took 12 s on the H200
         ended = f"exited {proc.returncode}" if proc.returncode >= 0 else f"was killed by signal {-proc.returncode}"
         tail = (proc.stdout + proc.stderr).strip()
     except subprocess.TimeoutExpired as e:
