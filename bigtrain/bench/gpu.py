@@ -442,13 +442,14 @@ def _row_need(row: Row, done: list[dict]) -> float:
     layout) autotunes cuDNN again on its first iteration (24 s for fp16 and 43 s for fp32 after the
     bf16 rows on the H200, against under 1 s for a bf16 variant's): then as long as the model's
     first row with these ops took to its third iteration, and at least MIN_ROW_S."""
+    def need(start: dict, steady: dict) -> float:  # start's build and first iteration, steady's two more
+        return start["build_s"] + start["first_iter_s"] + 2 * steady["ms_per_iter"] / 1000
+
     ok = [r for r in done if r.get("status") == "ok" and r["ops"] == row.ops and r["model"] == row.model]
     same = [r for r in ok if r["precision"] == row.precision and r["overrides"] == list(row.overrides)]
     if same:
-        return same[-1]["build_s"] + same[-1]["first_iter_s"] + 2 * same[-1]["ms_per_iter"] / 1000
-    if ok:
-        return max(MIN_ROW_S[row.kernels], ok[0]["build_s"] + ok[0]["first_iter_s"] + 2 * ok[-1]["ms_per_iter"] / 1000)
-    return MIN_ROW_S[row.kernels]
+        return need(same[-1], same[-1])
+    return max(MIN_ROW_S[row.kernels], need(ok[0], ok[-1])) if ok else MIN_ROW_S[row.kernels]
 
 
 def section_profile(ctx: Context, rec: dict) -> None:

@@ -93,6 +93,7 @@ def test_without_a_gpu_or_toy_one_line_error(tmp_path):
     assert not (tmp_path / "report").exists()
 
 
+@pytest.mark.slow  # a child interpreter and a toy training row, about 5 s
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the parity table would run")
 def test_a_parity_table_that_crashes_its_process_keeps_the_kernels_out_of_the_rest(tmp_path):
     """On a GPU the report runs the kernels' parity table in a child process, since a kernel's fault
