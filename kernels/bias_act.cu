@@ -1,9 +1,15 @@
-// bias_act: y = clamp(act(x + b) * gain, -clamp, clamp), elementwise, with the first and second
-// derivatives as further modes so that autograd can differentiate twice (R1 and path-length
-// regularization need second-order gradients):
+// bias_act: y = clamp(act(u) * gain, -clamp, clamp) with u = x * s + a + b, elementwise, with the
+// first and second derivatives as further modes so that autograd can differentiate twice (R1 and
+// path-length regularization need second-order gradients):
 //   mode 0: y                              (forward)
-//   mode 1: dy * d y/d x                   (backward; also the gradient of mode 1 w.r.t. dy)
-//   mode 2: ddx * dy * d2 y/d x2           (gradient of mode 1 w.r.t. x)
+//   mode 1: dy * d y/d u                   (backward; also the gradient of mode 1 w.r.t. dy)
+//   mode 2: ddx * dy * d2 y/d u2           (gradient of mode 1 w.r.t. u)
+// b (bias, over one dimension), s and a are optional. s and a are the modulated convolution's
+// epilogue (StyleGAN2's demodulation coefficients and noise), for 4-D x with the bias over the
+// channels only: s is [N, C] (one factor per sample and channel), a is [N or 1, 1, H, W] (one value
+// per pixel, the same for every channel; a_nstride is H*W, or 0 when all samples share it).
+// Applying them here saves the two full passes over the activations (a multiply, an add) that
+// precede bias_act otherwise, and the intermediate saved for the backward.
 // Activation ids follow bigtrain/ops/bias_act.py's CUDA_ACT_IDS. Math in float32.
 #include "common.cuh"
 
@@ -48,14 +54,48 @@ struct alignas(sizeof(scalar_t) * VEC) Vec {
   scalar_t v[VEC];
 };
 
+// With s or a, b_stride and b_size describe the channel dimension whether or not there is a bias:
+// b_stride is H*W for NCHW (the VEC elements of a vector then share sample and channel, since the
+// host takes VEC = 4 only when b_stride is a multiple of 4) or 1 when the channels are innermost
+// (channels_last, or 1x1 planes: each element finds its own sample, channel and pixel).
+template <typename scalar_t, typename index_t, int VEC>
+__device__ __forceinline__ void epilogue_terms(const scalar_t* __restrict__ s, const scalar_t* __restrict__ a,
+                                               index_t i, index_t b_stride, index_t b_size, index_t hw,
+                                               index_t a_nstride, float* sc, float* ad) {
+  if (b_stride == 1) {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const index_t j = i + k, c = j % b_size, pix = j / b_size, nn = pix / hw;
+      sc[k] = s ? static_cast<float>(s[nn * b_size + c]) : 1.f;
+      ad[k] = a ? static_cast<float>(a[nn * a_nstride + pix % hw]) : 0.f;
+    }
+  } else {
+    const index_t plane = i / b_stride, c = plane % b_size, nn = plane / b_size, p = i - plane * b_stride;
+    const float sk = s ? static_cast<float>(s[nn * b_size + c]) : 1.f;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      sc[k] = sk;
+      ad[k] = a ? static_cast<float>(a[nn * a_nstride + p + k]) : 0.f;
+    }
+  }
+}
+
 template <typename scalar_t, typename index_t, int VEC>
 __global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ b,
+                                const scalar_t* __restrict__ s, const scalar_t* __restrict__ a,
                                 const scalar_t* __restrict__ dy, const scalar_t* __restrict__ ddx,
-                                scalar_t* __restrict__ out, index_t n, index_t b_stride, index_t b_size, int act,
-                                int mode, float alpha, float gain, float clamp) {
+                                scalar_t* __restrict__ out, index_t n, index_t b_stride, index_t b_size, index_t hw,
+                                index_t a_nstride, int act, int mode, float alpha, float gain, float clamp) {
   using V = Vec<scalar_t, VEC>;
   const index_t step = (index_t)blockDim.x * gridDim.x * VEC;
   for (index_t i = ((index_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC; i < n; i += step) {
+    float sc[VEC], ad[VEC];
+    if (s == nullptr && a == nullptr) {
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) sc[k] = 1.f, ad[k] = 0.f;
+    } else {
+      epilogue_terms<scalar_t, index_t, VEC>(s, a, i, b_stride, b_size, hw, a_nstride, sc, ad);
+    }
     float bias[VEC];
     if (b == nullptr) {
 #pragma unroll
@@ -75,15 +115,15 @@ __global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* 
     if (mode == 2) ddxv = *reinterpret_cast<const V*>(ddx + i);
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
-      const ActDerivs a = activate(act, static_cast<float>(xv.v[k]) + bias[k], alpha);
-      const float z = a.f * gain;
+      const ActDerivs d = activate(act, static_cast<float>(xv.v[k]) * sc[k] + ad[k] + bias[k], alpha);
+      const float z = d.f * gain;
       // clamp passes the gradient where -clamp <= z <= clamp, as torch.clamp does.
       const bool inside = clamp < 0.f || (z >= -clamp && z <= clamp);
       float r;
       // Written with comparisons, not fminf/fmaxf, so that NaN passes through as torch.clamp does.
       if (mode == 0) r = clamp < 0.f ? z : (z < -clamp ? -clamp : (z > clamp ? clamp : z));
-      else if (mode == 1) r = inside ? static_cast<float>(dyv.v[k]) * a.d1 * gain : 0.f;
-      else r = inside ? static_cast<float>(ddxv.v[k]) * static_cast<float>(dyv.v[k]) * a.d2 * gain : 0.f;
+      else if (mode == 1) r = inside ? static_cast<float>(dyv.v[k]) * d.d1 * gain : 0.f;
+      else r = inside ? static_cast<float>(ddxv.v[k]) * static_cast<float>(dyv.v[k]) * d.d2 * gain : 0.f;
       outv.v[k] = static_cast<scalar_t>(r);
     }
     *reinterpret_cast<V*>(out + i) = outv;
@@ -91,41 +131,35 @@ __global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* 
 }
 
 template <typename scalar_t, typename index_t, int VEC>
-void launch_bias_act(const scalar_t* x, const scalar_t* b, const scalar_t* dy, const scalar_t* ddx, scalar_t* out,
-                     int64_t n, int64_t b_stride, int64_t b_size, int act, int mode, float alpha, float gain,
-                     float clamp, bt_stream_t stream) {
+void launch_bias_act(const BiasActArgs<scalar_t>& p, bt_stream_t stream) {
   const int threads = 256;
-  const int blocks = (int)std::min<int64_t>((n / VEC + threads - 1) / threads, (int64_t)BT_MAX_GRID_BLOCKS);
+  const int blocks = (int)std::min<int64_t>((p.n / VEC + threads - 1) / threads, (int64_t)BT_MAX_GRID_BLOCKS);
   const auto kernel = bias_act_kernel<scalar_t, index_t, VEC>;
-  BT_LAUNCH(kernel, blocks, threads, stream)(x, b, dy, ddx, out, (index_t)n, (index_t)b_stride, (index_t)b_size, act,
-                                             mode, alpha, gain, clamp);
+  BT_LAUNCH(kernel, blocks, threads, stream)(p.x, p.b, p.s, p.a, p.dy, p.ddx, p.out, (index_t)p.n,
+                                             (index_t)p.b_stride, (index_t)p.b_size, (index_t)p.hw,
+                                             (index_t)p.a_nstride, p.act, p.mode, p.alpha, p.gain, p.clamp);
 }
 
-// Picks the vector width and the index type (above) for these pointers and sizes; b, dy and ddx
-// may be null where the mode does not use them (b: no bias).
+// Picks the vector width and the index type (above) for these pointers and sizes; b, s, a, dy and
+// ddx may be null where the call does not use them (b: no bias).
 template <typename scalar_t>
-void bias_act_launch(const scalar_t* x, const scalar_t* b, const scalar_t* dy, const scalar_t* ddx, scalar_t* out,
-                     int64_t n, int64_t b_stride, int64_t b_size, int act, int mode, float alpha, float gain,
-                     float clamp, bt_stream_t stream) {
-  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % (4 * sizeof(scalar_t)) == 0; };
-  const bool vec4 = n % 4 == 0 && (!b || b_stride % 4 == 0 || b_stride == 1) && aligned(x) && aligned(out) &&
-                    (!dy || aligned(dy)) && (!ddx || aligned(ddx));
+void bias_act_launch(const BiasActArgs<scalar_t>& p, bt_stream_t stream) {
+  auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % (4 * sizeof(scalar_t)) == 0; };
+  const bool indexed = p.b || p.s || p.a;  // something looked up per channel or pixel
+  const bool vec4 = p.n % 4 == 0 && (!indexed || p.b_stride % 4 == 0 || p.b_stride == 1) && aligned(p.x) &&
+                    aligned(p.out) && (!p.dy || aligned(p.dy)) && (!p.ddx || aligned(p.ddx));
   // int indices while i + one grid's step stays below 2^31.
-  const bool small = n <= (int64_t(1) << 30);
+  const bool small = p.n <= (int64_t(1) << 30);
   if (vec4 && small)
-    launch_bias_act<scalar_t, int, 4>(x, b, dy, ddx, out, n, b_stride, b_size, act, mode, alpha, gain, clamp, stream);
+    launch_bias_act<scalar_t, int, 4>(p, stream);
   else if (vec4)
-    launch_bias_act<scalar_t, int64_t, 4>(x, b, dy, ddx, out, n, b_stride, b_size, act, mode, alpha, gain, clamp,
-                                          stream);
+    launch_bias_act<scalar_t, int64_t, 4>(p, stream);
   else if (small)
-    launch_bias_act<scalar_t, int, 1>(x, b, dy, ddx, out, n, b_stride, b_size, act, mode, alpha, gain, clamp, stream);
+    launch_bias_act<scalar_t, int, 1>(p, stream);
   else
-    launch_bias_act<scalar_t, int64_t, 1>(x, b, dy, ddx, out, n, b_stride, b_size, act, mode, alpha, gain, clamp,
-                                          stream);
+    launch_bias_act<scalar_t, int64_t, 1>(p, stream);
 }
 
-#define BT_INSTANTIATE(T)                                                                                        \
-  template void bias_act_launch<T>(const T*, const T*, const T*, const T*, T*, int64_t, int64_t, int64_t, int, int, \
-                                   float, float, float, bt_stream_t);
+#define BT_INSTANTIATE(T) template void bias_act_launch<T>(const BiasActArgs<T>&, bt_stream_t);
 BT_FOR_EACH_DTYPE(BT_INSTANTIATE)
 #undef BT_INSTANTIATE

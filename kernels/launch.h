@@ -47,9 +47,17 @@ void upfirdn2d_separable(const scalar_t* x, const float* f, scalar_t* y, const U
 
 // ---- bias_act: mode 0 forward, 1 backward, 2 double backward (bias_act.cu)
 template <typename scalar_t>
-void bias_act_launch(const scalar_t* x, const scalar_t* b, const scalar_t* dy, const scalar_t* ddx, scalar_t* out,
-                     int64_t n, int64_t b_stride, int64_t b_size, int act, int mode, float alpha, float gain,
-                     float clamp, bt_stream_t stream);
+struct BiasActArgs {
+  const scalar_t *x, *b, *s, *a, *dy, *ddx;  // b, s, a, dy, ddx: null where unused
+  scalar_t* out;
+  int64_t n;                  // elements
+  int64_t b_stride, b_size;   // elements between channels (1: channels innermost) and channels
+  int64_t hw, a_nstride;      // with s or a: pixels per plane; a's elements per sample (0: shared)
+  int act, mode;
+  float alpha, gain, clamp;
+};
+template <typename scalar_t>
+void bias_act_launch(const BiasActArgs<scalar_t>& p, bt_stream_t stream);
 
 // ---- modconv: w[n,o] = weight[o] * styles[n] * d[n,o] (modconv.cu)
 constexpr int64_t MODCONV_MAX_SAMPLES = 65535;  // the grid's y dimension

@@ -45,6 +45,11 @@ def kernel_cases(res: int, batch: int = 8, device: str = "cuda", channels: int |
     y = torch.randn(batch, ch, res, res, device=device)
     b = torch.randn(ch, device=device)
     w, s = torch.randn(ch, ch, 3, 3, device=device), torch.randn(batch, ch, device=device).abs() + 0.5
+    # The modulated convolution's epilogue (StyleGAN2's layers): demodulation coefficients per sample
+    # and channel, noise per pixel, then bias, lrelu and the clamp, in one pass. Beside the plain
+    # bias_act row of the same tensor: before session 20 a multiply and an add, each a pass like
+    # bias_act's own, came first.
+    d, noise = torch.rand(batch, ch, device=device) + 0.5, torch.randn(batch, 1, res, res, device=device)
     xs = torch.randn(batch, ch, 16, 16, device=device)
     # The FIR filter after G's transposed conv (input res + 1, padded to res) and before D's strided
     # conv; the down2 of D's skips.
@@ -61,6 +66,9 @@ def kernel_cases(res: int, batch: int = 8, device: str = "cuda", channels: int |
         ("upfirdn2d down2", lambda impl, y: upfirdn2d(y, f, down=2, padding=1, impl=impl), [y],
          (y.numel() + y.numel() // 4) * el),
         ("bias_act lrelu", lambda impl, y, b: bias_act(y, b, act="lrelu", impl=impl), [y, b], 2 * y.numel() * el),
+        ("bias_act lrelu *s +a", lambda impl, y, b, d, noise: bias_act(y, b, act="lrelu", clamp=256, impl=impl,
+                                                                       scale=d, addend=noise),
+         [y, b, d, noise], (2 * y.numel() + noise.numel()) * el),
         ("upfirdn2d up2 NHWC", lambda impl, x: upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, impl=impl), [xn],
          (x.numel() + 4 * x.numel()) * el),
         ("upfirdn2d down2 NHWC", lambda impl, y: upfirdn2d(y, f, down=2, padding=1, impl=impl), [yn],

@@ -96,52 +96,65 @@ def _reduce_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t.sum(dim=dims) if dims else t  # sum(dim=[]) would reduce everything
 
 
+def _epilogue_grads(g, x, b, s, a, dim: int, needs):
+    """Gradients of u = x * s + a + b w.r.t. (x, b, s, a), given g = dL/du; None where not needed or
+    absent. Plain torch ops, so that they are differentiable again."""
+    d_x = (g if s is None else g * s[:, :, None, None]) if needs[0] else None
+    d_b = _reduce_to_bias(g, dim) if b is not None and needs[1] else None
+    d_s = (g * x).sum(dim=[2, 3]) if s is not None and needs[2] else None
+    d_a = g.sum_to_size(a.shape) if a is not None and needs[3] else None
+    return d_x, d_b, d_s, d_a
+
+
 @functools.lru_cache(maxsize=None)
 def _bias_act_functions(dim: int, act: str, alpha: float, gain: float, clamp: float):
+    """BiasAct(x, b, s, a): the op on u = x * s + a + b (s [N, C] and a [N or 1, 1, H, W] optional:
+    the modulated convolution's epilogue, see kernels/bias_act.cu), with a backward that is
+    differentiable again. The kernel returns derivatives w.r.t. u; the chain through u's terms is
+    torch's."""
     act_id = CUDA_ACT_IDS[act]
 
-    def run(x, b, dy, ddx, mode):
-        return kernel("bias_act").bias_act(x, b, dy, ddx, dim, act_id, mode, alpha, gain, clamp)
+    def run(x, b, s, a, dy, ddx, mode):
+        return kernel("bias_act").bias_act(x, b, s, a, dy, ddx, dim, act_id, mode, alpha, gain, clamp)
 
     class BiasActGrad(torch.autograd.Function):
-        """dx = dy * y'(x): the backward of BiasAct, itself differentiable."""
+        """du = dy * y'(u): the backward of BiasAct, itself differentiable."""
 
         @staticmethod
-        def forward(ctx, dy, x, b):
-            ctx.save_for_backward(dy, x, b)
-            return run(x, b, dy, None, 1)
+        def forward(ctx, dy, x, b, s, a):
+            ctx.save_for_backward(dy, x, b, s, a)
+            return run(x, b, s, a, dy, None, 1)
 
         @staticmethod
-        def backward(ctx, ddx):
-            dy, x, b = ctx.saved_tensors
-            d_dy = BiasActGrad.apply(ddx, x, b) if ctx.needs_input_grad[0] else None
-            d_x = d_b = None
-            if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-                # ddx * dy * y''(x); zero for piecewise-linear activations. Third order is not supported.
-                d_x = torch.zeros_like(x) if act in _PIECEWISE_LINEAR else run(x, b, dy, ddx, 2)
-                d_b = _reduce_to_bias(d_x, dim) if b is not None and ctx.needs_input_grad[2] else None
-            return d_dy, d_x, d_b
+        def backward(ctx, ddu):
+            dy, x, b, s, a = ctx.saved_tensors
+            d_dy = BiasActGrad.apply(ddu, x, b, s, a) if ctx.needs_input_grad[0] else None
+            if not any(ctx.needs_input_grad[1:]):
+                return d_dy, None, None, None, None
+            # ddu * dy * y''(u); zero for piecewise-linear activations. Third order is not supported.
+            g = torch.zeros_like(x) if act in _PIECEWISE_LINEAR else run(x, b, s, a, dy, ddu, 2)
+            return (d_dy, *_epilogue_grads(g, x, b, s, a, dim, ctx.needs_input_grad[1:]))
 
     class BiasAct(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, b):
-            ctx.save_for_backward(x, b)
-            return run(x, b, None, None, 0)
+        def forward(ctx, x, b, s, a):
+            ctx.save_for_backward(x, b, s, a)
+            return run(x, b, s, a, None, None, 0)
 
         @staticmethod
         def backward(ctx, dy):
-            x, b = ctx.saved_tensors
-            dx = BiasActGrad.apply(dy, x, b)
-            db = _reduce_to_bias(dx, dim) if b is not None and ctx.needs_input_grad[1] else None
-            return dx, db
+            x, b, s, a = ctx.saved_tensors
+            du = BiasActGrad.apply(dy, x, b, s, a)
+            return _epilogue_grads(du, x, b, s, a, dim, ctx.needs_input_grad)
 
     return BiasAct
 
 
-def bias_act_cuda(x, b, dim, act, alpha, gain, clamp):
-    if b is not None:
-        b = b.to(x.dtype)
-    return _bias_act_functions(dim, act, float(alpha or 0.0), float(gain), float(clamp)).apply(x, b)
+def bias_act_cuda(x, b, dim, act, alpha, gain, clamp, scale=None, addend=None):
+    """``scale`` [N, C] and ``addend`` [N or 1, 1, H, W] (bias_act.py checks and shapes them) are
+    applied before the bias, in the same kernel."""
+    b, scale, addend = (t if t is None else t.to(x.dtype) for t in (b, scale, addend))
+    return _bias_act_functions(dim, act, float(alpha or 0.0), float(gain), float(clamp)).apply(x, b, scale, addend)
 
 
 # ------------------------------------------------------------------------------------------ modconv

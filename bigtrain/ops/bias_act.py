@@ -55,8 +55,15 @@ def bias_act(
     gain: float | None = None,
     clamp: float | None = None,
     impl: str = "auto",
+    *,
+    scale: torch.Tensor | None = None,
+    addend: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Compute ``clamp(act(x + b, alpha) * gain, -clamp, clamp)``.
+    """Compute ``clamp(act(x * scale + addend + b, alpha) * gain, -clamp, clamp)``.
+
+    ``scale`` and ``addend`` (optional) are the modulated convolution's epilogue, StyleGAN2's
+    demodulation coefficients and noise (:func:`~bigtrain.ops.modulated_conv2d` passes them): the
+    kernel applies them in its one pass, where the reference takes a pass for each.
 
     Args:
         x: Input of any shape.
@@ -69,9 +76,13 @@ def bias_act(
         clamp: Clamp the result to ``[-clamp, clamp]``; ``None`` or a negative
             value disables clamping.
         impl: ``"auto"``, ``"ref"`` or ``"cuda"``.
+        scale: ``[N, C]``, one factor per sample and channel, for a 4-D ``x`` with ``dim`` 1.
+        addend: One value per pixel, the same for every channel: ``[N, 1, H, W]``, or shared by
+            the samples, ``[1, 1, H, W]`` or ``[H, W]``; for a 4-D ``x`` with ``dim`` 1.
 
     Returns:
-        Tensor with the shape and dtype of ``x`` (``b`` is cast to ``x.dtype``).
+        Tensor with the shape and dtype of ``x`` (``b``, ``scale`` and ``addend`` are cast to
+        ``x.dtype``).
     """
     spec = ACTIVATIONS.get(act)
     if spec is None:
@@ -86,13 +97,36 @@ def bias_act(
             raise ValueError(
                 f"bias_act: b must be 1-D with x.shape[{dim}]={x.shape[dim]} entries, got shape {tuple(b.shape)}"
             )
+    if scale is not None or addend is not None:
+        scale, addend = _check_epilogue(x, dim, scale, addend)
     alpha = spec.def_alpha if alpha is None else float(alpha)
     gain = spec.def_gain if gain is None else float(gain)
     clamp = -1.0 if clamp is None else float(clamp)
     if resolve_impl(impl, x, "bias_act") == "cuda":
         from bigtrain.ops._cuda import bias_act_cuda
-        return bias_act_cuda(x, b, dim, act, alpha, gain, clamp)
+        return bias_act_cuda(x, b, dim, act, alpha, gain, clamp, scale, addend)
+    if scale is not None:
+        x = x * scale.to(x.dtype)[:, :, None, None]
+    if addend is not None:
+        x = x + addend.to(x.dtype)
     return _bias_act_ref(x, b, dim, spec, alpha, gain, clamp)
+
+
+def _check_epilogue(x: torch.Tensor, dim: int, scale, addend):
+    """``scale`` and ``addend`` checked against ``x``; ``addend`` as ``[N or 1, 1, H, W]``."""
+    if x.ndim != 4 or dim % x.ndim != 1:
+        raise ValueError(f"bias_act: scale and addend need a 4-D x [N, C, H, W] with dim=1, got x of shape "
+                         f"{tuple(x.shape)} and dim={dim}")
+    N, C, H, W = x.shape
+    if scale is not None and tuple(scale.shape) != (N, C):
+        raise ValueError(f"bias_act: scale must be [N, C] = [{N}, {C}], got {tuple(scale.shape)}")
+    if addend is not None:
+        a = addend.reshape((1,) * (4 - addend.ndim) + tuple(addend.shape)) if addend.ndim < 4 else addend
+        if a.ndim != 4 or a.shape[0] not in (1, N) or a.shape[1] != 1 or tuple(a.shape[2:]) != (H, W):
+            raise ValueError(f"bias_act: addend must be [{N} or 1, 1, {H}, {W}] or [{H}, {W}], got "
+                             f"{tuple(addend.shape)}")
+        addend = a
+    return scale, addend
 
 
 def _bias_act_ref(

@@ -125,6 +125,23 @@ def _cases(device: torch.device, dtype: torch.dtype):
         yield ("bias_act", f"{act}{' clamp' if clamp else ''} NHWC, {c} ch",
                (lambda impl, act=act, clamp=clamp: lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl=impl)),
                [x, b])
+    # The modulated convolution's epilogue: a scale per sample and channel and an addend per pixel
+    # before the bias (NCHW 4x4 planes take the vectors, 5x5 one element; channels_last 6 channels
+    # straddle pixels), then as StyleGAN2's layers call it, through modulated_conv2d.
+    for act, clamp, shape, nhwc, shared in (("lrelu", 0.5, (3, 6, 4, 4), False, False),
+                                            ("swish", None, (3, 6, 5, 5), False, True),
+                                            ("lrelu", 0.5, (3, 6, 3, 5), True, False)):
+        x, b, sc = rnd(*shape), rnd(shape[1]), rnd(*shape[:2]).abs() + 0.5
+        a = rnd(1 if shared else shape[0], 1, *shape[2:])
+        yield ("bias_act", f"{act} *s +a{'[1]' if shared else ''}{' NHWC' if nhwc else ''}",
+               (lambda impl, act=act, clamp=clamp: lambda x, b, s, a: bias_act(x, b, act=act, clamp=clamp, impl=impl,
+                                                                              scale=s, addend=a)),
+               [_nhwc(x) if nhwc else x, b, sc, a])
+    yield ("bias_act", "modconv epilogue",
+           (lambda impl: lambda x, w, s, noise, b: modulated_conv2d(
+               x, w, s, noise=noise, padding=1, fused_modconv=False, impl=impl, bias=b, act="lrelu",
+               act_gain=2 ** 0.5, clamp=1.0)),
+           [rnd(2, 8, 4, 4), rnd(5, 8, 3, 3), rnd(2, 8).abs() + 0.5, rnd(2, 1, 4, 4), rnd(5)])
     for n, c, how in ((6, 12, "vec4"), (5, 3, "1 elem")):
         x, b = rnd(n, c), rnd(c)
         yield ("bias_act", f"lrelu [N, C], {how}", (lambda impl: lambda x, b: bias_act(x, b, act="lrelu", impl=impl)),

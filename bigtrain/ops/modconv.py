@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from bigtrain.ops._impl import resolve_impl
+from bigtrain.ops.bias_act import bias_act
 from bigtrain.ops.conv2d_resample import _conv2d_resample_ref, conv2d_resample
 from bigtrain.ops.upfirdn2d import IntPair, Padding
 
@@ -49,8 +50,13 @@ def modulated_conv2d(
     flip_weight: bool = True,
     fused_modconv: bool = True,
     impl: str = "auto",
+    *,
+    bias: torch.Tensor | None = None,
+    act: str | None = None,
+    act_gain: float | None = None,
+    clamp: float | None = None,
 ) -> torch.Tensor:
-    """StyleGAN2-style modulated convolution.
+    """StyleGAN2-style modulated convolution, optionally with its layer's bias and activation.
 
     Per sample ``n``: ``w' = weight * styles[n]`` (scales input channels);
     with ``demodulate``, ``w'' = w' * rsqrt(sum_{i,ky,kx} w'^2 + 1e-8)`` per
@@ -85,7 +91,12 @@ def modulated_conv2d(
         fused_modconv: Choose the grouped-conv path (see above).
         impl: ``"auto"``, ``"ref"`` or ``"cuda"``: the CUDA kernel builds the fused path's
             per-sample weights (modulation and demodulation in one pass); the convolution
-            itself is cuDNN's either way.
+            itself is cuDNN's either way. With ``act``, it also chooses :func:`bias_act`'s.
+        bias, act, act_gain, clamp: With ``act`` (a key of ``bias_act``'s ACTIVATIONS), the
+            result is ``bias_act(out, bias, act=act, gain=act_gain, clamp=clamp)``, the layer's
+            whole epilogue. The demodulation of the non-fused path and the noise then go to
+            ``bias_act`` as its ``scale`` and ``addend``: with the kernel, one pass over the
+            output instead of three (multiply, add, bias_act).
 
     Returns:
         ``[N, O, H_out, W_out]`` tensor in ``x``'s dtype.
@@ -114,6 +125,8 @@ def modulated_conv2d(
     if not fused_modconv:
         x = x * styles[:, :, None, None]
         x = conv2d_resample(x, weight, f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight)
+        if act is not None:
+            return bias_act(x, bias, act=act, gain=act_gain, clamp=clamp, impl=impl, scale=dcoefs, addend=noise)
         if dcoefs is not None:
             x = x * dcoefs[:, :, None, None]
         if noise is not None:
@@ -131,6 +144,8 @@ def modulated_conv2d(
     w = w.reshape(N * O, I, kh, kw)
     x = conv2d_resample(x, w, f=resample_filter, up=up, down=down, padding=padding, groups=N, flip_weight=flip_weight)
     x = x.reshape(N, O, x.shape[2], x.shape[3])
+    if act is not None:
+        return bias_act(x, bias, act=act, gain=act_gain, clamp=clamp, impl=impl, addend=noise)
     if noise is not None:
         x = x + noise.to(x.dtype)
     return x

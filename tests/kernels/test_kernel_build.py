@@ -85,7 +85,9 @@ def test_kernels_compile_once_under_concurrent_builders(tmp_path, cuda_python):
 def test_a_broken_kernel_fails_with_the_compiler_log(tmp_path, cuda_python):
     src = tmp_path / "src"
     shutil.copytree(REPO / "kernels", src)
-    text = (src / "bias_act.cu").read_text().replace("const float z = a.f * gain;", "const float z = a.f * gain")
+    text = (src / "bias_act.cu").read_text()
+    assert "const float z = d.f * gain;" in text
+    text = text.replace("const float z = d.f * gain;", "const float z = d.f * gain")
     (src / "bias_act.cu").write_text(text)
     env = dict(_env(tmp_path / "cache"), BIGTRAIN_KERNEL_SOURCES=str(src))
     r = subprocess.run([cuda_python, "-m", "bigtrain", "kernels", "--build-only", "--arch", "9.0", "--only", "bias_act"],

@@ -91,10 +91,13 @@ class SynthesisLayer(nn.Module):
                                 dtype=x.dtype) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
-        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, fused_modconv=fused_modconv)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+        # The bias and activation go in as the op's epilogue: on the GPU, demodulation, noise, bias and
+        # activation are one kernel pass.
+        return modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
+                                resample_filter=self.resample_filter, fused_modconv=fused_modconv,
+                                bias=self.bias.to(x.dtype), act=self.activation, act_gain=self.act_gain * gain,
+                                clamp=clamp)
 
 
 class ToRGB(nn.Module):

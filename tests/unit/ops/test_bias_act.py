@@ -105,6 +105,34 @@ def test_errors():
         bias_act(x, impl="cuda")
 
 
+def test_scale_and_addend_are_the_modulated_convolutions_epilogue():
+    # bias_act(x, b, scale=s, addend=a) is bias_act(x * s + a, b), bit for bit on the reference
+    # (a training run on the CPU gives the same numbers whichever way a layer calls it).
+    x, b = _rand(3, 4, 5, 6, dtype=torch.float32), _rand(4, seed=1, dtype=torch.float32)
+    s, a = _rand(3, 4, seed=2, dtype=torch.float32), _rand(3, 1, 5, 6, seed=3, dtype=torch.float32)
+    kw = dict(act="lrelu", clamp=0.8)
+    want = bias_act(x * s[:, :, None, None] + a, b, **kw)
+    assert torch.equal(bias_act(x, b, scale=s, addend=a, **kw), want)
+    # An addend shared by the samples, as [1, 1, H, W] or [H, W] (StyleGAN2's constant noise).
+    for shared in (a[:1], a[0, 0]):
+        assert torch.equal(bias_act(x, b, scale=s, addend=shared, **kw), bias_act(x * s[:, :, None, None] + shared, b, **kw))
+    assert torch.equal(bias_act(x, b, addend=a, **kw), bias_act(x + a, b, **kw))
+    # The scale and addend follow x's dtype, as the bias does.
+    assert bias_act(x, b, scale=s.double(), addend=a.double()).dtype == torch.float32
+
+
+def test_scale_and_addend_errors():
+    x = _rand(3, 4, 5, 6)
+    with pytest.raises(ValueError, match=r"scale must be \[N, C\] = \[3, 4\], got \(4,\)"):
+        bias_act(x, scale=torch.ones(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"addend must be \[3 or 1, 1, 5, 6\] or \[5, 6\], got \(3, 4, 5, 6\)"):
+        bias_act(x, addend=x)
+    with pytest.raises(ValueError, match=r"need a 4-D x \[N, C, H, W\] with dim=1, got x of shape \(3, 4\)"):
+        bias_act(_rand(3, 4), scale=torch.ones(3, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="dim=2"):
+        bias_act(x, torch.ones(5, dtype=torch.float64), dim=2, addend=torch.zeros(5, 6, dtype=torch.float64))
+
+
 @pytest.mark.parametrize(
     "act,alpha,clamp",
     [(a, None, None) for a in sorted(EXPECTED)] + [("lrelu", 0.3, None), ("lrelu", None, 0.7), ("tanh", None, 0.4)],

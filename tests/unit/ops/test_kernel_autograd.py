@@ -27,9 +27,14 @@ class EmulatedUpfirdn2d:
 
 class EmulatedBiasAct:
     @staticmethod
-    def bias_act(x, b, dy, ddx, dim, act_id, mode, alpha, gain, clamp):
+    def bias_act(x, b, s, a, dy, ddx, dim, act_id, mode, alpha, gain, clamp):
         spec = ACTIVATIONS[{v: k for k, v in _cuda.CUDA_ACT_IDS.items()}[act_id]]
-        u = x if b is None else x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+        # The kernel's contract: s [N, C] and a [N or 1, 1, H, W], already shaped by bias_act.py.
+        assert s is None or (x.ndim == 4 and dim == 1 and tuple(s.shape) == tuple(x.shape[:2]))
+        assert a is None or (a.ndim == 4 and a.shape[1] == 1 and a.shape[0] in (1, x.shape[0]))
+        u = x if s is None else x * s[:, :, None, None]
+        u = u if a is None else u + a
+        u = u if b is None else u + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
         with torch.enable_grad():
             u = u.detach().double().requires_grad_(True)
             z = spec.func(u, alpha if spec.def_alpha is not None else None) * gain
@@ -73,7 +78,7 @@ def emulated(monkeypatch):
 def test_parity_table_holds_through_the_kernel_autograd(emulated):
     rows = kernel_check.check("cpu", dtypes=(torch.float32,))
     assert {r.kernel for r in rows} == {"upfirdn2d", "bias_act", "modconv"}
-    assert len(rows) == 3 * (13 + 15 + 2)
+    assert len(rows) == 3 * (13 + 19 + 2)
     bad = [r for r in rows if not r.ok]
     assert not bad, kernel_check.format_rows(bad)
 
@@ -90,10 +95,19 @@ def _sabotage_upfirdn2d(monkeypatch):
 def _sabotage_bias_act(monkeypatch):
     real = EmulatedBiasAct.bias_act
 
-    def wrong(x, b, dy, ddx, dim, act_id, mode, alpha, gain, clamp):  # no second derivative
-        out = real(x, b, dy, ddx, dim, act_id, mode, alpha, gain, clamp)
+    def wrong(x, b, s, a, dy, ddx, dim, act_id, mode, alpha, gain, clamp):  # no second derivative
+        out = real(x, b, s, a, dy, ddx, dim, act_id, mode, alpha, gain, clamp)
         return torch.zeros_like(out) if mode == 2 else out
     monkeypatch.setattr(EmulatedBiasAct, "bias_act", staticmethod(wrong))
+
+
+def _sabotage_epilogue(monkeypatch):
+    real = _cuda._epilogue_grads
+
+    def wrong(g, x, b, s, a, dim, needs):  # the scale's gradient taken w.r.t. the scaled input
+        d_x, d_b, d_s, d_a = real(g, x, b, s, a, dim, needs)
+        return d_x, d_b, (None if d_s is None else (g * x * s[:, :, None, None]).sum(dim=[2, 3])), d_a
+    monkeypatch.setattr(_cuda, "_epilogue_grads", wrong)
 
 
 def _sabotage_modconv(monkeypatch):
@@ -108,11 +122,12 @@ def _sabotage_modconv(monkeypatch):
 @pytest.mark.parametrize("kernel, sabotage, order", [
     ("upfirdn2d", _sabotage_upfirdn2d, "backward"),
     ("bias_act", _sabotage_bias_act, "double backward"),
+    ("bias_act", _sabotage_epilogue, "backward"),
     ("modconv", _sabotage_modconv, "backward"),
 ])
 def test_parity_table_catches_a_wrong_derivative(emulated, monkeypatch, kernel, sabotage, order):
-    """The check is sharp: a wrong adjoint, a missing second derivative or a missing
-    demodulation term each fail rows of that order."""
+    """The check is sharp: a wrong adjoint, a missing second derivative, a wrong gradient of the
+    epilogue's scale or a missing demodulation term each fail rows of that order."""
     sabotage(monkeypatch)
     rows = kernel_check.check("cpu", dtypes=(torch.float32,), kernels={kernel})
     assert any(r.order == order and not r.ok for r in rows), kernel_check.format_rows(rows)

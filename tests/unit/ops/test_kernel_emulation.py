@@ -45,9 +45,9 @@ def test_kernel_sources_pass_the_parity_table_on_the_cpu_emulation(first_run):
     cache, r = first_run
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     assert "emulation of upfirdn2d, bias_act, modconv: compiled" in r.stdout
-    assert "270 of 270 checks within their limits" in r.stdout
+    assert "306 of 306 checks within their limits" in r.stdout
     table = [line for line in r.stdout.splitlines() if line.startswith(("upfirdn2d ", "bias_act ", "modconv "))]
-    assert len(table) == 270 and all(" yes " in line for line in table)
+    assert len(table) == 306 and all(" yes " in line for line in table)
     # The second run finds the build in the cache.
     r = _kernels_cli(cache, build_only=True)
     assert r.returncode == 0 and "loaded from the cache" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
@@ -74,6 +74,12 @@ def test_a_bug_in_any_kernel_source_fails_the_table(tmp_path):
     _sabotage(src, "bias_act.cu", "u < 0.f ? scale * a * e : 0.f", "scale * a * e")
     _sabotage(src, "bias_act.cu", "bias[k] = static_cast<float>(b[(c0 + k) % b_size]);",
               "bias[k] = static_cast<float>(b[c0 % b_size]);")
+    # The modulated convolution's epilogue: an NCHW vector takes its first pixel's addend for all four;
+    # with the channels innermost, every sample takes the first sample's scale.
+    _sabotage(src, "bias_act.cu", "ad[k] = a ? static_cast<float>(a[nn * a_nstride + p + k]) : 0.f;",
+              "ad[k] = a ? static_cast<float>(a[nn * a_nstride + p]) : 0.f;")
+    _sabotage(src, "bias_act.cu", "sc[k] = s ? static_cast<float>(s[nn * b_size + c]) : 1.f;",
+              "sc[k] = s ? static_cast<float>(s[c]) : 1.f;")
     # The second stage of the block reduction skips one shuffle step, so lane 0 misses the third
     # warp's partial sum (the cases' 8x3x3 weights take three warps of the 256 threads).
     _sabotage(src, "modconv.cu", "v += __shfl_down_sync(0xffffffff, v, off);",
@@ -89,7 +95,7 @@ def test_a_bug_in_any_kernel_source_fails_the_table(tmp_path):
     assert any(f[:2] == ["bias_act", "selu"] and f[3:5] == ["double", "backward"] for f in failed), failed
     nhwc = {" ".join(f[1:f.index("float32")]) for f in failed if "float32" in f and "forward" in f}
     assert {"NHWC up2 1-D, vec", "NHWC 1-D pad, 3 ch", "NHWC 6 taps down2 flip", "lrelu clamp NHWC, 8 ch",
-            "lrelu [N, C], vec4"} <= nhwc, nhwc
+            "lrelu [N, C], vec4", "lrelu *s +a", "lrelu *s +a NHWC"} <= nhwc, nhwc
 
 
 def test_impl_cuda_takes_cpu_tensors_only_inside_the_emulation(first_run, monkeypatch):
@@ -110,7 +116,7 @@ def test_impl_cuda_takes_cpu_tensors_only_inside_the_emulation(first_run, monkey
         bias_act(x, act="lrelu", impl="cuda")
 
 
-def test_host_side_refuses_a_bias_or_gradient_on_another_device(first_run, monkeypatch):
+def test_host_side_refuses_an_operand_on_another_device_or_of_the_wrong_shape(first_run, monkeypatch):
     # On a GPU a bias on the CPU or another GPU would be a bad pointer in the kernel; the host side
     # names it instead. Here the emulation's device is the CPU and "another" the meta device.
     monkeypatch.setenv("BIGTRAIN_KERNEL_CACHE", str(first_run[0]))
@@ -118,10 +124,19 @@ def test_host_side_refuses_a_bias_or_gradient_on_another_device(first_run, monke
     with _build.emulation() as module:
         op = module.bias_act.bias_act
         with pytest.raises(RuntimeError, match=r"bias_act: b must be on x's device \(cpu\), not meta"):
-            op(x, torch.zeros(3, device="meta"), None, None, 1, 2, 0, 0.2, 1.0, -1.0)
+            op(x, torch.zeros(3, device="meta"), None, None, None, None, 1, 2, 0, 0.2, 1.0, -1.0)
+        with pytest.raises(RuntimeError, match=r"bias_act: s must be on x's device \(cpu\), not meta"):
+            op(x, None, torch.ones(2, 3, device="meta"), None, None, None, 1, 2, 0, 0.2, 1.0, -1.0)
+        with pytest.raises(RuntimeError, match=r"bias_act: a must be on x's device \(cpu\), not meta"):
+            op(x, None, None, torch.zeros(2, 1, 4, 4, device="meta"), None, None, 1, 2, 0, 0.2, 1.0, -1.0)
         with pytest.raises(RuntimeError, match=r"bias_act: dy must be on x's device \(cpu\), not meta"):
-            op(x, torch.zeros(3), torch.empty(2, 3, 4, 4, device="meta"), None, 1, 2, 1, 0.2, 1.0, -1.0)
-        assert op(x, torch.zeros(3), None, None, 1, 2, 0, 0.2, 1.0, -1.0).shape == x.shape
+            op(x, torch.zeros(3), None, None, torch.empty(2, 3, 4, 4, device="meta"), None, 1, 2, 1, 0.2, 1.0, -1.0)
+        # A wrongly shaped scale or addend is refused, not read past its end.
+        with pytest.raises(RuntimeError, match=r"bias_act: s must be \[N, C\]"):
+            op(x, None, torch.ones(3), None, None, None, 1, 2, 0, 0.2, 1.0, -1.0)
+        with pytest.raises(RuntimeError, match=r"bias_act: a must be \[N or 1, 1, H, W\]"):
+            op(x, None, None, torch.zeros(2, 3, 4, 4), None, None, 1, 2, 0, 0.2, 1.0, -1.0)
+        assert op(x, torch.zeros(3), None, None, None, None, 1, 2, 0, 0.2, 1.0, -1.0).shape == x.shape
 
 
 def test_tiled_upfirdn2d_keeps_an_inf_pixel_out_of_rows_it_does_not_reach(first_run, monkeypatch):
@@ -163,7 +178,8 @@ def test_bench_kernels_cases_run_their_kernels_and_match_the_reference(first_run
     monkeypatch.setenv("BIGTRAIN_KERNEL_CACHE", str(first_run[0]))
     from bigtrain.bench.kernels import kernel_cases
     cases = kernel_cases(16, batch=2, device="cpu", channels=8)
-    assert {name for name, *_ in cases} >= {"upfirdn2d up2 NHWC", "upfirdn2d down2 NHWC", "bias_act lrelu NHWC"}
+    assert {name for name, *_ in cases} >= {"upfirdn2d up2 NHWC", "upfirdn2d down2 NHWC", "bias_act lrelu NHWC",
+                                           "bias_act lrelu *s +a"}
     for name, fn, inputs, nbytes in cases:
         with _build.emulation():
             out = fn("cuda", *inputs)
@@ -245,3 +261,47 @@ def test_emulated_barriers_shuffles_deadlocks_and_failures(tmp_path):
     assert lines[2].startswith("error: emulation: deadlock: the block's threads wait at different barriers")
     assert lines[3] == "error: emulation: index check failed: threadIdx.x != 40"
     assert lines[4] == "block_sums again 2016 6112"
+
+
+@pytest.mark.parametrize("noise_mode", ["random", "const"])
+def test_a_stylegan2_generator_on_the_kernels_matches_the_reference_to_second_order(first_run, monkeypatch,
+                                                                                    noise_mode):
+    # The whole generator as training runs it (the activation-scaling path, whose layers hand the
+    # demodulation, noise, bias and activation to bias_act's one pass), on the kernels' source:
+    # the image, G's gradients, and the path-length penalty's gradients (second order through every
+    # kernel), against the reference. The noise is drawn from the same seed on both sides.
+    monkeypatch.setenv("BIGTRAIN_KERNEL_CACHE", str(first_run[0]))
+    from bigtrain.losses.regularizers import path_lengths
+    from bigtrain.models.stylegan2 import StyleGAN2Generator
+    torch.manual_seed(0)
+    cfg = StyleGAN2Generator.Config(z_dim=8, w_dim=8, mapping_layers=1, channel_base=64, channel_max=8, conv_clamp=4)
+    G = StyleGAN2Generator(cfg, 8, 3).train()
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.5)
+    z = torch.randn(2, 8)
+
+    def run(impl):
+        torch.manual_seed(1)
+        img, ws = G(z, noise_mode=noise_mode, return_ws=True)
+        grads = torch.autograd.grad((img * torch.randn_like(img)).sum(), G.parameters(), retain_graph=True)
+        pl = path_lengths(img, ws, torch.randn_like(img)).sum()
+        pl_grads = torch.autograd.grad(pl, G.parameters(), allow_unused=True)
+        return img, grads, pl_grads
+
+    ref = run("ref")
+    with _build.emulation():
+        for name in ("upfirdn2d", "bias_act", "modconv"):
+            module = sys.modules[f"bigtrain.ops.{name}"]
+            real = module.resolve_impl
+            monkeypatch.setattr(module, "resolve_impl",
+                                lambda impl, x, op, real=real: "cuda" if impl == "auto" else real(impl, x, op))
+        ours = run("cuda")
+    torch.testing.assert_close(ours[0], ref[0], rtol=1e-4, atol=1e-5)
+    # (A gradient that does not reach a parameter is None on one side and zeros on the other.)
+    params = list(G.named_parameters())
+    for which in (1, 2):
+        for (name, p), a, b in zip(params, ours[which], ref[which]):
+            a, b = (torch.zeros_like(p) if t is None else t for t in (a, b))
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{'path length ' if which == 2 else ''}{name}")

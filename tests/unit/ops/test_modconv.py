@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bigtrain.ops import conv2d_resample, modulated_conv2d, setup_filter, upfirdn2d
+from bigtrain.ops import bias_act, conv2d_resample, modulated_conv2d, setup_filter, upfirdn2d
 from bigtrain.ops._impl import resolve_impl
 from bigtrain.ops.conv2d_resample import _conv2d_resample_ref
 from bigtrain.ops.modconv import _modulated_conv2d_ref
@@ -213,6 +213,27 @@ def test_modconv_float16_guard(fused):
     if not fused:
         raw = modulated_conv2d(x.half(), w.half(), s.half(), padding=1, demodulate=False, fused_modconv=fused)
         assert not torch.isfinite(raw).all()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_modconv_with_its_epilogue_is_bias_act_of_its_output(fused):
+    # StyleGAN2's layers hand the bias and activation to the op (so a kernel can apply demodulation,
+    # noise, bias and activation in one pass); on the reference the result is the same bits as
+    # bias_act after the op, forward and backward.
+    x, w, s = (t.float() for t in _modconv_inputs(torch.float64))
+    noise, b = _rand(3, 1, 6, 6, seed=9, dtype=torch.float32), _rand(5, seed=10, dtype=torch.float32)
+    leaves = [t.clone().requires_grad_(True) for t in (x, w, s, noise, b)]
+    ep = dict(act="lrelu", act_gain=1.5, clamp=0.6)
+    x1, w1, s1, n1, b1 = leaves
+    one = modulated_conv2d(x1, w1, s1, noise=n1, padding=1, fused_modconv=fused, bias=b1, **ep)
+    two = bias_act(modulated_conv2d(x1, w1, s1, noise=n1, padding=1, fused_modconv=fused), b1, act="lrelu",
+                   gain=1.5, clamp=0.6)
+    assert torch.equal(one, two)
+    r = _rand(*one.shape, seed=11, dtype=torch.float32)
+    g1 = torch.autograd.grad((one * r).sum(), leaves)
+    g2 = torch.autograd.grad((two * r).sum(), leaves)
+    for a, c in zip(g1, g2):
+        assert torch.equal(a, c)
 
 
 def test_modconv_shape_errors():
