@@ -569,12 +569,13 @@ def train_row(ctx: Context, row: Row, r: dict) -> None:
     """One row: build, the first iteration alone, the rest of the warm-up, then the timed
     iterations (CUDA-synchronised wall clock, as `bigtrain bench train`)."""
     from bigtrain.bench.train import time_steps
-    from bigtrain.ops._impl import auto_decisions
+    from bigtrain.ops._impl import auto_decisions, kernel_calls
     from bigtrain.train.observe import TickStats, peak_memory_gb
 
     dev = ctx.device
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
+    calls0 = kernel_calls()
     with _ops(row.kernels):
         t0 = time.perf_counter()
         trainer = build_trainer(ctx, row)
@@ -593,8 +594,13 @@ def train_row(ctx: Context, row: Row, r: dict) -> None:
         step0 = trainer.progress.step
         n, sec, nimg = time_steps(trainer, stats, row.iters, ctx.deadline)
     # Steps the GPU skipped for a non-finite loss are counted at the trainer's next tick; count them
-    # now, after the clock stopped.
-    trainer.settle_nonfinite()
+    # now, after the clock stopped. Too many in a row is the trainer's divergence error: the row's
+    # figures are measured all the same, so it is recorded with them rather than losing them.
+    from bigtrain.train.loop import TrainingDiverged
+    try:
+        trainer.settle_nonfinite()
+    except TrainingDiverged as e:
+        r["diverged"] = str(e).split(";")[0]
     phases = phase_counts(trainer.phases, step0, n)
     cycle = math.lcm(*(p.interval for p in trainer.phases))
     if dev.type != "cuda":
@@ -603,7 +609,12 @@ def train_row(ctx: Context, row: Row, r: dict) -> None:
         ran = "reference (BIGTRAIN_KERNELS=off)"
     else:
         fell_back = sorted(k for k, ok in auto_decisions().items() if not ok)
-        ran = "kernels" if not fell_back else f"kernels, but the reference for {', '.join(fell_back)} (auto fell back)"
+        used = sorted(op for op, n in kernel_calls().items() if n > calls0.get(op, 0))
+        r["kernel_ops_called"] = used
+        if not used and not fell_back:
+            ran = "none of bigtrain's kernels: this model calls none (cuDNN and torch ops only)"
+        else:
+            ran = "kernels" if not fell_back else f"kernels, but the reference for {', '.join(fell_back)} (auto fell back)"
     r.update(ops_ran=ran, warmup=warm, iters=n, seconds=round(sec, 3), images=nimg,
              img_per_sec=nimg / sec, ms_per_iter=1000 * sec / n, peak_gb=peak_memory_gb(dev),
              peak_gb_is="torch.cuda.max_memory_allocated" if dev.type == "cuda" else "process max RSS (CPU)",
@@ -751,7 +762,7 @@ def format_report(report: dict) -> str:
             "natural 1-in-4 / 1-in-16 share: the timed count is not a multiple of 16). bf16-kernels-batch4: batch 4, "
             "cuDNN autotuning off, no ratios: an eighth of the GPU's work for the same launches, so its ms/iter bounds "
             "the host's time per iteration from above. bf16-kernels-ada: ADA's pipe (bgc) at a constant p of 0.2.", 110)
-        notes = [f"  {r['row']}: {r[key]}" for r in t["rows"] for key in ("cut_short",) if key in r]
+        notes = [f"  {r['row']}: {r[key]}" for r in t["rows"] for key in ("cut_short", "diverged") if key in r]
         notes += [f"  {r['row']}: ops ran: {r['ops_ran']}" for r in t["rows"]
                   if r.get("status") == "ok" and r["ops_ran"] != "kernels" and r["ops"] == "kernels"
                   and not report["toy"]]

@@ -104,13 +104,20 @@ def test_impl_cuda_takes_cpu_tensors_only_inside_the_emulation(first_run, monkey
     x = torch.randn(2, 3, 8, 8)
     with pytest.raises(RuntimeError, match="needs CUDA tensors"):
         bias_act(x, act="lrelu", impl="cuda")
+    from bigtrain.ops._impl import kernel_calls
+    before = kernel_calls()
     with _build.emulation() as module:
         assert module.bigtrain_cached  # built by first_run
         y = bias_act(x, act="lrelu", impl="cuda")
         f = torch.tensor([1.0, 3.0, 3.0, 1.0])
         up = upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, impl="cuda")
+        bias_act(x, act="lrelu", impl="auto")  # auto is the reference in the emulation: not counted
     torch.testing.assert_close(y, bias_act(x, act="lrelu", impl="ref"))
     torch.testing.assert_close(up, upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, impl="ref"))
+    # The calls that ran a kernel are counted per op (`bench gpu` reports which a row used).
+    after = kernel_calls()
+    assert {op: n - before.get(op, 0) for op, n in after.items() if n > before.get(op, 0)} == {"bias_act": 1,
+                                                                                              "upfirdn2d": 1}
     assert not _build.emulating()
     with pytest.raises(RuntimeError, match="needs CUDA tensors"):
         bias_act(x, act="lrelu", impl="cuda")
