@@ -348,8 +348,14 @@ class ShardStream:
             self._img.append(b["img"])
             self._lbl.append(b["label"])
             self._buffered += len(b["img"])
-        img, lbl = torch.cat(self._img), torch.cat(self._lbl)
-        self._img, self._lbl, self._buffered = [img[n:]], [lbl[n:]], len(img) - n
+        # One buffered batch (the usual case: the batch a multiple of data.chunk, or within one chunk)
+        # is sliced, not copied: with pin_memory its slices stay in the loader's pinned memory, and
+        # the copy to the GPU starts from there instead of pinning a copy of a copy.
+        img, lbl = ((self._img[0], self._lbl[0]) if len(self._img) == 1
+                    else (torch.cat(self._img), torch.cat(self._lbl)))
+        rest = len(img) - n
+        self._img, self._lbl = ([img[n:]], [lbl[n:]]) if rest else ([], [])
+        self._buffered = rest
         return img[:n], lbl[:n]
 
     def stats(self) -> dict[str, float]:

@@ -108,6 +108,19 @@ def test_resampled_stream_is_deterministic_and_resume_draws_fresh_samples(packed
     assert torch.equal(lbl, img[:, 0, 0, 0].long() % 4)
 
 
+def test_batches_within_one_loaded_chunk_are_slices_of_it_not_copies(packed):
+    # On a GPU the loader's chunks are in pinned memory; a batch sliced from one goes to the device
+    # from there, where a copy would have to be pinned again first.
+    out, x = packed
+    s, ref = _stream(open_shards(str(out)), chunk=8), _stream(open_shards(str(out)), chunk=8)
+    a, b = s.next(4)[0], s.next(4)[0]  # the two halves of the first chunk
+    assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+    c = s.next(8)[0]  # a whole chunk, the next one
+    assert c.untyped_storage().data_ptr() != a.untyped_storage().data_ptr()
+    # The same samples as batches that span chunks (which are copied together).
+    assert torch.equal(torch.cat([a, b, c]), torch.cat([ref.next(6)[0], ref.next(10)[0]]))
+
+
 def test_ranks_draw_different_samples_in_training(packed):
     out, _ = packed
     shards = open_shards(str(out))
