@@ -281,11 +281,11 @@ def biggan_run(tmp_path_factory) -> Path:
 def kernel_emulation(tmp_path_factory) -> Path:
     """`bigtrain kernels --check --emulate` run once per pytest run on an empty kernel cache: the
     folder holds cache/ (the emulation build, which later users load instead of compiling again)
-    and the run's check.out, check.err and check.rc."""
+    and the run's check.out, check.err, check.rc and its --json rows, check.json."""
     def build(folder):
         env = dict(os.environ, BIGTRAIN_KERNEL_CACHE=str(folder / "cache"), PYTHONPATH=str(TESTS.parent))
-        r = subprocess.run([sys.executable, "-m", "bigtrain", "kernels", "--check", "--emulate"], env=env,
-                           capture_output=True, text=True, timeout=900)
+        r = subprocess.run([sys.executable, "-m", "bigtrain", "kernels", "--check", "--emulate", "--json",
+                            str(folder / "check.json")], env=env, capture_output=True, text=True, timeout=900)
         for name, text in (("out", r.stdout), ("err", r.stderr), ("rc", str(r.returncode))):
             (folder / f"check.{name}").write_text(text)
     return built_once(tmp_path_factory, "kernel-emulation", build)

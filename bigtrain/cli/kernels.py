@@ -14,6 +14,8 @@ def run(args) -> int:
 
     if args.check and args.build_only:
         raise ValueError("--check builds and checks; --build-only only builds: give one")
+    if args.json and args.build_only:
+        raise ValueError("--json writes the parity table's rows; --build-only runs no table")
     if args.emulate and args.arch:
         raise ValueError("--arch picks the GPUs to build for; --emulate builds for the CPU: give one")
     if args.arch:
@@ -46,6 +48,11 @@ def run(args) -> int:
         rows = check("cuda", kernels=set(names))
     print0(format_rows(rows))
     failed = [r for r in rows if not r.ok]
+    if args.json:
+        import dataclasses
+        import json
+        from pathlib import Path
+        Path(args.json).write_text(json.dumps([{**dataclasses.asdict(r), "ok": r.ok} for r in rows], indent=1) + "\n")
     print0(f"{len(rows) - len(failed)} of {len(rows)} checks within their limits "
           "(rel err: the kernel's against the float64 reference; ref err: the reference's own in that dtype)")
     return 1 if failed else 0
@@ -59,5 +66,7 @@ def add(sub) -> None:
     kn.add_argument("--only", nargs="+", choices=["upfirdn2d", "bias_act", "modconv"], help="a subset of the kernels")
     kn.add_argument("--emulate", action="store_true",
                     help="build the kernels' source for the CPU emulation and check that (no GPU or nvcc needed)")
+    kn.add_argument("--json", metavar="FILE", help="also write the parity table's rows to FILE as JSON (one object per "
+                    "row: kernel, case, dtype, order, rel_err, threshold, ref_err, ok)")
     kn.add_argument("--verbose", action="store_true", help="show the compiler commands")
     kn.set_defaults(fn=run)

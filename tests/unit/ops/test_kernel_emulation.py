@@ -6,6 +6,7 @@ derivative at 0 that the first emulated run found, a warp reduction that drops h
 modconv) must fail it. Needs a C++ compiler, no GPU; each build takes about 20 s on 2 cores."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -48,6 +49,11 @@ def test_kernel_sources_pass_the_parity_table_on_the_cpu_emulation(first_run):
     assert "306 of 306 checks within their limits" in r.stdout
     table = [line for line in r.stdout.splitlines() if line.startswith(("upfirdn2d ", "bias_act ", "modconv "))]
     assert len(table) == 306 and all(" yes " in line for line in table)
+    # --json: the same rows for a program (`bigtrain bench gpu` reads them).
+    rows = json.loads((cache.parent / "check.json").read_text())
+    assert [(d["kernel"], d["case"], d["dtype"], d["order"]) for d in rows] == [
+        (line[:10].strip(), line[11:35].strip(), line[36:45].strip(), line[46:62].strip()) for line in table]
+    assert all(d["ok"] and d["rel_err"] <= d["threshold"] for d in rows)
     # The second run finds the build in the cache.
     r = _kernels_cli(cache, build_only=True)
     assert r.returncode == 0 and "loaded from the cache" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
