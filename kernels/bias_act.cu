@@ -54,26 +54,42 @@ struct alignas(sizeof(scalar_t) * VEC) Vec {
   scalar_t v[VEC];
 };
 
-// With s or a, b_stride and b_size describe the channel dimension whether or not there is a bias:
-// b_stride is H*W for NCHW (the VEC elements of a vector then share sample and channel, since the
-// host takes VEC = 4 only when b_stride is a multiple of 4) or 1 when the channels are innermost
-// (channels_last, or 1x1 planes: each element finds its own sample, channel and pixel).
+// The bias, scale and addend of a vector's VEC elements starting at element i (0, 1 and 0 where
+// absent). With any of them, b_stride and b_size describe the channel dimension: b_stride is H*W
+// for NCHW (the vector then lies in one plane: the host takes VEC = 4 only when b_stride is a
+// multiple of 4) or 1 when the channels are innermost (channels_last, [N, C] dense layers, 1x1
+// planes: the vector may cross channels, pixels and samples). Divisions once per vector; the
+// channels-innermost walk steps channel, pixel and sample with carries.
 template <typename scalar_t, typename index_t, int VEC>
-__device__ __forceinline__ void epilogue_terms(const scalar_t* __restrict__ s, const scalar_t* __restrict__ a,
-                                               index_t i, index_t b_stride, index_t b_size, index_t hw,
-                                               index_t a_nstride, float* sc, float* ad) {
-  if (b_stride == 1) {
+__device__ __forceinline__ void lookups(const scalar_t* __restrict__ b, const scalar_t* __restrict__ s,
+                                        const scalar_t* __restrict__ a, index_t i, index_t b_stride, index_t b_size,
+                                        index_t hw, index_t a_nstride, float* bias, float* sc, float* ad) {
+  if (b == nullptr && s == nullptr && a == nullptr) {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) bias[k] = 0.f, sc[k] = 1.f, ad[k] = 0.f;
+  } else if (b_stride == 1) {
+    index_t c = i % b_size, nn = 0, p = 0;
+    if (s != nullptr || a != nullptr) {
+      const index_t pix = i / b_size;
+      nn = pix / hw;
+      p = pix - nn * hw;
+    }
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
-      const index_t j = i + k, c = j % b_size, pix = j / b_size, nn = pix / hw;
+      bias[k] = b ? static_cast<float>(b[c]) : 0.f;
       sc[k] = s ? static_cast<float>(s[nn * b_size + c]) : 1.f;
-      ad[k] = a ? static_cast<float>(a[nn * a_nstride + pix % hw]) : 0.f;
+      ad[k] = a ? static_cast<float>(a[nn * a_nstride + p]) : 0.f;
+      if (++c == b_size) {
+        c = 0;
+        if (++p == hw) p = 0, ++nn;
+      }
     }
   } else {
     const index_t plane = i / b_stride, c = plane % b_size, nn = plane / b_size, p = i - plane * b_stride;
-    const float sk = s ? static_cast<float>(s[nn * b_size + c]) : 1.f;
+    const float bk = b ? static_cast<float>(b[c]) : 0.f, sk = s ? static_cast<float>(s[nn * b_size + c]) : 1.f;
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
+      bias[k] = bk;
       sc[k] = sk;
       ad[k] = a ? static_cast<float>(a[nn * a_nstride + p + k]) : 0.f;
     }
@@ -89,26 +105,8 @@ __global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* 
   using V = Vec<scalar_t, VEC>;
   const index_t step = (index_t)blockDim.x * gridDim.x * VEC;
   for (index_t i = ((index_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC; i < n; i += step) {
-    float sc[VEC], ad[VEC];
-    if (s == nullptr && a == nullptr) {
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) sc[k] = 1.f, ad[k] = 0.f;
-    } else {
-      epilogue_terms<scalar_t, index_t, VEC>(s, a, i, b_stride, b_size, hw, a_nstride, sc, ad);
-    }
-    float bias[VEC];
-    if (b == nullptr) {
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) bias[k] = 0.f;
-    } else if (VEC > 1 && b_stride == 1) {
-      const index_t c0 = i % b_size;
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) bias[k] = static_cast<float>(b[(c0 + k) % b_size]);
-    } else {
-      const float bk = static_cast<float>(b[(i / b_stride) % b_size]);
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) bias[k] = bk;
-    }
+    float bias[VEC], sc[VEC], ad[VEC];
+    lookups<scalar_t, index_t, VEC>(b, s, a, i, b_stride, b_size, hw, a_nstride, bias, sc, ad);
     const V xv = *reinterpret_cast<const V*>(x + i);
     V dyv, ddxv, outv;
     if (mode >= 1) dyv = *reinterpret_cast<const V*>(dy + i);

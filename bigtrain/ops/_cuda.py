@@ -129,10 +129,12 @@ def _bias_act_functions(dim: int, act: str, alpha: float, gain: float, clamp: fl
         def backward(ctx, ddu):
             dy, x, b, s, a = ctx.saved_tensors
             d_dy = BiasActGrad.apply(ddu, x, b, s, a) if ctx.needs_input_grad[0] else None
-            if not any(ctx.needs_input_grad[1:]):
+            # ddu * dy * y''(u), then on to u's terms. For piecewise-linear activations (lrelu: StyleGAN2's
+            # layers) y'' is zero: None says so without full-size passes over zeros (every path-length
+            # step goes through here once per layer). Third order is not supported.
+            if act in _PIECEWISE_LINEAR or not any(ctx.needs_input_grad[1:]):
                 return d_dy, None, None, None, None
-            # ddu * dy * y''(u); zero for piecewise-linear activations. Third order is not supported.
-            g = torch.zeros_like(x) if act in _PIECEWISE_LINEAR else run(x, b, s, a, dy, ddu, 2)
+            g = run(x, b, s, a, dy, ddu, 2)
             return (d_dy, *_epilogue_grads(g, x, b, s, a, dim, ctx.needs_input_grad[1:]))
 
     class BiasAct(torch.autograd.Function):

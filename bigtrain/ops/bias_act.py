@@ -98,6 +98,9 @@ def bias_act(
                 f"bias_act: b must be 1-D with x.shape[{dim}]={x.shape[dim]} entries, got shape {tuple(b.shape)}"
             )
     if scale is not None or addend is not None:
+        if not -x.ndim <= dim < x.ndim:
+            raise ValueError(f"bias_act: dim={dim} is out of range for x with {x.ndim} dims")
+        dim = dim % x.ndim
         scale, addend = _check_epilogue(x, dim, scale, addend)
     alpha = spec.def_alpha if alpha is None else float(alpha)
     gain = spec.def_gain if gain is None else float(gain)
@@ -114,7 +117,7 @@ def bias_act(
 
 def _check_epilogue(x: torch.Tensor, dim: int, scale, addend):
     """``scale`` and ``addend`` checked against ``x``; ``addend`` as ``[N or 1, 1, H, W]``."""
-    if x.ndim != 4 or dim % x.ndim != 1:
+    if x.ndim != 4 or dim != 1:
         raise ValueError(f"bias_act: scale and addend need a 4-D x [N, C, H, W] with dim=1, got x of shape "
                          f"{tuple(x.shape)} and dim={dim}")
     N, C, H, W = x.shape

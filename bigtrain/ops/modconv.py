@@ -96,12 +96,18 @@ def modulated_conv2d(
             result is ``bias_act(out, bias, act=act, gain=act_gain, clamp=clamp)``, the layer's
             whole epilogue. The demodulation of the non-fused path and the noise then go to
             ``bias_act`` as its ``scale`` and ``addend``: with the kernel, one pass over the
-            output instead of three (multiply, add, bias_act).
+            output instead of three (multiply, add, bias_act). ``noise`` must then be
+            ``[N, 1, H_out, W_out]`` or ``[H_out, W_out]``. The result keeps the convolution's dtype
+            (under autocast, the 16-bit one), where the separate ops promoted a 16-bit output to
+            the float32 of the coefficients.
 
     Returns:
         ``[N, O, H_out, W_out]`` tensor in ``x``'s dtype.
     """
     _check_modconv_args(x, weight, styles)
+    if act is None and (bias is not None or act_gain is not None or clamp is not None):
+        raise ValueError("modulated_conv2d: bias, act_gain and clamp belong to the epilogue, which act turns on; "
+                         "give act (e.g. act='linear')")
     N, I, H, W = x.shape
     O, _, kh, kw = weight.shape
     weight = weight.to(x.dtype)

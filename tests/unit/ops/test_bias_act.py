@@ -131,6 +131,11 @@ def test_scale_and_addend_errors():
         bias_act(_rand(3, 4), scale=torch.ones(3, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match="dim=2"):
         bias_act(x, torch.ones(5, dtype=torch.float64), dim=2, addend=torch.zeros(5, 6, dtype=torch.float64))
+    with pytest.raises(ValueError, match="dim=4 is out of range"):
+        bias_act(x, dim=4, scale=torch.ones(3, 4, dtype=torch.float64))
+    # dim=-3 is dim 1 of a 4-D x, with or without a bias.
+    s = torch.rand(3, 4, dtype=torch.float64)
+    assert torch.equal(bias_act(x, dim=-3, scale=s), bias_act(x * s[:, :, None, None]))
 
 
 @pytest.mark.parametrize(

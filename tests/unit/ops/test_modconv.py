@@ -236,6 +236,27 @@ def test_modconv_with_its_epilogue_is_bias_act_of_its_output(fused):
         assert torch.equal(a, c)
 
 
+def test_modconv_epilogue_keeps_the_convolutions_16_bit_dtype_under_autocast():
+    # StyleGAN2's 16-bit blocks run under autocast: the convolution's output is bf16, and the layer's
+    # output stays bf16 (as NVlabs' fp16 layers do), where multiplying by float32 demodulation
+    # coefficients in a separate op promoted it to float32 (a float32 island between the convolutions).
+    x, w, s = (t.float() for t in _modconv_inputs(torch.float64))
+    noise, b = torch.randn(3, 1, 6, 6), torch.zeros(5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = modulated_conv2d(x, w, s, noise=noise, padding=1, fused_modconv=False, bias=b, act="lrelu", clamp=256.0)
+    assert y.dtype == torch.bfloat16
+    want = bias_act(modulated_conv2d(x, w, s, padding=1, fused_modconv=False), b, act="lrelu", clamp=256.0,
+                    addend=noise)
+    torch.testing.assert_close(y.float(), want, rtol=0.05, atol=0.05)
+
+
+def test_modconv_epilogue_arguments_need_act():
+    x, w, s = _modconv_inputs(torch.float64)
+    for kw in (dict(bias=torch.zeros(5, dtype=torch.float64)), dict(act_gain=2.0), dict(clamp=1.0)):
+        with pytest.raises(ValueError, match="give act"):
+            modulated_conv2d(x, w, s, padding=1, **kw)
+
+
 def test_modconv_shape_errors():
     x, w, s = _modconv_inputs(torch.float64)
     with pytest.raises(ValueError, match="styles"):
