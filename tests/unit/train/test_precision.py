@@ -48,6 +48,22 @@ def test_stylegan2_scheme_reduces_only_the_top_blocks():
     assert D(img).dtype == torch.float32
 
 
+def test_reduced_precision_blocks_keep_16_bit_activations_between_layers():
+    # What the scheme is for: in G's 16-bit blocks every layer's output (what the next layer reads and
+    # what the backward keeps) is 16-bit, as in NVlabs' fp16 blocks; the other blocks are float32.
+    # Before session 20 the demodulation's float32 coefficients promoted each output to float32.
+    G, _ = _nets()
+    set_reduced_precision(G, torch.bfloat16, 2, 32)
+    out = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, name=name: out.__setitem__(name, o.dtype))
+             for name, m in G.synthesis.named_modules() if type(m).__name__ == "SynthesisLayer"]
+    G.train()(torch.randn(2, 32))
+    for h in hooks:
+        h.remove()
+    assert out and {n: d for n, d in out.items() if d != (torch.bfloat16 if n.startswith(("blocks.b16.", "blocks.b32.")) else
+                                                          torch.float32)} == {}, out
+
+
 @pytest.mark.parametrize("precision,extra", [("bf16", {}), ("fp16", {}), ("bf16", {"reduced_precision_res": 1})])
 def test_reduced_precision_training_runs_and_resumes(tmp_path, precision, extra):
     cfg = tiny_config(tmp_path / "run", train={"precision": precision, **extra})
