@@ -80,13 +80,6 @@ def kernel_calls() -> dict[str, int]:
 
 
 def resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:
-    choice = _resolve_impl(impl, x, op)
-    if choice == "cuda":
-        _kernel_calls[op] = _kernel_calls.get(op, 0) + 1
-    return choice
-
-
-def _resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:
     """Resolve the ``impl`` argument of an op to the implementation to run.
 
     Args:
@@ -98,6 +91,14 @@ def _resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:
     Returns:
         ``"ref"`` or ``"cuda"``.
     """
+    choice = _resolve_impl(impl, x, op)
+    if choice == "cuda":
+        _kernel_calls[op] = _kernel_calls.get(op, 0) + 1
+    return choice
+
+
+def _resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:
+    """resolve_impl without the count."""
     if impl not in IMPLS:
         raise ValueError(f"{op}: unknown impl={impl!r}; expected one of {', '.join(map(repr, IMPLS))}")
     if impl == "ref":
