@@ -565,7 +565,8 @@ def train_row(ctx: Context, row: Row, r: dict) -> None:
     """One row: build, the first iteration alone, the rest of the warm-up, then the timed
     iterations (CUDA-synchronised wall clock, as `bigtrain bench train`)."""
     from bigtrain.bench.train import time_steps
-    from bigtrain.ops._impl import auto_decisions, kernel_calls
+    from bigtrain.ops._cuda import kernel_calls
+    from bigtrain.ops._impl import auto_decisions
     from bigtrain.train.observe import TickStats, peak_memory_gb
 
     dev = ctx.device
@@ -605,7 +606,7 @@ def train_row(ctx: Context, row: Row, r: dict) -> None:
         ran = "reference (BIGTRAIN_KERNELS=off)"
     else:
         fell_back = sorted(k for k, ok in auto_decisions().items() if not ok)
-        used = sorted(op for op, n in kernel_calls().items() if n > calls0.get(op, 0))
+        used = sorted(k for k, n in kernel_calls().items() if n > calls0.get(k, 0))
         r["kernel_ops_called"] = used
         if not used and not fell_back:
             ran = "none of bigtrain's kernels: this model calls none (cuDNN and torch ops only)"

@@ -24,6 +24,21 @@ def kernel(name: str):
     return _build.load(name)
 
 
+# Forward calls of each kernel's op in this process (for reports: which kernels a stretch of work
+# used; `bigtrain bench gpu` records them per training row).
+_calls: dict[str, int] = {}
+
+
+def _count(name: str) -> None:
+    _calls[name] = _calls.get(name, 0) + 1
+
+
+def kernel_calls() -> dict[str, int]:
+    """Kernel name -> how many times its op ran the kernel (forward) in this process. Compare two
+    snapshots to see what a stretch of work used."""
+    return dict(_calls)
+
+
 # ---------------------------------------------------------------------------------------- upfirdn2d
 
 
@@ -73,6 +88,7 @@ def _upfirdn2d_function(up: tuple, down: tuple, pad: tuple, flip_filter: bool, g
 
 
 def upfirdn2d_cuda(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):
+    _count("upfirdn2d")
     if f is None:
         f = torch.ones([1, 1], device=x.device)
     f = f.to(device=x.device, dtype=torch.float32)
@@ -155,6 +171,7 @@ def _bias_act_functions(dim: int, act: str, alpha: float, gain: float, clamp: fl
 def bias_act_cuda(x, b, dim, act, alpha, gain, clamp, scale=None, addend=None):
     """``scale`` [N, C] and ``addend`` [N or 1, 1, H, W] (bias_act.py checks and shapes them) are
     applied before the bias, in the same kernel."""
+    _count("bias_act")
     b, scale, addend = (t if t is None else t.to(x.dtype) for t in (b, scale, addend))
     return _bias_act_functions(dim, act, float(alpha or 0.0), float(gain), float(clamp)).apply(x, b, scale, addend)
 
@@ -194,4 +211,5 @@ class _ModulateWeight(torch.autograd.Function):
 
 
 def modulate_weight_cuda(weight, styles, demodulate: bool, eps: float):
+    _count("modconv")
     return _ModulateWeight.apply(weight, styles, demodulate, eps)

@@ -25,8 +25,6 @@ IMPLS = ("auto", "ref", "cuda")
 KERNEL_OF = {"upfirdn2d": "upfirdn2d", "bias_act": "bias_act", "modulated_conv2d": "modconv"}
 
 _auto_ok: dict[str, bool] = {}
-# Calls that resolved to a kernel, per op, in this process (for reports: which kernels a run used).
-_kernel_calls: dict[str, int] = {}
 # The check a kernel passes before impl="auto" trusts it: kernel_check.quick_parity, set by
 # bigtrain/ops/__init__.py (it runs the ops themselves, which import this module).
 _parity_check: Callable[[str], str | None] = lambda kernel: f"no parity check is set for '{kernel}'"
@@ -73,12 +71,6 @@ def auto_decisions() -> dict[str, bool]:
     return dict(_auto_ok)
 
 
-def kernel_calls() -> dict[str, int]:
-    """Op name -> how many calls in this process ran its kernel (impl ``cuda``, or ``auto`` that took
-    the kernel). Compare two snapshots to see what a stretch of work used."""
-    return dict(_kernel_calls)
-
-
 def resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:
     """Resolve the ``impl`` argument of an op to the implementation to run.
 
@@ -91,14 +83,6 @@ def resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:
     Returns:
         ``"ref"`` or ``"cuda"``.
     """
-    choice = _resolve_impl(impl, x, op)
-    if choice == "cuda":
-        _kernel_calls[op] = _kernel_calls.get(op, 0) + 1
-    return choice
-
-
-def _resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:
-    """resolve_impl without the count."""
     if impl not in IMPLS:
         raise ValueError(f"{op}: unknown impl={impl!r}; expected one of {', '.join(map(repr, IMPLS))}")
     if impl == "ref":

@@ -110,7 +110,7 @@ def test_impl_cuda_takes_cpu_tensors_only_inside_the_emulation(first_run, monkey
     x = torch.randn(2, 3, 8, 8)
     with pytest.raises(RuntimeError, match="needs CUDA tensors"):
         bias_act(x, act="lrelu", impl="cuda")
-    from bigtrain.ops._impl import kernel_calls
+    from bigtrain.ops._cuda import kernel_calls
     before = kernel_calls()
     with _build.emulation() as module:
         assert module.bigtrain_cached  # built by first_run
@@ -276,9 +276,9 @@ def test_emulated_barriers_shuffles_deadlocks_and_failures(tmp_path):
     assert lines[4] == "block_sums again 2016 6112"
 
 
-@pytest.mark.parametrize("noise_mode", ["random", "const"])
+@pytest.mark.parametrize("noise_mode, channels_last", [("random", False), ("const", False), ("random", True)])
 def test_a_stylegan2_generator_on_the_kernels_matches_the_reference_to_second_order(first_run, monkeypatch,
-                                                                                    noise_mode):
+                                                                                    noise_mode, channels_last):
     # The whole generator as training runs it (the activation-scaling path, whose layers hand the
     # demodulation, noise, bias and activation to bias_act's one pass), on the kernels' source:
     # the image, G's gradients, and the path-length penalty's gradients (second order through every
@@ -286,9 +286,12 @@ def test_a_stylegan2_generator_on_the_kernels_matches_the_reference_to_second_or
     monkeypatch.setenv("BIGTRAIN_KERNEL_CACHE", str(first_run[0]))
     from bigtrain.losses.regularizers import path_lengths
     from bigtrain.models.stylegan2 import StyleGAN2Generator
+    from bigtrain.ops._cuda import kernel_calls
     torch.manual_seed(0)
     cfg = StyleGAN2Generator.Config(z_dim=8, w_dim=8, mapping_layers=1, channel_base=64, channel_max=8, conv_clamp=4)
     G = StyleGAN2Generator(cfg, 8, 3).train()
+    if channels_last:  # train.channels_last: the NHWC kernel paths, the epilogue's channels-innermost lookups
+        G = G.to(memory_format=torch.channels_last)
     with torch.no_grad():
         for name, p in G.named_parameters():
             if name.endswith("noise_strength"):
@@ -309,8 +312,11 @@ def test_a_stylegan2_generator_on_the_kernels_matches_the_reference_to_second_or
             module = sys.modules[f"bigtrain.ops.{name}"]
             real = module.resolve_impl
             monkeypatch.setattr(module, "resolve_impl",
-                                lambda impl, x, op, real=real: "cuda" if impl == "auto" else real(impl, x, op))
+                                lambda impl, x, op, real=real: real("cuda" if impl == "auto" else impl, x, op))
+        calls = kernel_calls()
         ours = run("cuda")
+        called = {op for op, n in kernel_calls().items() if n > calls.get(op, 0)}
+    assert called == {"upfirdn2d", "bias_act"}, called  # modconv's kernel builds the fused path's weights (inference)
     torch.testing.assert_close(ours[0], ref[0], rtol=1e-4, atol=1e-5)
     # (A gradient that does not reach a parameter is None on one side and zeros on the other.)
     params = list(G.named_parameters())
