@@ -114,7 +114,8 @@ class Row:
 
 # In priority order, a row that does not fit the budget being skipped. First what compares: StyleGAN2
 # bf16 with the kernels (the product), the same with autograd's own double backward through the
-# convolutions (what train.conv_double_backward=wgrad replaces), the same in channels_last (the layout
+# convolutions (what train.conv_double_backward=wgrad replaces), the same with the modulated convolution's
+# epilogue as separate ops (what train.modconv_epilogue=fused replaces), the same in channels_last (the layout
 # experiment, whose first iteration autotunes cuDNN for NHWC again) and with the reference ops (seconds per iteration at
 # 256x256, hence 2 + 8), then the kernels/reference pair for ProGAN and BigGAN; then the other
 # precisions and variants. bf16-kernels-batch4: the bf16 row at batch 4, an eighth of the GPU's work
@@ -125,6 +126,7 @@ class Row:
 # every phase's loss (a sync per phase), to measure what skipping non-finite steps on the device saves.
 ROWS = (Row("bf16-kernels", "bf16", True, 6, 32),
         Row("bf16-kernels-autograd-conv", "bf16", True, 6, 32, ("train.conv_double_backward=autograd",)),
+        Row("bf16-kernels-sep-epilogue", "bf16", True, 4, 32, ("train.modconv_epilogue=separate",)),
         Row("bf16-kernels-cl", "bf16", True, 6, 32, ("train.channels_last=true",)),
         Row("bf16-kernels-batch4", "bf16", True, 4, 32, ("train.batch_size=4", "train.cudnn_benchmark=false")),
         Row("bf16-reference", "bf16", False, 2, 8),

@@ -115,8 +115,8 @@ def add(sub) -> None:
     bu.add_argument("--sections", nargs="+", default=None, metavar="SECTION",
                     help="run only these: environment kernels bench-kernels train profile (default all)")
     bu.add_argument("--rows", nargs="+", default=None, metavar="ROW",
-                    help="training rows, in priority order: bf16-kernels bf16-kernels-autograd-conv bf16-kernels-cl "
-                         "bf16-kernels-batch4 bf16-reference progan-bf16-kernels progan-bf16-reference "
+                    help="training rows, in priority order: bf16-kernels bf16-kernels-autograd-conv "
+                         "bf16-kernels-sep-epilogue bf16-kernels-cl bf16-kernels-batch4 bf16-reference progan-bf16-kernels progan-bf16-reference "
                          "biggan-bf16-kernels biggan-bf16-reference bf16-kernels-ada fp16-kernels fp32-kernels "
                          "bf16-kernels-sync fp16-reference fp32-reference (default all that fit the budget)")
     bu.add_argument("--profile-row", default="bf16-kernels", metavar="ROW",

@@ -11,6 +11,21 @@ from bigtrain.ops.upfirdn2d import IntPair, Padding
 
 _DEMOD_EPS = 1e-8
 
+EPILOGUES = ("fused", "separate")
+_epilogue = "fused"
+
+
+def set_epilogue(mode: str) -> None:
+    """How :func:`modulated_conv2d` applies an epilogue (``act``) on its activation-scaling path:
+    ``"fused"`` (the default) hands the demodulation and the noise to ``bias_act`` (one kernel pass,
+    the result in the convolution's dtype); ``"separate"`` multiplies and adds with torch ops before
+    ``bias_act``, as before session 20 (three passes; a 16-bit convolution output is promoted to the
+    coefficients' float32). The trainer's ``train.modconv_epilogue``; for the benchmark's comparison."""
+    global _epilogue
+    if mode not in EPILOGUES:
+        raise ValueError(f"modconv epilogue: unknown mode {mode!r}; expected one of {', '.join(map(repr, EPILOGUES))}")
+    _epilogue = mode
+
 
 def _check_modconv_args(x, weight, styles) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
@@ -131,13 +146,13 @@ def modulated_conv2d(
     if not fused_modconv:
         x = x * styles[:, :, None, None]
         x = conv2d_resample(x, weight, f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight)
-        if act is not None:
+        if act is not None and _epilogue == "fused":
             return bias_act(x, bias, act=act, gain=act_gain, clamp=clamp, impl=impl, scale=dcoefs, addend=noise)
         if dcoefs is not None:
             x = x * dcoefs[:, :, None, None]
         if noise is not None:
             x = x + noise.to(x.dtype)
-        return x
+        return x if act is None else bias_act(x, bias, act=act, gain=act_gain, clamp=clamp, impl=impl)
 
     if use_kernel:
         from bigtrain.ops._cuda import modulate_weight_cuda

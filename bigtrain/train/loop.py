@@ -39,6 +39,7 @@ from bigtrain.models.common.growing import active_parameters, area_downsample, f
 from bigtrain.models.common.layers import set_reduced_precision
 from bigtrain.models.sampling import latents_from_seeds, one_hot
 from bigtrain.ops.conv import set_double_backward
+from bigtrain.ops.modconv import set_epilogue
 from bigtrain.train.config import TrainConfig
 from bigtrain.train.ema import ema_beta, update_ema
 from bigtrain.train.init import load_into, read_start
@@ -101,6 +102,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.allow_tf32
         set_double_backward(cfg.train.conv_double_backward)
+        set_epilogue(cfg.train.modconv_epilogue)
         # Same initial weights on every rank and at every world size.
         torch.manual_seed(cfg.run.seed)
 

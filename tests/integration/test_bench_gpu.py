@@ -10,7 +10,7 @@ import torch
 from conftest import kernel_emulation, run_cli
 
 SECTIONS = ["environment", "kernels", "bench-kernels", "train", "profile"]
-ROWS = ["bf16-kernels", "bf16-kernels-autograd-conv", "bf16-kernels-cl", "bf16-kernels-batch4", "bf16-reference",
+ROWS = ["bf16-kernels", "bf16-kernels-autograd-conv", "bf16-kernels-sep-epilogue", "bf16-kernels-cl", "bf16-kernels-batch4", "bf16-reference",
         "progan-bf16-kernels", "progan-bf16-reference", "biggan-bf16-kernels", "biggan-bf16-reference",
         "bf16-kernels-ada", "fp16-kernels", "fp32-kernels", "bf16-kernels-sync", "fp16-reference", "fp32-reference"]
 
