@@ -326,6 +326,13 @@ def section_kernels(ctx: Context, rec: dict) -> None:
     rec["table_file"] = "kernels-check.txt"
 
 
+def child_gave_rows(returncode: int, path: Path) -> bool:
+    """Whether the parity table's child process finished its table: `bigtrain kernels --check` exits 0
+    (every row passed) or 1 (some failed) with its --json file written. An exception in the child
+    also exits 1, but writes no file: then, as for any other exit, the child crashed."""
+    return returncode in (0, 1) and path.exists()
+
+
 def _check_in_child(ctx: Context, rec: dict, built: list[str]) -> list:
     """The parity table of ``built`` on the GPU, in a child process. The table is the first run of
     the kernels on this GPU: a fault there (an illegal address) leaves the process's CUDA context
@@ -340,14 +347,14 @@ def _check_in_child(ctx: Context, rec: dict, built: list[str]) -> list:
         # `bigtrain kernels --check` itself: it loads the builds from the cache and exits 1 when rows fail.
         proc = subprocess.run([sys.executable, "-m", "bigtrain", "kernels", "--check", "--only", *built, "--json",
                                str(path)], capture_output=True, text=True,
-                              timeout=max(ctx.deadline - t0, 120))  # 171 rows: about 13 s on the H200
+                              timeout=max(ctx.deadline - t0, 120))  # 171 rows took 13 s on the H200; 306 now
         ended = f"exited {proc.returncode}" if proc.returncode >= 0 else f"was killed by signal {-proc.returncode}"
         tail = (proc.stdout + proc.stderr).strip()
     except subprocess.TimeoutExpired as e:
         ended, tail = f"ran past {e.timeout:.0f} s", ""
         proc = None
     rec["check_s"] = round(time.perf_counter() - t0, 2)
-    if proc is None or proc.returncode not in (0, 1) or not path.exists():
+    if proc is None or not child_gave_rows(proc.returncode, path):
         ctx.kernels_unsafe = (f"the kernels' parity table {ended} in its own process"
                               + (f": {tail.splitlines()[-1]}" if tail else ""))
         rec["check_error"] = {"message": ctx.kernels_unsafe, "output_tail": tail[-4000:]}
@@ -610,7 +617,7 @@ def train_row(ctx: Context, row: Row, r: dict) -> None:
         fell_back = sorted(k for k, ok in auto_decisions().items() if not ok)
         used = sorted(k for k, n in kernel_calls().items() if n > calls0.get(k, 0))
         r["kernel_ops_called"] = used
-        if not used and not fell_back:
+        if not used:  # (an earlier row's fallback says nothing about a model that calls no kernel)
             ran = "none of bigtrain's kernels: this model calls none (cuDNN and torch ops only)"
         else:
             ran = "kernels" if not fell_back else f"kernels, but the reference for {', '.join(fell_back)} (auto fell back)"

@@ -348,9 +348,10 @@ class ShardStream:
             self._img.append(b["img"])
             self._lbl.append(b["label"])
             self._buffered += len(b["img"])
-        # One buffered batch (the usual case: the batch a multiple of data.chunk, or within one chunk)
-        # is sliced, not copied: with pin_memory its slices stay in the loader's pinned memory, and
-        # the copy to the GPU starts from there instead of pinning a copy of a copy.
+        # A batch within one buffered chunk (the usual case: a batch that divides the loader's chunk
+        # or is a multiple of it) is sliced, not copied: with pin_memory its slices stay in the loader's
+        # pinned memory, and the copy to the GPU starts from there instead of pinning a copy of a copy.
+        # A batch that spans chunks is still concatenated.
         img, lbl = ((self._img[0], self._lbl[0]) if len(self._img) == 1
                     else (torch.cat(self._img), torch.cat(self._lbl)))
         rest = len(img) - n

@@ -390,8 +390,14 @@ class Trainer:
         flags = [ok for _, _, dev in self._unsettled for _, ok in dev]
         values = iter(torch.stack(flags).tolist() if flags else [])
         entries, self._unsettled = self._unsettled, []
-        for kimg, skipped, dev in entries:
-            self._count_nonfinite(skipped + [name for name, _ in dev if next(values) < 1], kimg)
+        diverged = None
+        for kimg, skipped, dev in entries:  # all of them counted, then a divergence raised
+            try:
+                self._count_nonfinite(skipped + [name for name, _ in dev if next(values) < 1], kimg)
+            except TrainingDiverged as e:
+                diverged = diverged or e
+        if diverged is not None:
+            raise diverged
 
     def _count_nonfinite(self, skipped: list[str], kimg: float) -> None:
         p = self.progress

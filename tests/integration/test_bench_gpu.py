@@ -120,6 +120,17 @@ def test_a_parity_table_that_crashes_its_process_keeps_the_kernels_out_of_the_re
     assert profile["status"] == "skipped" and profile["reason"] == ctx.kernels_unsafe
 
 
+def test_the_parity_child_counts_as_finished_only_with_its_rows_written(tmp_path):
+    # `bigtrain kernels --check` exits 1 when rows fail, and so does an exception that kills it (a
+    # kernel's illegal address surfaces as one): only the --json file tells the two apart.
+    from bigtrain.bench.gpu import child_gave_rows
+    rows = tmp_path / "rows.json"
+    assert not child_gave_rows(1, rows) and not child_gave_rows(0, rows)
+    rows.write_text("[]")
+    assert child_gave_rows(0, rows) and child_gave_rows(1, rows)
+    assert not child_gave_rows(6, rows) and not child_gave_rows(-11, rows)
+
+
 def test_help_lists_every_row_in_priority_order():
     from bigtrain.bench.gpu import ROW_NAMES
     r = run_cli(["bench", "gpu", "--help"], env={"COLUMNS": "2000"})  # one line per option: no wrapping

@@ -313,10 +313,23 @@ def test_a_stylegan2_generator_on_the_kernels_matches_the_reference_to_second_or
             real = module.resolve_impl
             monkeypatch.setattr(module, "resolve_impl",
                                 lambda impl, x, op, real=real: real("cuda" if impl == "auto" else impl, x, op))
+        # The layers' epilogue reaches the kernel: demodulation and noise as its scale and addend.
+        from bigtrain.ops import _cuda
+        real_bias_act, operands = _cuda.bias_act_cuda, []
+
+        def spy(x, *args, **kw):  # the convolution layers' calls (4-D x), not the dense layers'
+            if x.ndim == 4:
+                operands.append((kw.get("scale", args[6] if len(args) > 6 else None),
+                                 kw.get("addend", args[7] if len(args) > 7 else None)))
+            return real_bias_act(x, *args, **kw)
+        monkeypatch.setattr(_cuda, "bias_act_cuda", spy)
         calls = kernel_calls()
         ours = run("cuda")
         called = {op for op, n in kernel_calls().items() if n > calls.get(op, 0)}
     assert called == {"upfirdn2d", "bias_act"}, called  # modconv's kernel builds the fused path's weights (inference)
+    # The 3 modulated layers at 4x4 and 8x8, in the one forward (the ToRGBs take no epilogue).
+    assert [(s is not None, a is not None) for s, a in operands] == [(True, True), (False, False)] + [
+        (True, True), (True, True), (False, False)], operands
     torch.testing.assert_close(ours[0], ref[0], rtol=1e-4, atol=1e-5)
     # (A gradient that does not reach a parameter is None on one side and zeros on the other.)
     params = list(G.named_parameters())
