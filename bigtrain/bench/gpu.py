@@ -270,7 +270,7 @@ def section_environment(ctx: Context, rec: dict) -> None:
 def section_kernels(ctx: Context, rec: dict) -> None:
     """`bigtrain kernels --check`: build each kernel (or load it from the cache), then the parity
     table; --toy: the kernels' source through the CPU emulation, float32 rows only."""
-    from bigtrain.ops._build import SOURCES, KernelBuildError, build_emulation, emulation, load
+    from bigtrain.ops._build import SOURCES, KernelBuildError, build_emulation, emulation, how_loaded, load
     from bigtrain.ops.kernel_check import check, format_rows
     builds, built = [], []
     if ctx.toy:
@@ -278,7 +278,7 @@ def section_kernels(ctx: Context, rec: dict) -> None:
         t0 = time.perf_counter()
         module = build_emulation()
         builds.append({"kernel": "emulation", "seconds": round(time.perf_counter() - t0, 2),
-                       "how": "loaded from the cache" if module.bigtrain_cached else "compiled"})
+                       "how": how_loaded(module)})
         with emulation():
             rows = check("cpu", (torch.float32,))
     else:
@@ -305,8 +305,7 @@ def section_kernels(ctx: Context, rec: dict) -> None:
                 continue
             try:
                 module = load(name)
-                how = ("ahead-of-time build" if not hasattr(module, "bigtrain_cached") else
-                       "loaded from the cache" if module.bigtrain_cached else "compiled")
+                how = how_loaded(module)
                 builds.append({"kernel": name, "seconds": round(time.perf_counter() - t0, 2), "how": how})
                 built.append(name)
             except KernelBuildError as e:  # its log goes to the JSON; the others are still checked
@@ -576,6 +575,7 @@ def train_row(ctx: Context, row: Row, r: dict) -> None:
     from bigtrain.bench.train import time_steps
     from bigtrain.ops._cuda import kernel_calls
     from bigtrain.ops._impl import auto_decisions
+    from bigtrain.train.loop import TrainingDiverged
     from bigtrain.train.observe import TickStats, peak_memory_gb
 
     dev = ctx.device
@@ -602,7 +602,6 @@ def train_row(ctx: Context, row: Row, r: dict) -> None:
     # Steps the GPU skipped for a non-finite loss are counted at the trainer's next tick; count them
     # now, after the clock stopped. Too many in a row is the trainer's divergence error: the row's
     # figures are measured all the same, so it is recorded with them rather than losing them.
-    from bigtrain.train.loop import TrainingDiverged
     try:
         trainer.settle_nonfinite()
     except TrainingDiverged as e:

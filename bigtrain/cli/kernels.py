@@ -7,11 +7,10 @@ import os
 def run(args) -> int:
     """Build the CUDA kernels (into the cache, or only compile-check them), then check parity;
     with --emulate, the same through the CPU emulation of the kernels' source."""
-    import importlib
     import time
 
     from bigtrain.distributed import print0
-    from bigtrain.ops._build import SOURCES, build, build_emulation, emulation
+    from bigtrain.ops._build import SOURCES, build, build_emulation, emulation, how_loaded, load
 
     if args.check and args.build_only:
         raise ValueError("--check builds and checks; --build-only only builds: give one")
@@ -25,22 +24,14 @@ def run(args) -> int:
     if args.emulate:
         t0 = time.time()
         module = build_emulation(verbose=args.verbose)
-        how = "loaded from the cache" if module.bigtrain_cached else "compiled"
-        print0(f"emulation of {', '.join(SOURCES)}: {how} in {time.time() - t0:.0f} s: {module.__file__}")
+        print0(f"emulation of {', '.join(SOURCES)}: {how_loaded(module)} in {time.time() - t0:.0f} s: {module.__file__}")
     else:
         for name in names:
             t0 = time.time()
-            module = None
-            if not args.build_only:  # the check runs what the ops load first: an ahead-of-time build
-                try:
-                    module = importlib.import_module(f"bigtrain._kernel_{name}")
-                except ImportError:
-                    pass
-            if module is None:
-                module = build(name, verbose=args.verbose)  # KernelBuildError carries the compiler log
-            how = ("ahead-of-time build" if not hasattr(module, "bigtrain_cached") else
-                   "loaded from the cache" if module.bigtrain_cached else "compiled")
-            print0(f"{name}: {how} in {time.time() - t0:.0f} s: {module.__file__}")
+            # The check runs what the ops load (an ahead-of-time build first); --build-only compiles.
+            # KernelBuildError carries the compiler log.
+            module = build(name, args.verbose) if args.build_only else load(name, args.verbose)
+            print0(f"{name}: {how_loaded(module)} in {time.time() - t0:.0f} s: {module.__file__}")
     if args.build_only:
         return 0
     import torch

@@ -206,10 +206,17 @@ def parity_marker(module) -> Path | None:
     return path.parent / f"parity-ok-{gpu}-sm{''.join(map(str, torch.cuda.get_device_capability()))}"
 
 
-def load(name: str):
-    """The kernel module for ``name``: ahead-of-time build, else cache, else a fresh build. A
-    failure is remembered for the process and raised again on every call. Inside
-    :func:`emulation`, the emulation's submodule."""
+def how_loaded(module) -> str:
+    """How :func:`load` or :func:`build` came by ``module``, for messages and reports."""
+    if not hasattr(module, "bigtrain_cached"):
+        return "ahead-of-time build"
+    return "loaded from the cache" if module.bigtrain_cached else "compiled"
+
+
+def load(name: str, verbose: bool = False):
+    """The kernel module for ``name``: ahead-of-time build, else cache, else a fresh build (its
+    compiler commands shown with ``verbose``). A failure is remembered for the process and raised
+    again on every call. Inside :func:`emulation`, the emulation's submodule."""
     if _emulated is not None:
         return getattr(_emulated, name)
     if name in _loaded:
@@ -220,7 +227,7 @@ def load(name: str):
         try:
             module = importlib.import_module(f"bigtrain._kernel_{name}")
         except ImportError:
-            module = build(name)
+            module = build(name, verbose)
     except KernelBuildError as e:
         _failed[name] = e
         raise

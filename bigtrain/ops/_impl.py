@@ -71,6 +71,12 @@ def auto_decisions() -> dict[str, bool]:
     return dict(_auto_ok)
 
 
+def check_impl(impl: str, op: str) -> None:
+    """An ``impl`` argument that is none of IMPLS is an error naming ``op``."""
+    if impl not in IMPLS:
+        raise ValueError(f"{op}: unknown impl={impl!r}; expected one of {', '.join(map(repr, IMPLS))}")
+
+
 def resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:
     """Resolve the ``impl`` argument of an op to the implementation to run.
 
@@ -83,8 +89,7 @@ def resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:
     Returns:
         ``"ref"`` or ``"cuda"``.
     """
-    if impl not in IMPLS:
-        raise ValueError(f"{op}: unknown impl={impl!r}; expected one of {', '.join(map(repr, IMPLS))}")
+    check_impl(impl, op)
     if impl == "ref":
         return "ref"
     from bigtrain.ops._build import emulating, load

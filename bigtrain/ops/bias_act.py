@@ -89,18 +89,15 @@ def bias_act(
         raise ValueError(f"bias_act: unknown act={act!r}; expected one of {', '.join(ACTIVATIONS)}")
     if alpha is not None and spec.def_alpha is None:
         raise ValueError(f"bias_act: act={act!r} takes no alpha, got alpha={alpha!r}")
-    if b is not None:
+    if b is not None or scale is not None or addend is not None:
         if not -x.ndim <= dim < x.ndim:
             raise ValueError(f"bias_act: dim={dim} is out of range for x with {x.ndim} dims")
         dim = dim % x.ndim
-        if b.ndim != 1 or b.shape[0] != x.shape[dim]:
-            raise ValueError(
-                f"bias_act: b must be 1-D with x.shape[{dim}]={x.shape[dim]} entries, got shape {tuple(b.shape)}"
-            )
+    if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
+        raise ValueError(
+            f"bias_act: b must be 1-D with x.shape[{dim}]={x.shape[dim]} entries, got shape {tuple(b.shape)}"
+        )
     if scale is not None or addend is not None:
-        if not -x.ndim <= dim < x.ndim:
-            raise ValueError(f"bias_act: dim={dim} is out of range for x with {x.ndim} dims")
-        dim = dim % x.ndim
         scale, addend = _check_epilogue(x, dim, scale, addend)
     alpha = spec.def_alpha if alpha is None else float(alpha)
     gain = spec.def_gain if gain is None else float(gain)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bigtrain.ops._impl import IMPLS, resolve_impl
+from bigtrain.ops._impl import check_impl, resolve_impl
 from bigtrain.ops.bias_act import bias_act
 from bigtrain.ops.conv2d_resample import _conv2d_resample_ref, conv2d_resample
 from bigtrain.ops.upfirdn2d import IntPair, Padding
@@ -138,12 +138,8 @@ def modulated_conv2d(
 
     # The kernel builds the grouped path's weights; the activation-scaling path has none of its own (and
     # must not need this kernel built: its epilogue is bias_act's).
-    if fused_modconv:
-        use_kernel = resolve_impl(impl, x, "modulated_conv2d") == "cuda"
-    else:
-        use_kernel = False
-        if impl not in IMPLS:
-            resolve_impl(impl, x, "modulated_conv2d")  # the unknown-impl error
+    check_impl(impl, "modulated_conv2d")
+    use_kernel = fused_modconv and resolve_impl(impl, x, "modulated_conv2d") == "cuda"
     dcoefs: torch.Tensor | None = None
     if demodulate and not use_kernel:
         # Squared sums in float32 at least; float16 sums of I*k*k terms lose too much.
