@@ -9,7 +9,10 @@
 // channels only: s is [N, C] (one factor per sample and channel), a is [N or 1, 1, H, W] (one value
 // per pixel, the same for every channel; a_nstride is H*W, or 0 when all samples share it).
 // Applying them here saves the two full passes over the activations (a multiply, an add) that
-// precede bias_act otherwise, and the intermediate saved for the backward.
+// precede bias_act otherwise, and the intermediate saved for the backward. For the same 4-D x the
+// bias may also be per sample, [N, C] (b_nstride C, else 0): with s, any affine map per sample and
+// channel, which is what batch norm and a conditional gain and bias after it come to (BigGAN's
+// conditional BN + ReLU in one pass).
 // Activation ids follow bigtrain/ops/bias_act.py's CUDA_ACT_IDS. Math in float32.
 #include "common.cuh"
 
@@ -55,7 +58,8 @@ struct alignas(sizeof(scalar_t) * VEC) Vec {
 };
 
 // The bias, scale and addend of a vector's VEC elements starting at element i (0, 1 and 0 where
-// absent). With any of them, b_stride and b_size describe the channel dimension: b_stride is H*W
+// absent). The bias of sample nn and channel c is b[nn * b_nstride + c] (b_nstride 0: shared by the
+// samples). With any of them, b_stride and b_size describe the channel dimension: b_stride is H*W
 // for NCHW (the vector then lies in one plane: the host takes VEC = 4 only when b_stride is a
 // multiple of 4) or 1 when the channels are innermost (channels_last, [N, C] dense layers, 1x1
 // planes: the vector may cross channels, pixels and samples). Divisions once per vector; the
@@ -63,20 +67,21 @@ struct alignas(sizeof(scalar_t) * VEC) Vec {
 template <typename scalar_t, typename index_t, int VEC>
 __device__ __forceinline__ void lookups(const scalar_t* __restrict__ b, const scalar_t* __restrict__ s,
                                         const scalar_t* __restrict__ a, index_t i, index_t b_stride, index_t b_size,
-                                        index_t hw, index_t a_nstride, float* bias, float* sc, float* ad) {
+                                        index_t hw, index_t a_nstride, index_t b_nstride, float* bias, float* sc,
+                                        float* ad) {
   if (b == nullptr && s == nullptr && a == nullptr) {
 #pragma unroll
     for (int k = 0; k < VEC; ++k) bias[k] = 0.f, sc[k] = 1.f, ad[k] = 0.f;
   } else if (b_stride == 1) {
     index_t c = i % b_size, nn = 0, p = 0;
-    if (s != nullptr || a != nullptr) {
+    if (s != nullptr || a != nullptr || b_nstride != 0) {
       const index_t pix = i / b_size;
       nn = pix / hw;
       p = pix - nn * hw;
     }
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
-      bias[k] = b ? static_cast<float>(b[c]) : 0.f;
+      bias[k] = b ? static_cast<float>(b[nn * b_nstride + c]) : 0.f;
       sc[k] = s ? static_cast<float>(s[nn * b_size + c]) : 1.f;
       ad[k] = a ? static_cast<float>(a[nn * a_nstride + p]) : 0.f;
       if (++c == b_size) {
@@ -86,7 +91,7 @@ __device__ __forceinline__ void lookups(const scalar_t* __restrict__ b, const sc
     }
   } else {
     const index_t plane = i / b_stride, c = plane % b_size, nn = plane / b_size, p = i - plane * b_stride;
-    const float bk = b ? static_cast<float>(b[c]) : 0.f, sk = s ? static_cast<float>(s[nn * b_size + c]) : 1.f;
+    const float bk = b ? static_cast<float>(b[nn * b_nstride + c]) : 0.f, sk = s ? static_cast<float>(s[nn * b_size + c]) : 1.f;
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       bias[k] = bk;
@@ -101,12 +106,13 @@ __global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* 
                                 const scalar_t* __restrict__ s, const scalar_t* __restrict__ a,
                                 const scalar_t* __restrict__ dy, const scalar_t* __restrict__ ddx,
                                 scalar_t* __restrict__ out, index_t n, index_t b_stride, index_t b_size, index_t hw,
-                                index_t a_nstride, int act, int mode, float alpha, float gain, float clamp) {
+                                index_t a_nstride, index_t b_nstride, int act, int mode, float alpha, float gain,
+                                float clamp) {
   using V = Vec<scalar_t, VEC>;
   const index_t step = (index_t)blockDim.x * gridDim.x * VEC;
   for (index_t i = ((index_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC; i < n; i += step) {
     float bias[VEC], sc[VEC], ad[VEC];
-    lookups<scalar_t, index_t, VEC>(b, s, a, i, b_stride, b_size, hw, a_nstride, bias, sc, ad);
+    lookups<scalar_t, index_t, VEC>(b, s, a, i, b_stride, b_size, hw, a_nstride, b_nstride, bias, sc, ad);
     const V xv = *reinterpret_cast<const V*>(x + i);
     V dyv, ddxv, outv;
     if (mode >= 1) dyv = *reinterpret_cast<const V*>(dy + i);
@@ -135,7 +141,8 @@ void launch_bias_act(const BiasActArgs<scalar_t>& p, bt_stream_t stream) {
   const auto kernel = bias_act_kernel<scalar_t, index_t, VEC>;
   BT_LAUNCH(kernel, blocks, threads, stream)(p.x, p.b, p.s, p.a, p.dy, p.ddx, p.out, (index_t)p.n,
                                              (index_t)p.b_stride, (index_t)p.b_size, (index_t)p.hw,
-                                             (index_t)p.a_nstride, p.act, p.mode, p.alpha, p.gain, p.clamp);
+                                             (index_t)p.a_nstride, (index_t)p.b_nstride, p.act, p.mode, p.alpha,
+                                             p.gain, p.clamp);
 }
 
 // Picks the vector width and the index type (above) for these pointers and sizes; b, s, a, dy and

@@ -2,8 +2,9 @@
 // dispatch to bias_act.cu's launcher, and the Python binding.
 #include "host.h"
 
-// x: input; b: bias (undefined or 1-D over dimension `dim`); s, a: the modulated convolution's
-// epilogue (undefined, or for a 4-D x with dim 1: s [N, C], a [N or 1, 1, H, W]); dy, ddx: as the
+// x: input; b: bias (undefined, 1-D over dimension `dim`, or per sample [N, C] for a 4-D x with dim
+// 1); s, a: the modulated convolution's epilogue (undefined, or for a 4-D x with dim 1: s [N, C], a
+// [N or 1, 1, H, W]); dy, ddx: as the
 // mode needs (else undefined). A 4-D x in channels_last layout with the bias over dimension 1
 // (channels) is processed in that layout, and the output keeps it: the channels are then the
 // innermost dimension in memory.
@@ -25,10 +26,15 @@ at::Tensor bias_act(at::Tensor x, c10::optional<at::Tensor> b, c10::optional<at:
   };
   const auto plain = at::MemoryFormat::Contiguous;
   at::Tensor bt = operand(b, "b", plain), st = operand(s, "s", plain), at_ = operand(a, "a", plain);
-  int64_t b_stride = 1, b_size = 1, hw = 1, a_nstride = 0;
-  if (bt.defined())
+  int64_t b_stride = 1, b_size = 1, hw = 1, a_nstride = 0, b_nstride = 0;
+  const bool b_per_sample = bt.defined() && bt.dim() == 2;
+  if (b_per_sample) {
+    TORCH_CHECK(x.dim() == 4 && dim == 1 && bt.size(0) == x.size(0) && bt.size(1) == x.size(1),
+                "bias_act: a 2-D b must be [N, C] for a 4-D x with dim 1");
+  } else if (bt.defined()) {
     TORCH_CHECK(bt.dim() == 1 && bt.size(0) == x.size(dim), "bias_act: b must be 1-D with x.shape[dim] entries");
-  if (st.defined() || at_.defined()) {
+  }
+  if (st.defined() || at_.defined() || b_per_sample) {
     TORCH_CHECK(x.dim() == 4 && dim == 1, "bias_act: s and a need a 4-D x with the bias over dimension 1");
     hw = x.size(2) * x.size(3);
     if (st.defined())
@@ -40,6 +46,7 @@ at::Tensor bias_act(at::Tensor x, c10::optional<at::Tensor> b, c10::optional<at:
       a_nstride = at_.size(0) == 1 ? 0 : hw;
     }
   }
+  if (b_per_sample) b_nstride = x.size(1);
   if (bt.defined() || st.defined() || at_.defined()) {
     b_size = x.size(dim);
     if (!nhwc)  // channels_last: the channels are innermost, b_stride 1
@@ -60,8 +67,8 @@ at::Tensor bias_act(at::Tensor x, c10::optional<at::Tensor> b, c10::optional<at:
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "bias_act", [&] {
     auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
     const BiasActArgs<scalar_t> p{x.data_ptr<scalar_t>(), ptr(bt), ptr(st), ptr(at_), ptr(dyt), ptr(ddxt),
-                                  out.data_ptr<scalar_t>(), n, b_stride, b_size, hw, a_nstride, (int)act, (int)mode,
-                                  (float)alpha, (float)gain, (float)clamp};
+                                  out.data_ptr<scalar_t>(), n, b_stride, b_size, hw, a_nstride, b_nstride, (int)act,
+                                  (int)mode, (float)alpha, (float)gain, (float)clamp};
     bias_act_launch<scalar_t>(p, BT_STREAM());
   });
   BT_LAUNCH_CHECK();

@@ -52,7 +52,8 @@ struct BiasActArgs {
   scalar_t* out;
   int64_t n;                  // elements
   int64_t b_stride, b_size;   // elements between channels (1: channels innermost) and channels
-  int64_t hw, a_nstride;      // with s or a: pixels per plane; a's elements per sample (0: shared)
+  int64_t hw, a_nstride;      // with s, a or a per-sample b: pixels per plane; a's elements per sample (0: shared)
+  int64_t b_nstride;          // b's elements per sample: C for a per-sample bias [N, C], 0 when shared
   int act, mode;
   float alpha, gain, clamp;
 };

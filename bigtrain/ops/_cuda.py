@@ -107,7 +107,9 @@ def upfirdn2d_cuda(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fli
 # ----------------------------------------------------------------------------------------- bias_act
 
 
-def _reduce_to_bias(t: torch.Tensor, dim: int) -> torch.Tensor:
+def _reduce_to_bias(t: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    if b.ndim == 2:  # per sample and channel, for a 4-D t with dim 1
+        return t.sum(dim=[2, 3])
     dims = [d for d in range(t.ndim) if d != dim]
     return t.sum(dim=dims) if dims else t  # sum(dim=[]) would reduce everything
 
@@ -116,7 +118,7 @@ def _epilogue_grads(g, x, b, s, a, dim: int, needs):
     """Gradients of u = x * s + a + b w.r.t. (x, b, s, a), given g = dL/du; None where not needed or
     absent. Plain torch ops, so that they are differentiable again."""
     d_x = (g if s is None else g * s[:, :, None, None]) if needs[0] else None
-    d_b = _reduce_to_bias(g, dim) if b is not None and needs[1] else None
+    d_b = _reduce_to_bias(g, b, dim) if b is not None and needs[1] else None
     d_s = (g * x).sum(dim=[2, 3]) if s is not None and needs[2] else None
     d_a = g.sum_to_size(a.shape) if a is not None and needs[3] else None
     return d_x, d_b, d_s, d_a
@@ -125,7 +127,8 @@ def _epilogue_grads(g, x, b, s, a, dim: int, needs):
 @functools.lru_cache(maxsize=None)
 def _bias_act_functions(dim: int, act: str, alpha: float, gain: float, clamp: float):
     """BiasAct(x, b, s, a): the op on u = x * s + a + b (s [N, C] and a [N or 1, 1, H, W] optional:
-    the modulated convolution's epilogue, see kernels/bias_act.cu), with a backward that is
+    the modulated convolution's epilogue, see kernels/bias_act.cu; b 1-D, or [N, C] per sample), with a
+    backward that is
     differentiable again. The kernel returns derivatives w.r.t. u; the chain through u's terms is
     torch's."""
     act_id = CUDA_ACT_IDS[act]
@@ -170,7 +173,7 @@ def _bias_act_functions(dim: int, act: str, alpha: float, gain: float, clamp: fl
 
 def bias_act_cuda(x, b, dim, act, alpha, gain, clamp, scale=None, addend=None):
     """``scale`` [N, C] and ``addend`` [N or 1, 1, H, W] (bias_act.py checks and shapes them) are
-    applied before the bias, in the same kernel."""
+    applied before the bias (1-D, or [N, C] per sample), in the same kernel."""
     _count("bias_act")
     b, scale, addend = (t if t is None else t.to(x.dtype) for t in (b, scale, addend))
     return _bias_act_functions(dim, act, float(alpha or 0.0), float(gain), float(clamp)).apply(x, b, scale, addend)

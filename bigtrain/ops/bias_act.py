@@ -63,11 +63,14 @@ def bias_act(
 
     ``scale`` and ``addend`` (optional) are the modulated convolution's epilogue, StyleGAN2's
     demodulation coefficients and noise (:func:`~bigtrain.ops.modulated_conv2d` passes them): the
-    kernel applies them in its one pass, where the reference takes a pass for each.
+    kernel applies them in its one pass, where the reference takes a pass for each. A ``scale`` and
+    a per-sample bias ``b`` ([N, C]) make any affine map per sample and channel: batch norm with a
+    conditional gain and bias after it (BigGAN's), folded into one pass with its activation.
 
     Args:
         x: Input of any shape.
-        b: Optional 1-D bias of length ``x.shape[dim]``, broadcast along ``dim``.
+        b: Optional bias: 1-D of length ``x.shape[dim]``, broadcast along ``dim``; or, for a 4-D
+            ``x`` with ``dim`` 1, ``[N, C]``, one per sample and channel.
         dim: Dimension of ``x`` that ``b`` indexes (negative values allowed).
         act: One of the keys of :data:`ACTIVATIONS`.
         alpha: Activation parameter; only ``lrelu`` takes one (negative
@@ -93,7 +96,11 @@ def bias_act(
         if not -x.ndim <= dim < x.ndim:
             raise ValueError(f"bias_act: dim={dim} is out of range for x with {x.ndim} dims")
         dim = dim % x.ndim
-    if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
+    if b is not None and b.ndim == 2:
+        if x.ndim != 4 or dim != 1 or tuple(b.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"bias_act: a 2-D b must be [N, C] for a 4-D x [N, C, H, W] with dim=1, got b of "
+                             f"shape {tuple(b.shape)}, x of shape {tuple(x.shape)} and dim={dim}")
+    elif b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
         raise ValueError(
             f"bias_act: b must be 1-D with x.shape[{dim}]={x.shape[dim]} entries, got shape {tuple(b.shape)}"
         )
@@ -140,7 +147,8 @@ def _bias_act_ref(
 ) -> torch.Tensor:
     if b is not None:
         # Cast so a float32 bias does not silently promote float16 activations.
-        x = x + b.to(x.dtype).reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+        x = x + (b.to(x.dtype)[:, :, None, None] if b.ndim == 2 else
+                 b.to(x.dtype).reshape([-1 if i == dim else 1 for i in range(x.ndim)]))
     x = spec.func(x, alpha)
     if gain != 1:
         x = x * gain

@@ -137,6 +137,15 @@ def _cases(device: torch.device, dtype: torch.dtype):
                (lambda impl, act=act, clamp=clamp: lambda x, b, s, a: bias_act(x, b, act=act, clamp=clamp, impl=impl,
                                                                               scale=s, addend=a)),
                [_nhwc(x) if nhwc else x, b, sc, a])
+    # An affine map per sample and channel (a scale and an [N, C] bias: batch norm with a conditional gain
+    # and bias, as BigGAN's blocks call it before ReLU): NCHW vectors, one element, channels_last.
+    for name, act, shape, nhwc in (("relu *s b[N,C]", "relu", (3, 6, 4, 4), False),
+                                   ("relu *s b[N,C] 1 elem", "relu", (3, 6, 5, 5), False),
+                                   ("lrelu *s b[N,C] NHWC", "lrelu", (3, 6, 3, 5), True)):
+        x, b, sc = rnd(*shape), rnd(*shape[:2]), rnd(*shape[:2]).abs() + 0.5
+        yield ("bias_act", name,
+               (lambda impl, act=act: lambda x, b, s: bias_act(x, b, act=act, impl=impl, scale=s)),
+               [_nhwc(x) if nhwc else x, b, sc])
     yield ("bias_act", "modconv epilogue",
            (lambda impl: lambda x, w, s, noise, b: modulated_conv2d(
                x, w, s, noise=noise, padding=1, fused_modconv=False, impl=impl, bias=b, act="lrelu",

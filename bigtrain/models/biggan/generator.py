@@ -17,7 +17,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bigtrain.config import require
@@ -40,8 +39,8 @@ class GBlock(nn.Module):
         self.conv_sc = SNConv2d(in_ch, out_ch, 1)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(_up(F.relu(self.bn1(x, cond))))
-        h = self.conv2(F.relu(self.bn2(h, cond)))
+        h = self.conv1(_up(self.bn1(x, cond, "relu")))
+        h = self.conv2(self.bn2(h, cond, "relu"))
         return h + self.conv_sc(_up(x))
 
 
@@ -59,12 +58,12 @@ class GBlockDeep(nn.Module):
         self.bn4, self.conv4 = ConditionalBatchNorm(mid, cond_dim), SNConv2d(mid, out_ch, 1)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.relu(self.bn1(x, cond)))
-        h = F.relu(self.bn2(h, cond))
+        h = self.conv1(self.bn1(x, cond, "relu"))
+        h = self.bn2(h, cond, "relu")
         if self.up:
             h, x = _up(h), _up(x)
-        h = self.conv3(F.relu(self.bn3(self.conv2(h), cond)))
-        h = self.conv4(F.relu(self.bn4(h, cond)))
+        h = self.conv3(self.bn3(self.conv2(h), cond, "relu"))
+        h = self.conv4(self.bn4(h, cond, "relu"))
         return h + x[:, :self.out_ch]
 
 
@@ -157,7 +156,7 @@ class BigGANGenerator(Generator):
                 h = b(h, cond)
             if str(res) in self.attn:
                 h = self.attn[str(res)](h)
-        return torch.tanh(self.out_conv(F.relu(self.out_bn(h))))
+        return torch.tanh(self.out_conv(self.out_bn(h, "relu")))
 
     def ortho_parameters(self) -> list[nn.Parameter]:
         """What orthogonal regularization applies to: every weight matrix but the shared embedding."""

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bigtrain.config import require
+from bigtrain.ops.bias_act import bias_act
 
 
 class SpectralNorm:
@@ -103,6 +104,12 @@ class BatchNorm(nn.Module):
     synchronize over ranks: it sets ``all_reduce`` to a differentiable sum over the process
     group, so every rank normalizes by the statistics of the global batch (cross-replica BN).
 
+    The normalization, the gain and bias after it and the activation run as one op:
+    ``act(x * scale + shift)`` with a scale and a shift per sample and channel, folded from the
+    statistics, the gain and the bias (small [N, C] tensors), in one bias_act pass over the
+    activations where the textbook order takes five (subtract, multiply, multiply, add,
+    activation). Autograd differentiates through the fold, statistics included.
+
     ``momentum=None`` accumulates a plain average over batches (used for standing statistics).
     """
 
@@ -122,20 +129,38 @@ class BatchNorm(nn.Module):
         self.running_var.fill_(1)
         self.num_batches_tracked.zero_()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.enabled:
-            y = x
-        else:
-            y = self._normalize(x)
+    def forward(self, x: torch.Tensor, act: str = "linear", gain: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``act(BN(x) * gain + bias)``: ``gain`` and ``bias`` [N, C] (a conditional BN's), or the
+        module's own affine parameters when it has them."""
         if self.weight is not None:
-            y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-        return y
+            gain, bias = self.weight, self.bias
+        scale, shift = self.fold(x, gain, bias)
+        return bias_act(x, shift, act=act, gain=1.0, scale=scale)
 
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+    def fold(self, x: torch.Tensor, gain: torch.Tensor | None,
+             bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift), each [N, C], with ``x * scale + shift == BN(x) * gain + bias``; ``gain``
+        and ``bias`` are [N, C], [C] or None (1 and 0)."""
+        N, C = x.shape[:2]
+        if self.enabled:
+            mean, var = self._stats(x)
+            rstd = torch.rsqrt(var + self.eps)
+            scale = rstd if gain is None else gain * rstd
+            shift = -mean * scale if bias is None else bias - mean * scale
+        else:
+            scale = torch.ones(C, device=x.device) if gain is None else gain
+            shift = torch.zeros(C, device=x.device) if bias is None else bias
+        return scale.expand(N, C), shift.expand(N, C)
+
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and (biased) variance per channel, in float32 (or float64 for a float64 x): the
+        batch's in training (all ranks' with ``all_reduce``), which also updates the running ones;
+        else the running ones."""
         if self.training:
-            xf = x.float()
+            xf = x.to(torch.promote_types(x.dtype, torch.float32))
             C = x.shape[1]
-            count = torch.full([1], xf.numel() / C, device=x.device)
+            count = torch.full([1], xf.numel() / C, device=x.device, dtype=xf.dtype)
             stats = torch.cat([xf.sum(dim=[0, 2, 3]), xf.square().sum(dim=[0, 2, 3]), count])
             if self.all_reduce is not None:
                 stats = self.all_reduce(stats)
@@ -147,9 +172,8 @@ class BatchNorm(nn.Module):
                 m = 1 / self.num_batches_tracked.item() if self.momentum is None else self.momentum
                 self.running_mean.lerp_(mean.detach(), m)
                 self.running_var.lerp_(var.detach() * n / (n - 1).clamp(min=1), m)
-        else:
-            mean, var = self.running_mean, self.running_var
-        return (x - mean.view(1, -1, 1, 1).to(x.dtype)) * torch.rsqrt(var + self.eps).view(1, -1, 1, 1).to(x.dtype)
+            return mean, var
+        return self.running_mean, self.running_var
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -162,10 +186,9 @@ class ConditionalBatchNorm(nn.Module):
         self.gain = SNLinear(cond_dim, num_features, bias=False)
         self.bias = SNLinear(cond_dim, num_features, bias=False)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        gain = (1 + self.gain(cond)).view(x.shape[0], -1, 1, 1)
-        bias = self.bias(cond).view(x.shape[0], -1, 1, 1)
-        return self.bn(x) * gain + bias
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, act: str = "linear") -> torch.Tensor:
+        """``act(BN(x) * (1 + gain(cond)) + bias(cond))``, in one pass over x (BatchNorm.fold)."""
+        return self.bn(x, act, 1 + self.gain(cond), self.bias(cond))
 
 
 class SelfAttention(nn.Module):

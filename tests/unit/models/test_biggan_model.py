@@ -10,7 +10,7 @@ from bigtrain.config import build
 from bigtrain.models.sampling import standing_stats
 from bigtrain.losses.regularizers import orthogonal_penalty
 from bigtrain.models import get_family
-from bigtrain.models.biggan.layers import BatchNorm, SNConv2d, SNLinear
+from bigtrain.models.biggan.layers import BatchNorm, ConditionalBatchNorm, SNConv2d, SNLinear
 from bigtrain.models.biggan.generator import truncate_z
 from bigtrain.models.biggan.presets import PRESETS
 
@@ -157,6 +157,37 @@ def test_batch_norm_matches_torch_and_averages_for_standing_stats():
     for b in batches:
         ours(b)
     torch.testing.assert_close(ours.running_mean, torch.stack([b.mean(dim=[0, 2, 3]) for b in batches]).mean(0))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_conditional_batch_norm_with_relu_folded_is_the_textbook_order_to_the_gradients(training):
+    # BN, then the conditional gain and bias, then ReLU, run as one affine map per sample and
+    # channel (BatchNorm.fold) and one bias_act: the output and the gradients of x and of the
+    # projections equal torch's batch_norm followed by the three ops, in float64, with the batch's
+    # statistics (training) and with the running ones (eval).
+    torch.manual_seed(0)
+    cbn = ConditionalBatchNorm(5, 7).double().train(training)
+    if not training:
+        cbn.bn.running_mean.uniform_(-1, 1), cbn.bn.running_var.uniform_(0.5, 2)
+    x = (torch.randn(4, 5, 3, 3, dtype=torch.float64) * 3 + 1).requires_grad_(True)
+    cond, r = torch.randn(4, 7, dtype=torch.float64), torch.randn(4, 5, 3, 3, dtype=torch.float64)
+
+    def textbook():
+        bn = cbn.bn
+        y = F.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), training=training, eps=bn.eps)
+        return F.relu(y * (1 + cbn.gain(cond))[:, :, None, None] + cbn.bias(cond)[:, :, None, None])
+
+    params = [x, cbn.gain.weight, cbn.bias.weight]
+    want = textbook()
+    want_grads = torch.autograd.grad((want * r).sum(), params)
+    running = cbn.bn.running_mean.clone()
+    got = cbn(x, cond, "relu")
+    got_grads = torch.autograd.grad((got * r).sum(), params)
+    assert (got == 0).any() and (got > 0).any()  # both sides of ReLU
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.equal(cbn.bn.running_mean, running) != training  # training updates them
 
 
 def test_norm_none_makes_samples_independent_and_batch_norm_does_not():

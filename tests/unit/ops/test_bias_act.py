@@ -95,14 +95,28 @@ def test_errors():
     assert "lrelu" in str(e.value) and "swish" in str(e.value)
     with pytest.raises(ValueError, match=r"x.shape\[1\]=3"):
         bias_act(x, torch.ones(4))
+    with pytest.raises(ValueError, match=r"a 2-D b must be \[N, C\] for a 4-D x"):
+        bias_act(x, torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"got b of shape \(1, 3\), x of shape \(2, 3, 4, 4\)"):
+        bias_act(_rand(2, 3, 4, 4), torch.ones(1, 3))  # one sample's bias for two samples
     with pytest.raises(ValueError, match="1-D"):
-        bias_act(x, torch.ones(1, 3))
+        bias_act(x, torch.ones(1, 1, 3))
     with pytest.raises(ValueError, match="dim=2"):
         bias_act(x, torch.ones(3), dim=2)
     with pytest.raises(ValueError, match="bogus"):
         bias_act(x, impl="bogus")
     with pytest.raises(RuntimeError, match="bias_act: impl='cuda'"):
         bias_act(x, impl="cuda")
+
+
+def test_a_per_sample_bias_with_a_scale_is_an_affine_map_per_sample_and_channel():
+    # bias_act(x, b [N, C], scale=s) is act(x * s + b) per sample and channel, bit for bit on the
+    # reference (BigGAN's conditional BN + ReLU calls it so).
+    x = _rand(3, 4, 5, 6, dtype=torch.float32)
+    b, s = _rand(3, 4, seed=1, dtype=torch.float32), _rand(3, 4, seed=2, dtype=torch.float32)
+    want = torch.relu(x * s[:, :, None, None] + b[:, :, None, None])
+    assert torch.equal(bias_act(x, b, scale=s, act="relu", gain=1), want)
+    assert torch.equal(bias_act(x, b, act="relu", gain=1), torch.relu(x + b[:, :, None, None]))
 
 
 def test_scale_and_addend_are_the_modulated_convolutions_epilogue():

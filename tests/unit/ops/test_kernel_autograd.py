@@ -34,7 +34,10 @@ class EmulatedBiasAct:
         assert a is None or (a.ndim == 4 and a.shape[1] == 1 and a.shape[0] in (1, x.shape[0]))
         u = x if s is None else x * s[:, :, None, None]
         u = u if a is None else u + a
-        u = u if b is None else u + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+        # b: 1-D over dim, or [N, C] per sample for a 4-D x with dim 1.
+        assert b is None or b.ndim == 1 or (x.ndim == 4 and dim == 1 and tuple(b.shape) == tuple(x.shape[:2]))
+        u = u if b is None else u + (b[:, :, None, None] if b.ndim == 2 else
+                                     b.reshape([-1 if i == dim else 1 for i in range(x.ndim)]))
         with torch.enable_grad():
             u = u.detach().double().requires_grad_(True)
             z = spec.func(u, alpha if spec.def_alpha is not None else None) * gain
@@ -78,7 +81,7 @@ def emulated(monkeypatch):
 def test_parity_table_holds_through_the_kernel_autograd(emulated):
     rows = kernel_check.check("cpu", dtypes=(torch.float32,))
     assert {r.kernel for r in rows} == {"upfirdn2d", "bias_act", "modconv"}
-    assert len(rows) == 3 * (13 + 19 + 2)
+    assert len(rows) == 3 * (13 + 22 + 2)
     bad = [r for r in rows if not r.ok]
     assert not bad, kernel_check.format_rows(bad)
 

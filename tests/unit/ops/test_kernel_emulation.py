@@ -46,9 +46,9 @@ def test_kernel_sources_pass_the_parity_table_on_the_cpu_emulation(first_run):
     cache, r = first_run
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     assert "emulation of upfirdn2d, bias_act, modconv: compiled" in r.stdout
-    assert "306 of 306 checks within their limits" in r.stdout
+    assert "333 of 333 checks within their limits" in r.stdout
     table = [line for line in r.stdout.splitlines() if line.startswith(("upfirdn2d ", "bias_act ", "modconv "))]
-    assert len(table) == 306 and all(" yes " in line for line in table)
+    assert len(table) == 333 and all(" yes " in line for line in table)
     # --json: the same rows for a program (`bigtrain bench gpu` reads them).
     rows = json.loads((cache.parent / "check.json").read_text())
     assert [(d["kernel"], d["case"], d["dtype"], d["order"]) for d in rows] == [
@@ -78,7 +78,7 @@ def test_a_bug_in_any_kernel_source_fails_the_table(tmp_path):
     # its vector's first channel.
     _sabotage(src, "upfirdn2d.cu", "const int ky = ky0 + jy;", "const int ky = ky0 + jy + 1;")
     _sabotage(src, "bias_act.cu", "u < 0.f ? scale * a * e : 0.f", "scale * a * e")
-    _sabotage(src, "bias_act.cu", "bias[k] = b ? static_cast<float>(b[c]) : 0.f;",
+    _sabotage(src, "bias_act.cu", "bias[k] = b ? static_cast<float>(b[nn * b_nstride + c]) : 0.f;",
               "bias[k] = b ? static_cast<float>(b[i % b_size]) : 0.f;")
     # The modulated convolution's epilogue: an NCHW vector takes its first pixel's addend for all four;
     # with the channels innermost, every sample takes the first sample's scale.
@@ -86,6 +86,9 @@ def test_a_bug_in_any_kernel_source_fails_the_table(tmp_path):
               "ad[k] = a ? static_cast<float>(a[nn * a_nstride + p]) : 0.f;")
     _sabotage(src, "bias_act.cu", "sc[k] = s ? static_cast<float>(s[nn * b_size + c]) : 1.f;",
               "sc[k] = s ? static_cast<float>(s[c]) : 1.f;")
+    # A per-sample bias (BigGAN's conditional BN): in NCHW planes every sample takes the first sample's.
+    _sabotage(src, "bias_act.cu", "const float bk = b ? static_cast<float>(b[nn * b_nstride + c]) : 0.f,",
+              "const float bk = b ? static_cast<float>(b[c]) : 0.f,")
     # The second stage of the block reduction skips one shuffle step, so lane 0 misses the third
     # warp's partial sum (the cases' 8x3x3 weights take three warps of the 256 threads).
     _sabotage(src, "modconv.cu", "v += __shfl_down_sync(0xffffffff, v, off);",
@@ -101,7 +104,8 @@ def test_a_bug_in_any_kernel_source_fails_the_table(tmp_path):
     assert any(f[:2] == ["bias_act", "selu"] and f[3:5] == ["double", "backward"] for f in failed), failed
     nhwc = {" ".join(f[1:f.index("float32")]) for f in failed if "float32" in f and "forward" in f}
     assert {"NHWC up2 1-D, vec", "NHWC 1-D pad, 3 ch", "NHWC 6 taps down2 flip", "lrelu clamp NHWC, 8 ch",
-            "lrelu [N, C], vec4", "lrelu *s +a", "lrelu *s +a NHWC"} <= nhwc, nhwc
+            "lrelu [N, C], vec4", "lrelu *s +a", "lrelu *s +a NHWC", "relu *s b[N,C]", "relu *s b[N,C] 1 elem"
+            } <= nhwc, nhwc
 
 
 def test_impl_cuda_takes_cpu_tensors_only_inside_the_emulation(first_run, monkeypatch):
@@ -337,3 +341,45 @@ def test_a_stylegan2_generator_on_the_kernels_matches_the_reference_to_second_or
         for (name, p), a, b in zip(params, ours[which], ref[which]):
             a, b = (torch.zeros_like(p) if t is None else t for t in (a, b))
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{'path length ' if which == 2 else ''}{name}")
+
+
+def test_a_biggan_generator_on_the_kernels_matches_the_reference(first_run, monkeypatch):
+    # BigGAN's conditional batch norm + ReLU (and the output BN's) as one bias_act pass each, with a
+    # scale and a per-sample bias folded from the batch statistics and the class/latent projections:
+    # on the kernels' source, the image and G's gradients (through the statistics) equal the
+    # reference's, in training (the batch's statistics) and in eval (the running ones).
+    monkeypatch.setenv("BIGTRAIN_KERNEL_CACHE", str(first_run[0]))
+    from bigtrain.models.biggan import BigGANGenerator
+    from bigtrain.ops import _cuda
+    torch.manual_seed(0)
+    cfg = BigGANGenerator.Config(z_dim=12, shared_dim=4, ch=4, ch_mult=[4, 2, 2], attn_res=[8])
+    G = BigGANGenerator(cfg, 16, 3, c_dim=3)
+    z, c = torch.randn(4, 12), torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0]), 3).float()
+
+    def run(training):
+        G.train(training)
+        img = G(z, c)
+        return img, torch.autograd.grad((img * torch.linspace(-1, 1, img.numel()).view_as(img)).sum(), G.parameters())
+
+    state = {k: v.clone() for k, v in G.state_dict().items()}
+    ref = [run(True), run(False)]
+    G.load_state_dict(state)  # the running statistics as the reference's training forward found them
+    with _build.emulation():
+        bias_act_module = sys.modules["bigtrain.ops.bias_act"]
+        real = bias_act_module.resolve_impl
+        monkeypatch.setattr(bias_act_module, "resolve_impl",
+                            lambda impl, x, op: real("cuda" if impl == "auto" else impl, x, op))
+        real_bias_act, biases = _cuda.bias_act_cuda, []
+
+        def spy(x, b, *args, **kw):
+            biases.append(tuple(b.shape))
+            return real_bias_act(x, b, *args, **kw)
+        monkeypatch.setattr(_cuda, "bias_act_cuda", spy)
+        ours = [run(True), run(False)]
+    # Per forward: 2 conditional BNs in each of the 2 blocks ([N, C] biases), and the output BN (its
+    # own affine parameters, expanded over the samples).
+    assert biases == [(4, 16), (4, 8), (4, 8), (4, 8), (4, 8)] * 2, biases
+    for (img, grads), (img_ref, grads_ref) in zip(ours, ref):
+        torch.testing.assert_close(img, img_ref, rtol=1e-4, atol=1e-5)
+        for (name, _), a, b in zip(G.named_parameters(), grads, grads_ref):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
