@@ -13,6 +13,9 @@
 // bias may also be per sample, [N, C] (b_nstride C, else 0): with s, any affine map per sample and
 // channel, which is what batch norm and a conditional gain and bias after it come to (BigGAN's
 // conditional BN + ReLU in one pass).
+// b, s and a are float32 whatever x's dtype: they are small, and a folded batch norm's scale and
+// shift are large and cancel where a channel's mean is large against its spread (a constant channel:
+// 1/sqrt(eps) times its value), which they would not survive rounded to 16 bits.
 // Activation ids follow bigtrain/ops/bias_act.py's CUDA_ACT_IDS. Math in float32.
 #include "common.cuh"
 
@@ -64,9 +67,9 @@ struct alignas(sizeof(scalar_t) * VEC) Vec {
 // multiple of 4) or 1 when the channels are innermost (channels_last, [N, C] dense layers, 1x1
 // planes: the vector may cross channels, pixels and samples). Divisions once per vector; the
 // channels-innermost walk steps channel, pixel and sample with carries.
-template <typename scalar_t, typename index_t, int VEC>
-__device__ __forceinline__ void lookups(const scalar_t* __restrict__ b, const scalar_t* __restrict__ s,
-                                        const scalar_t* __restrict__ a, index_t i, index_t b_stride, index_t b_size,
+template <typename index_t, int VEC>
+__device__ __forceinline__ void lookups(const float* __restrict__ b, const float* __restrict__ s,
+                                        const float* __restrict__ a, index_t i, index_t b_stride, index_t b_size,
                                         index_t hw, index_t a_nstride, index_t b_nstride, float* bias, float* sc,
                                         float* ad) {
   if (b == nullptr && s == nullptr && a == nullptr) {
@@ -81,9 +84,9 @@ __device__ __forceinline__ void lookups(const scalar_t* __restrict__ b, const sc
     }
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
-      bias[k] = b ? static_cast<float>(b[nn * b_nstride + c]) : 0.f;
-      sc[k] = s ? static_cast<float>(s[nn * b_size + c]) : 1.f;
-      ad[k] = a ? static_cast<float>(a[nn * a_nstride + p]) : 0.f;
+      bias[k] = b ? b[nn * b_nstride + c] : 0.f;
+      sc[k] = s ? s[nn * b_size + c] : 1.f;
+      ad[k] = a ? a[nn * a_nstride + p] : 0.f;
       if (++c == b_size) {
         c = 0;
         if (++p == hw) p = 0, ++nn;
@@ -91,19 +94,19 @@ __device__ __forceinline__ void lookups(const scalar_t* __restrict__ b, const sc
     }
   } else {
     const index_t plane = i / b_stride, c = plane % b_size, nn = plane / b_size, p = i - plane * b_stride;
-    const float bk = b ? static_cast<float>(b[nn * b_nstride + c]) : 0.f, sk = s ? static_cast<float>(s[nn * b_size + c]) : 1.f;
+    const float bk = b ? b[nn * b_nstride + c] : 0.f, sk = s ? s[nn * b_size + c] : 1.f;
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       bias[k] = bk;
       sc[k] = sk;
-      ad[k] = a ? static_cast<float>(a[nn * a_nstride + p + k]) : 0.f;
+      ad[k] = a ? a[nn * a_nstride + p + k] : 0.f;
     }
   }
 }
 
 template <typename scalar_t, typename index_t, int VEC>
-__global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ b,
-                                const scalar_t* __restrict__ s, const scalar_t* __restrict__ a,
+__global__ void bias_act_kernel(const scalar_t* __restrict__ x, const float* __restrict__ b,
+                                const float* __restrict__ s, const float* __restrict__ a,
                                 const scalar_t* __restrict__ dy, const scalar_t* __restrict__ ddx,
                                 scalar_t* __restrict__ out, index_t n, index_t b_stride, index_t b_size, index_t hw,
                                 index_t a_nstride, index_t b_nstride, int act, int mode, float alpha, float gain,
@@ -112,7 +115,7 @@ __global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* 
   const index_t step = (index_t)blockDim.x * gridDim.x * VEC;
   for (index_t i = ((index_t)blockIdx.x * blockDim.x + threadIdx.x) * VEC; i < n; i += step) {
     float bias[VEC], sc[VEC], ad[VEC];
-    lookups<scalar_t, index_t, VEC>(b, s, a, i, b_stride, b_size, hw, a_nstride, b_nstride, bias, sc, ad);
+    lookups<index_t, VEC>(b, s, a, i, b_stride, b_size, hw, a_nstride, b_nstride, bias, sc, ad);
     const V xv = *reinterpret_cast<const V*>(x + i);
     V dyv, ddxv, outv;
     if (mode >= 1) dyv = *reinterpret_cast<const V*>(dy + i);

@@ -17,15 +17,18 @@ at::Tensor bias_act(at::Tensor x, c10::optional<at::Tensor> b, c10::optional<at:
   const bool nhwc = x.dim() == 4 && dim == 1 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
   const auto layout = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   x = x.contiguous(layout);
-  // An optional operand on x's device, in x's dtype, contiguous in `fmt`.
-  auto operand = [&](const c10::optional<at::Tensor>& t, const char* name, at::MemoryFormat fmt) {
+  // An optional operand on x's device, in `dtype`, contiguous in `fmt`.
+  auto operand = [&](const c10::optional<at::Tensor>& t, const char* name, at::ScalarType dtype,
+                     at::MemoryFormat fmt) {
     if (!t.has_value() || !t->defined()) return at::Tensor();
     TORCH_CHECK(t->device() == x.device(), "bias_act: ", name, " must be on x's device (", x.device(), "), not ",
                 t->device());
-    return t->to(x.scalar_type()).contiguous(fmt);
+    return t->to(dtype).contiguous(fmt);
   };
+  // The bias, scale and addend in float32 whatever x's dtype (bias_act.cu says why).
   const auto plain = at::MemoryFormat::Contiguous;
-  at::Tensor bt = operand(b, "b", plain), st = operand(s, "s", plain), at_ = operand(a, "a", plain);
+  const auto f32 = at::ScalarType::Float;
+  at::Tensor bt = operand(b, "b", f32, plain), st = operand(s, "s", f32, plain), at_ = operand(a, "a", f32, plain);
   int64_t b_stride = 1, b_size = 1, hw = 1, a_nstride = 0, b_nstride = 0;
   const bool b_per_sample = bt.defined() && bt.dim() == 2;
   if (b_per_sample) {
@@ -55,18 +58,19 @@ at::Tensor bias_act(at::Tensor x, c10::optional<at::Tensor> b, c10::optional<at:
   at::Tensor dyt, ddxt;
   if (mode >= 1) {
     TORCH_CHECK(dy.has_value() && dy->sizes() == x.sizes(), "bias_act: mode >= 1 needs dy shaped like x");
-    dyt = operand(dy, "dy", layout);
+    dyt = operand(dy, "dy", x.scalar_type(), layout);
   }
   if (mode == 2) {
     TORCH_CHECK(ddx.has_value() && ddx->sizes() == x.sizes(), "bias_act: mode 2 needs ddx shaped like x");
-    ddxt = operand(ddx, "ddx", layout);
+    ddxt = operand(ddx, "ddx", x.scalar_type(), layout);
   }
   auto out = at::empty_like(x, at::TensorOptions(), layout);
   const int64_t n = x.numel();
   if (n == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "bias_act", [&] {
     auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
-    const BiasActArgs<scalar_t> p{x.data_ptr<scalar_t>(), ptr(bt), ptr(st), ptr(at_), ptr(dyt), ptr(ddxt),
+    auto fptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
+    const BiasActArgs<scalar_t> p{x.data_ptr<scalar_t>(), ptr(dyt), ptr(ddxt), fptr(bt), fptr(st), fptr(at_),
                                   out.data_ptr<scalar_t>(), n, b_stride, b_size, hw, a_nstride, b_nstride, (int)act,
                                   (int)mode, (float)alpha, (float)gain, (float)clamp};
     bias_act_launch<scalar_t>(p, BT_STREAM());

@@ -48,7 +48,8 @@ void upfirdn2d_separable(const scalar_t* x, const float* f, scalar_t* y, const U
 // ---- bias_act: mode 0 forward, 1 backward, 2 double backward (bias_act.cu)
 template <typename scalar_t>
 struct BiasActArgs {
-  const scalar_t *x, *b, *s, *a, *dy, *ddx;  // b, s, a, dy, ddx: null where unused
+  const scalar_t *x, *dy, *ddx;  // dy, ddx: null where the mode does not use them
+  const float *b, *s, *a;        // float32 whatever x's dtype; null where absent
   scalar_t* out;
   int64_t n;                  // elements
   int64_t b_stride, b_size;   // elements between channels (1: channels innermost) and channels

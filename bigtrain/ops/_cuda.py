@@ -117,7 +117,7 @@ def _reduce_to_bias(t: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
 def _epilogue_grads(g, x, b, s, a, dim: int, needs):
     """Gradients of u = x * s + a + b w.r.t. (x, b, s, a), given g = dL/du; None where not needed or
     absent. Plain torch ops, so that they are differentiable again."""
-    d_x = (g if s is None else g * s[:, :, None, None]) if needs[0] else None
+    d_x = (g if s is None else g * s.to(g.dtype)[:, :, None, None]) if needs[0] else None  # in x's dtype
     d_b = _reduce_to_bias(g, b, dim) if b is not None and needs[1] else None
     d_s = (g * x).sum(dim=[2, 3]) if s is not None and needs[2] else None
     d_a = g.sum_to_size(a.shape) if a is not None and needs[3] else None
@@ -173,9 +173,10 @@ def _bias_act_functions(dim: int, act: str, alpha: float, gain: float, clamp: fl
 
 def bias_act_cuda(x, b, dim, act, alpha, gain, clamp, scale=None, addend=None):
     """``scale`` [N, C] and ``addend`` [N or 1, 1, H, W] (bias_act.py checks and shapes them) are
-    applied before the bias (1-D, or [N, C] per sample), in the same kernel."""
+    applied before the bias (1-D, or [N, C] per sample), in the same kernel. The kernel reads the
+    three in float32 whatever x's dtype (kernels/bias_act.cu says why)."""
     _count("bias_act")
-    b, scale, addend = (t if t is None else t.to(x.dtype) for t in (b, scale, addend))
+    b, scale, addend = (t if t is None else t.float() for t in (b, scale, addend))
     return _bias_act_functions(dim, act, float(alpha or 0.0), float(gain), float(clamp)).apply(x, b, scale, addend)
 
 

@@ -84,8 +84,9 @@ def bias_act(
             the samples, ``[1, 1, H, W]`` or ``[H, W]``; for a 4-D ``x`` with ``dim`` 1.
 
     Returns:
-        Tensor with the shape and dtype of ``x`` (``b``, ``scale`` and ``addend`` are cast to
-        ``x.dtype``).
+        Tensor with the shape and dtype of ``x``. The kernel reads ``b``, ``scale`` and ``addend`` in
+        float32; the reference casts them to ``x.dtype``, except with an ``[N, C]`` bias, where it
+        computes ``x * scale + addend + b`` in float32 and rounds it once.
     """
     spec = ACTIVATIONS.get(act)
     if spec is None:
@@ -112,6 +113,16 @@ def bias_act(
     if resolve_impl(impl, x, "bias_act") == "cuda":
         from bigtrain.ops._cuda import bias_act_cuda
         return bias_act_cuda(x, b, dim, act, alpha, gain, clamp, scale, addend)
+    if b is not None and b.ndim == 2:
+        # An affine map per sample and channel (a folded batch norm): its scale and shift can be large
+        # and cancel (a channel whose mean is large against its spread), so u is computed in float32
+        # and rounded to x's dtype once, as the kernel does.
+        wide = torch.promote_types(x.dtype, torch.float32)
+        s = scale.to(wide)[:, :, None, None] if scale is not None else torch.ones((), dtype=wide, device=x.device)
+        u = torch.addcmul(b.to(wide)[:, :, None, None], x, s)
+        if addend is not None:
+            u = u + addend.to(wide)
+        return _bias_act_ref(u.to(x.dtype), None, dim, spec, alpha, gain, clamp)
     if scale is not None:
         x = x * scale.to(x.dtype)[:, :, None, None]
     if addend is not None:

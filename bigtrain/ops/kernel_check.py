@@ -138,10 +138,12 @@ def _cases(device: torch.device, dtype: torch.dtype):
                                                                               scale=s, addend=a)),
                [_nhwc(x) if nhwc else x, b, sc, a])
     # An affine map per sample and channel (a scale and an [N, C] bias: batch norm with a conditional gain
-    # and bias, as BigGAN's blocks call it before ReLU): NCHW vectors, one element, channels_last.
+    # and bias, as BigGAN's blocks call it before ReLU): NCHW vectors, one element, 1x1 planes (the
+    # channels-innermost walk), channels_last in vectors that cross pixels and samples.
     for name, act, shape, nhwc in (("relu *s b[N,C]", "relu", (3, 6, 4, 4), False),
                                    ("relu *s b[N,C] 1 elem", "relu", (3, 6, 5, 5), False),
-                                   ("lrelu *s b[N,C] NHWC", "lrelu", (3, 6, 3, 5), True)):
+                                   ("relu *s b[N,C] 1x1", "relu", (4, 6, 1, 1), False),
+                                   ("lrelu *s b[N,C] NHWC", "lrelu", (2, 6, 3, 3), True)):
         x, b, sc = rnd(*shape), rnd(*shape[:2]), rnd(*shape[:2]).abs() + 0.5
         yield ("bias_act", name,
                (lambda impl, act=act: lambda x, b, s: bias_act(x, b, act=act, impl=impl, scale=s)),

@@ -108,7 +108,9 @@ class BatchNorm(nn.Module):
     ``act(x * scale + shift)`` with a scale and a shift per sample and channel, folded from the
     statistics, the gain and the bias (small [N, C] tensors), in one bias_act pass over the
     activations where the textbook order takes five (subtract, multiply, multiply, add,
-    activation). Autograd differentiates through the fold, statistics included.
+    activation). Autograd differentiates through the fold, statistics included. The scale and shift
+    stay float32 into bias_act, which computes ``x * scale + shift`` in float32 before rounding to a
+    16-bit x's dtype: they can be large and cancel (a channel whose mean dwarfs its spread).
 
     ``momentum=None`` accumulates a plain average over batches (used for standing statistics).
     """
@@ -156,17 +158,19 @@ class BatchNorm(nn.Module):
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and (biased) variance per channel, in float32 (or float64 for a float64 x): the
         batch's in training (all ranks' with ``all_reduce``), which also updates the running ones;
-        else the running ones."""
+        else the running ones. One pass over x (var_mean), which also keeps the variance exact where
+        the mean is large against the spread (sum of squares minus squared sum cancels there)."""
         if self.training:
             xf = x.to(torch.promote_types(x.dtype, torch.float32))
             C = x.shape[1]
-            count = torch.full([1], xf.numel() / C, device=x.device, dtype=xf.dtype)
-            stats = torch.cat([xf.sum(dim=[0, 2, 3]), xf.square().sum(dim=[0, 2, 3]), count])
+            var, mean = torch.var_mean(xf, dim=[0, 2, 3], correction=0)
+            n = torch.full([1], xf.numel() / C, device=x.device, dtype=xf.dtype)
             if self.all_reduce is not None:
-                stats = self.all_reduce(stats)
-            n = stats[-1]
-            mean = stats[:C] / n
-            var = (stats[C:2 * C] / n - mean.square()).clamp(min=0)
+                # Every rank's sums (differentiable), combined into the global batch's moments.
+                stats = self.all_reduce(torch.cat([mean * n, (var + mean.square()) * n, n]))
+                n = stats[-1:]
+                mean = stats[:C] / n
+                var = (stats[C:2 * C] / n - mean.square()).clamp(min=0)
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 m = 1 / self.num_batches_tracked.item() if self.momentum is None else self.momentum

@@ -110,13 +110,19 @@ def test_errors():
 
 
 def test_a_per_sample_bias_with_a_scale_is_an_affine_map_per_sample_and_channel():
-    # bias_act(x, b [N, C], scale=s) is act(x * s + b) per sample and channel, bit for bit on the
-    # reference (BigGAN's conditional BN + ReLU calls it so).
+    # bias_act(x, b [N, C], scale=s) is act(x * s + b) per sample and channel (BigGAN's conditional
+    # BN + ReLU calls it so); the reference computes x * s + b in float32 as one multiply-add and, for
+    # 16-bit x, rounds it once.
     x = _rand(3, 4, 5, 6, dtype=torch.float32)
     b, s = _rand(3, 4, seed=1, dtype=torch.float32), _rand(3, 4, seed=2, dtype=torch.float32)
-    want = torch.relu(x * s[:, :, None, None] + b[:, :, None, None])
-    assert torch.equal(bias_act(x, b, scale=s, act="relu", gain=1), want)
+    u = torch.addcmul(b[:, :, None, None], x, s[:, :, None, None])
+    torch.testing.assert_close(u, x * s[:, :, None, None] + b[:, :, None, None])
+    assert torch.equal(bias_act(x, b, scale=s, act="relu", gain=1), torch.relu(u))
     assert torch.equal(bias_act(x, b, act="relu", gain=1), torch.relu(x + b[:, :, None, None]))
+    half = x.to(torch.bfloat16)
+    y = bias_act(half, b, scale=s, act="relu", gain=1)
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, torch.relu(torch.addcmul(b[:, :, None, None], half, s[:, :, None, None]).bfloat16()))
 
 
 def test_scale_and_addend_are_the_modulated_convolutions_epilogue():

@@ -81,7 +81,7 @@ def emulated(monkeypatch):
 def test_parity_table_holds_through_the_kernel_autograd(emulated):
     rows = kernel_check.check("cpu", dtypes=(torch.float32,))
     assert {r.kernel for r in rows} == {"upfirdn2d", "bias_act", "modconv"}
-    assert len(rows) == 3 * (13 + 22 + 2)
+    assert len(rows) == 3 * (13 + 23 + 2)
     bad = [r for r in rows if not r.ok]
     assert not bad, kernel_check.format_rows(bad)
 
