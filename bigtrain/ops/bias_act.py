@@ -158,8 +158,7 @@ def _bias_act_ref(
 ) -> torch.Tensor:
     if b is not None:
         # Cast so a float32 bias does not silently promote float16 activations.
-        x = x + (b.to(x.dtype)[:, :, None, None] if b.ndim == 2 else
-                 b.to(x.dtype).reshape([-1 if i == dim else 1 for i in range(x.ndim)]))
+        x = x + b.to(x.dtype).reshape([-1 if i == dim else 1 for i in range(x.ndim)])
     x = spec.func(x, alpha)
     if gain != 1:
         x = x * gain

@@ -158,19 +158,19 @@ class BatchNorm(nn.Module):
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and (biased) variance per channel, in float32 (or float64 for a float64 x): the
         batch's in training (all ranks' with ``all_reduce``), which also updates the running ones;
-        else the running ones. One pass over x (var_mean), which also keeps the variance exact where
-        the mean is large against the spread (sum of squares minus squared sum cancels there)."""
+        else the running ones. (torch.var_mean would be one pass and exact where the mean dwarfs the
+        spread, but on the CPU its forward took 6x and its forward + backward 2x the time of these
+        sums: session 21, a [8, 192, 64, 64] float32 batch.)"""
         if self.training:
             xf = x.to(torch.promote_types(x.dtype, torch.float32))
             C = x.shape[1]
-            var, mean = torch.var_mean(xf, dim=[0, 2, 3], correction=0)
-            n = torch.full([1], xf.numel() / C, device=x.device, dtype=xf.dtype)
+            count = torch.full([1], xf.numel() / C, device=x.device, dtype=xf.dtype)
+            stats = torch.cat([xf.sum(dim=[0, 2, 3]), xf.square().sum(dim=[0, 2, 3]), count])
             if self.all_reduce is not None:
-                # Every rank's sums (differentiable), combined into the global batch's moments.
-                stats = self.all_reduce(torch.cat([mean * n, (var + mean.square()) * n, n]))
-                n = stats[-1:]
-                mean = stats[:C] / n
-                var = (stats[C:2 * C] / n - mean.square()).clamp(min=0)
+                stats = self.all_reduce(stats)
+            n = stats[-1]
+            mean = stats[:C] / n
+            var = (stats[C:2 * C] / n - mean.square()).clamp(min=0)
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 m = 1 / self.num_batches_tracked.item() if self.momentum is None else self.momentum
