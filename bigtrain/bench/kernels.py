@@ -51,6 +51,9 @@ def kernel_cases(res: int, batch: int = 8, device: str = "cuda", channels: int |
     # bias_act's own, came first.
     d, noise = torch.rand(batch, ch, device=device) + 0.5, torch.randn(batch, 1, res, res, device=device)
     xs = torch.randn(batch, ch, 16, 16, device=device)
+    # BigGAN's conditional batch norm + ReLU, folded (session 21): a scale and a bias per sample and
+    # channel, one pass; the reference's float32 multiply-add, cast and ReLU beside it.
+    shift = torch.randn(batch, ch, device=device)
     # The FIR filter after G's transposed conv (input res + 1, padded to res) and before D's strided
     # conv; the down2 of D's skips.
     yt = torch.randn(batch, ch, res + 1, res + 1, device=device)
@@ -69,6 +72,8 @@ def kernel_cases(res: int, batch: int = 8, device: str = "cuda", channels: int |
         ("bias_act lrelu *s +a", lambda impl, y, b, d, noise: bias_act(y, b, act="lrelu", clamp=256, impl=impl,
                                                                        scale=d, addend=noise),
          [y, b, d, noise], (2 * y.numel() + noise.numel()) * el),
+        ("bias_act relu *s b[N,C]", lambda impl, y, t, d: bias_act(y, t, act="relu", gain=1, scale=d, impl=impl),
+         [y, shift, d], 2 * y.numel() * el),
         ("upfirdn2d up2 NHWC", lambda impl, x: upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, impl=impl), [xn],
          (x.numel() + 4 * x.numel()) * el),
         ("upfirdn2d down2 NHWC", lambda impl, y: upfirdn2d(y, f, down=2, padding=1, impl=impl), [yn],

@@ -197,7 +197,7 @@ def test_bench_kernels_cases_run_their_kernels_and_match_the_reference(first_run
     from bigtrain.bench.kernels import kernel_cases
     cases = kernel_cases(16, batch=2, device="cpu", channels=8)
     assert {name for name, *_ in cases} >= {"upfirdn2d up2 NHWC", "upfirdn2d down2 NHWC", "bias_act lrelu NHWC",
-                                           "bias_act lrelu *s +a"}
+                                           "bias_act lrelu *s +a", "bias_act relu *s b[N,C]"}
     for name, fn, inputs, nbytes in cases:
         with _build.emulation():
             out = fn("cuda", *inputs)
