@@ -346,7 +346,7 @@ def _check_in_child(ctx: Context, rec: dict, built: list[str]) -> list:
         # `bigtrain kernels --check` itself: it loads the builds from the cache and exits 1 when rows fail.
         proc = subprocess.run([sys.executable, "-m", "bigtrain", "kernels", "--check", "--only", *built, "--json",
                                str(path)], capture_output=True, text=True,
-                              timeout=max(ctx.deadline - t0, 120))  # 171 rows took 13 s on the H200; 333 now
+                              timeout=max(ctx.deadline - t0, 120))  # 171 rows took 13 s on the H200; 342 now
         ended = f"exited {proc.returncode}" if proc.returncode >= 0 else f"was killed by signal {-proc.returncode}"
         tail = (proc.stdout + proc.stderr).strip()
     except subprocess.TimeoutExpired as e:
