@@ -392,8 +392,8 @@ def test_a_biggan_generator_on_the_kernels_matches_the_reference(first_run, monk
 def test_a_folded_batch_norm_in_16_bits_keeps_channels_whose_mean_dwarfs_their_spread(first_run, monkeypatch, dtype):
     # Folded, BN's scale and shift are large and cancel where a channel's mean is large against its
     # spread: a constant channel of 300 has scale 1/sqrt(eps), about 316, and shift about -94868
-    # (fp16's largest value is 65504). Both sides keep them in float32 and round u once, so 16-bit
-    # activations lose no more than that rounding against float64 BN on the same inputs.
+    # (fp16's largest value is 65504). Both sides keep them in float32 and round u once, so the fold
+    # adds no more than that rounding (the float32 statistics of these few exact values are exact).
     monkeypatch.setenv("BIGTRAIN_KERNEL_CACHE", str(first_run[0]))
     from bigtrain.models.biggan.layers import ConditionalBatchNorm
     torch.manual_seed(0)
