@@ -281,6 +281,16 @@ def test_emulated_barriers_shuffles_deadlocks_and_failures(tmp_path):
     assert lines[4] == "block_sums again 2016 6112"
 
 
+def _auto_takes_the_kernels(monkeypatch, *ops: str) -> None:
+    """Inside emulation(), impl="auto" of these ops (what the models call) runs the kernels' source,
+    as it would on a GPU; on the CPU auto is otherwise the reference."""
+    for name in ops:
+        module = sys.modules[f"bigtrain.ops.{name}"]
+        real = module.resolve_impl
+        monkeypatch.setattr(module, "resolve_impl",
+                            lambda impl, x, op, real=real: real("cuda" if impl == "auto" else impl, x, op))
+
+
 @pytest.mark.parametrize("noise_mode, channels_last", [("random", False), ("const", False), ("random", True)])
 def test_a_stylegan2_generator_on_the_kernels_matches_the_reference_to_second_order(first_run, monkeypatch,
                                                                                     noise_mode, channels_last):
@@ -313,11 +323,7 @@ def test_a_stylegan2_generator_on_the_kernels_matches_the_reference_to_second_or
 
     ref = run("ref")
     with _build.emulation():
-        for name in ("upfirdn2d", "bias_act", "modconv"):
-            module = sys.modules[f"bigtrain.ops.{name}"]
-            real = module.resolve_impl
-            monkeypatch.setattr(module, "resolve_impl",
-                                lambda impl, x, op, real=real: real("cuda" if impl == "auto" else impl, x, op))
+        _auto_takes_the_kernels(monkeypatch, "upfirdn2d", "bias_act", "modconv")
         # The layers' epilogue reaches the kernel: demodulation and noise as its scale and addend.
         from bigtrain.ops import _cuda
         real_bias_act, operands = _cuda.bias_act_cuda, []
@@ -366,10 +372,7 @@ def test_a_biggan_generator_on_the_kernels_matches_the_reference(first_run, monk
     ref = [run(True), run(False)]
     G.load_state_dict(state)  # the running statistics as the reference's training forward found them
     with _build.emulation():
-        bias_act_module = sys.modules["bigtrain.ops.bias_act"]
-        real = bias_act_module.resolve_impl
-        monkeypatch.setattr(bias_act_module, "resolve_impl",
-                            lambda impl, x, op: real("cuda" if impl == "auto" else impl, x, op))
+        _auto_takes_the_kernels(monkeypatch, "bias_act")
         real_bias_act, biases = _cuda.bias_act_cuda, []
 
         def spy(x, b, *args, **kw):
@@ -407,10 +410,7 @@ def test_a_folded_batch_norm_in_16_bits_keeps_channels_whose_mean_dwarfs_their_s
         want = F.relu(y * (1 + cbn.gain(cond)).double()[:, :, None, None] + cbn.bias(cond).double()[:, :, None, None])
         ref = cbn(x, cond, "relu")
         with _build.emulation():
-            bias_act_module = sys.modules["bigtrain.ops.bias_act"]
-            real = bias_act_module.resolve_impl
-            monkeypatch.setattr(bias_act_module, "resolve_impl",
-                                lambda impl, x, op: real("cuda" if impl == "auto" else impl, x, op))
+            _auto_takes_the_kernels(monkeypatch, "bias_act")
             ours = cbn(x, cond, "relu")
     assert ref.dtype == ours.dtype == dtype
     assert want[:, 0].abs().max() > 0.1  # the constant channel's output is its conditional bias
